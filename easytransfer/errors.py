@@ -1,0 +1,49 @@
+"""Exceptions raised by easytransfer.
+
+Every message names the input that was wrong and says what to do about it, so that a user never has to
+read a traceback from deep inside torch to find out what happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class EasyTransferError(Exception):
+    """Base class for every error easytransfer raises on purpose."""
+
+
+class UnknownModelError(EasyTransferError, ValueError):
+    """An architecture name that no source (timm, torchvision, aliases) knows."""
+
+    def __init__(self, name: str, close_matches: Sequence[str] = ()):
+        self.name = name
+        self.close_matches = list(close_matches)
+        hint = f" Closest known names: {', '.join(self.close_matches)}." if self.close_matches else ""
+        super().__init__(
+            f"Unknown architecture {name!r}.{hint} "
+            "Use easytransfer.list_models('*pattern*') to see what is available."
+        )
+
+
+class WeightsUnavailableError(EasyTransferError, RuntimeError):
+    """No source could provide pre-trained weights for a model."""
+
+    def __init__(self, arch: str, tried: Sequence[tuple[str, str]]):
+        self.arch = arch
+        self.tried = list(tried)
+        lines = "\n".join(f"  - {source}: {reason}" for source, reason in self.tried)
+        super().__init__(
+            f"No pre-trained weights could be loaded for {arch!r}. Sources tried:\n{lines}\n"
+            f"To fix it: connect to the internet once (weights are cached afterwards), or pass a local file, "
+            f"e.g. transfer_learner(dls, {arch!r}, weights='path/to/weights.safetensors') "
+            f"(.safetensors, .pth or .pt), or use pretrained=False to start from random weights."
+        )
+
+
+class WeightsMismatchError(EasyTransferError, ValueError):
+    """A weights file whose tensors do not fit the model they are loaded into."""
+
+
+class DataError(EasyTransferError, ValueError):
+    """Input data that cannot be turned into DataLoaders (no images, one class, bad columns ...)."""

