@@ -87,3 +87,15 @@ def test_interpret_and_export(learn, tmp_path):
     config = json.loads((out / "easytransfer.json").read_text())
     assert config["classes"] == ["cat", "dog"] and config["arch"] == "test_efficientnet"
     assert (out / "model.safetensors").stat().st_size > 0
+
+
+@pytest.mark.parametrize("freeze_bn_stats", [True, False])
+def test_bn_statistics_policy_after_unfreezing(image_folder, freeze_bn_stats):
+    dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=64)
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, freeze_bn_stats=freeze_bn_stats)
+    bn = next(m for m in learn.model.modules() if isinstance(m, nn.BatchNorm2d))
+    stats, weight = bn.running_mean.clone(), bn.weight.detach().clone()
+    learn.unfreeze()
+    learn.fit_discriminative(1, lr_max=1e-2)
+    assert not torch.equal(weight, bn.weight.detach())  # BN weights train once unfrozen
+    assert torch.equal(stats, bn.running_mean) == freeze_bn_stats
