@@ -16,7 +16,9 @@ from .learner import TransferLearner as TransferLearner
 from .learner import discriminative_lrs as discriminative_lrs
 from .learner import transfer_learner as transfer_learner
 from .models import ModelSpec as ModelSpec
+from .models import build_model as build_model
 from .models import create_model as create_model
+from .models import describe_model as describe_model
 from .models import get_model_spec as get_model_spec
 from .models import list_models as list_models
 from .splitters import split_layer_groups as split_layer_groups

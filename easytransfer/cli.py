@@ -7,7 +7,7 @@ import sys
 
 from .errors import EasyTransferError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _positive_int(text: str) -> int:

@@ -16,15 +16,14 @@ import numpy as np
 import pandas as pd
 from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
 from fastai.data.core import DataLoaders
-from fastai.data.transforms import ColReader, ColSplitter, get_image_files
+from fastai.data.transforms import ColReader, ColSplitter, Normalize, get_image_files
 from fastai.vision.augment import FlipItem, Resize, ResizeMethod
 from fastai.vision.data import ImageBlock
-from fastai.data.transforms import Normalize
 from PIL import Image
 
 from .errors import DataError
 
-__all__ = ["ImageData", "DataRecipe", "stratified_split", "IMAGENET_STATS"]
+__all__ = ["IMAGENET_STATS", "DataRecipe", "ImageData", "stratified_split"]
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DEFAULT_BS = 16  # measured: batches of 4-16 are as fast per image on CPU and keep buffers small

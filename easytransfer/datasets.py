@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["textile_root", "textile_items", "textile_folder"]
+__all__ = ["textile_folder", "textile_items", "textile_root"]
 
 
 def textile_root() -> Path:

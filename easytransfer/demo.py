@@ -16,7 +16,7 @@ from .data import ImageData, stratified_split
 from .datasets import textile_items
 from .learner import transfer_learner
 
-__all__ = ["split_train_valid_test", "run_demo"]
+__all__ = ["run_demo", "split_train_valid_test"]
 
 
 def split_train_valid_test(items: pd.DataFrame, valid_pct: float = 0.2, test_pct: float = 0.2, seed: int = 42):

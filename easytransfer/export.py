@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from .version import __version__
 
-__all__ = ["export_bundle", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_bundle"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "easytransfer.json"

@@ -15,10 +15,10 @@ from torch import nn
 
 from .callbacks import FrozenBatchNormCallback, PhaseLogCallback, warmup_cosine
 from .data import ImageData
-from .models import ModelSpec, create_model
+from .models import ModelSpec, build_model
 from .splitters import LayerGroups, split_layer_groups
 
-__all__ = ["TransferLearner", "transfer_learner", "discriminative_lrs"]
+__all__ = ["TransferLearner", "discriminative_lrs", "transfer_learner"]
 
 DEFAULT_HEAD_LR = 3e-3
 
@@ -73,6 +73,14 @@ class TransferLearner(Learner):
     @property
     def n_groups(self) -> int:
         return len(self.layer_groups)
+
+    def summary_groups(self) -> pd.DataFrame:
+        """The layer groups as a table: first and last module, parameters, trainable or frozen, current lr.
+
+        >>> learn.unfreeze(2); learn.summary_groups()  # doctest: +SKIP
+        """
+        lrs = [h["lr"] for h in self.opt.hypers] if self.opt is not None else None
+        return self.layer_groups.summary(self.model, lrs)
 
     def unfreeze(self, n: int | None = None) -> TransferLearner:
         """Make all layer groups trainable, or only the head and the last `n` body groups.
@@ -157,6 +165,7 @@ def transfer_learner(
     pretrained: bool = True,
     weights: str | None = None,
     n_stages: int | None = None,
+    head: str = "linear",
     metrics=None,
     train_bn: bool = False,
     freeze_bn_stats: bool = True,
@@ -173,6 +182,7 @@ def transfer_learner(
         pretrained: load pre-trained weights (``False``: random initialisation, no download).
         weights: a local weights file for `arch` (``.safetensors`` or ``.pth``).
         n_stages: number of body layer groups (default 4, fewer when the model has fewer stages).
+        head: ``"linear"`` (a new Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
         metrics: fastai metrics; default accuracy (multi-label: ``accuracy_multi``).
         train_bn: keep training BatchNorm layers of a frozen body (fastai's behaviour); default ``False``.
         freeze_bn_stats: BatchNorm layers normalise with their pre-trained statistics during all training,
@@ -184,12 +194,12 @@ def transfer_learner(
     >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
     >>> learn = transfer_learner(dls, "efficientnet_lite0"); learn.fit_frozen(3)  # doctest: +SKIP
     """
-    model, spec = create_model(arch, _n_out(dls), pretrained=pretrained, weights=weights)
+    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)
     else:
         dls.add_tfms([Normalize.from_stats(spec.mean, spec.std, cuda=False)], "after_batch")
-    groups = split_layer_groups(model, n_stages)
+    groups = split_layer_groups(model, n_stages, head=spec.classifier if spec.source == "torchvision" else None)
     return TransferLearner(
         dls, model, spec=spec, layer_groups=groups, metrics=metrics if metrics is not None else _default_metrics(dls),
         train_bn=train_bn, freeze_bn_stats=freeze_bn_stats, **kwargs,

@@ -8,15 +8,34 @@ gradual unfreezing and discriminative learning rates all work on these groups.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import timm.models
 from torch import nn
 
-__all__ = ["LayerGroups", "split_layer_groups", "DEFAULT_N_STAGES"]
+__all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "matcher_for", "split_layer_groups"]
 
 DEFAULT_N_STAGES = 4
+
+# Hand-written group matchers for torchvision families, in timm's form: ordered regexes over parameter
+# names; ``(99999,)`` joins the previous group. Unmatched pretrained parameters (ConvNeXt's classifier.0
+# norm, MobileNetV3's classifier.0 linear) go to the last body group.
+TORCHVISION_MATCHERS: dict[str, dict] = {
+    "resnet": dict(stem=r"^conv1|^bn1", blocks=r"^layer(\d+)"),
+    "efficientnet": dict(blocks=r"^features\.(\d+)"),
+    "mobilenetv2": dict(blocks=r"^features\.(\d+)"),
+    "mobilenetv3": dict(blocks=r"^features\.(\d+)"),
+    "convnext": dict(blocks=r"^features\.(\d+)"),
+    "regnet": dict(stem=r"^stem", blocks=r"^trunk_output\.block(\d+)"),
+    "vision_transformer": dict(
+        stem=r"^class_token|^conv_proj|^encoder\.pos_embedding",
+        blocks=[(r"^encoder\.layers\.encoder_layer_(\d+)", None), (r"^encoder\.ln", (99999,))],
+    ),
+    "swin_transformer": dict(blocks=r"^features\.(\d+)", norm=(r"^norm", (99999,))),
+}
 
 
 @dataclass(frozen=True)
@@ -41,49 +60,83 @@ class LayerGroups:
         """Use as fastai ``Learner(splitter=groups.splitter)``."""
         return self.params(model)
 
+    def summary(self, model: nn.Module, lrs=None) -> pd.DataFrame:
+        """One row per group: first and last parameter's module, parameter count, trainable, learning rate."""
+        rows = []
+        for i, (names, params) in enumerate(zip(self.names, self.params(model))):
+            trainable = [p.requires_grad for p in params]
+            rows.append({
+                "group": i,
+                "name": "head" if i == len(self.names) - 1 else ("stem" if i == 0 else f"stage {i}"),
+                "first": names[0].rsplit(".", 1)[0] if names else "",
+                "last": names[-1].rsplit(".", 1)[0] if names else "",
+                "params": sum(p.numel() for p in params),
+                "trainable": "yes" if all(trainable) else ("no" if not any(trainable) else "partly"),
+                "lr": float(lrs[i]) if lrs is not None else float("nan"),
+            })
+        return pd.DataFrame(rows).set_index("group")
 
-def _head_param_names(model: nn.Module) -> set[str]:
-    head = model.get_classifier()
-    head_ids = {id(p) for p in head.parameters()}
+
+def matcher_for(model: nn.Module) -> dict | None:
+    """The model's group matcher: timm's own ``group_matcher(coarse=True)``, or a torchvision one from
+    `TORCHVISION_MATCHERS`; ``None`` when there is none."""
+    if hasattr(model, "group_matcher"):
+        return model.group_matcher(coarse=True)
+    if type(model).__module__.startswith("torchvision."):
+        return TORCHVISION_MATCHERS.get(type(model).__module__.rsplit(".", 1)[-1])
+    return None
+
+
+def _head_param_names(model: nn.Module, head: str | None) -> set[str]:
+    module = model.get_submodule(head) if head else model.get_classifier()
+    head_ids = {id(p) for p in module.parameters()}
     return {n for n, p in model.named_parameters() if id(p) in head_ids}
 
 
-def _natural_stages(model: nn.Module, head: set[str]) -> list[list[str]]:
-    """Body parameter names per natural stage, from the model's own group matcher."""
-    names = [n for n, _ in model.named_parameters()]
-    if hasattr(model, "group_matcher"):
-        grouped = timm.models.group_parameters(model, model.group_matcher(coarse=True))
+def _natural_stages(model: nn.Module, head: set[str], matcher: dict | None) -> list[list[str]]:
+    """Body parameter names per natural stage, from a group matcher or, without one, module order."""
+    if matcher is not None:
+        grouped = timm.models.group_parameters(model, matcher)
         stages = [[n for n in grouped[k] if n not in head] for k in sorted(grouped)]
-    else:  # no matcher: one stage per top-level child, in module order
+    else:
+        warnings.warn(
+            f"{type(model).__name__} has no group matcher; its layer groups follow its top-level modules "
+            "in order, which may not match its real stages.",
+            stacklevel=3,
+        )
         order: dict[str, list[str]] = {}
-        for n in names:
+        for n, _ in model.named_parameters():
             if n not in head:
                 order.setdefault(n.split(".", 1)[0], []).append(n)
         stages = list(order.values())
     return [s for s in stages if s]
 
 
-def split_layer_groups(model: nn.Module, n_stages: int | None = None) -> LayerGroups:
+def split_layer_groups(
+    model: nn.Module, n_stages: int | None = None, *, head: str | None = None, matcher: dict | None = None
+) -> LayerGroups:
     """Split `model` into `n_stages` body groups plus one head group.
 
     Args:
-        model: a timm model whose classifier (``get_classifier()``) is the new head.
+        model: a timm or torchvision model with its new head.
         n_stages: body groups wanted; default `DEFAULT_N_STAGES`, or fewer when the model has fewer
             natural stages.
+        head: module path of the new head (default: timm's ``get_classifier()``).
+        matcher: group matcher in timm's form (default: `matcher_for(model)`).
 
     >>> import timm
     >>> groups = split_layer_groups(timm.create_model("test_resnet", num_classes=3), n_stages=2)
     >>> len(groups), groups.names[-1]
     (3, ('fc.weight', 'fc.bias'))
     """
-    head = _head_param_names(model)
-    stages = _natural_stages(model, head)
-    n_stages = min(n_stages or DEFAULT_N_STAGES, len(stages))
-    if n_stages < 1:
+    head_names = _head_param_names(model, head)
+    stages = _natural_stages(model, head_names, matcher if matcher is not None else matcher_for(model))
+    if n_stages is not None and n_stages < 1:
         raise ValueError(f"n_stages must be at least 1, got {n_stages}")
+    n_stages = min(n_stages or DEFAULT_N_STAGES, len(stages))
     # np.array_split puts the extra stages in the first buckets: ResNet's 5 stages into 2 buckets gives
     # stem..layer2 | layer3..layer4, fastai's own split.
     buckets = np.array_split(np.arange(len(stages)), n_stages)
     body = [tuple(n for i in bucket for n in stages[i]) for bucket in buckets]
-    head_names = tuple(n for n, _ in model.named_parameters() if n in head)
-    return LayerGroups(names=tuple(body) + (head_names,))
+    head_group = tuple(n for n, _ in model.named_parameters() if n in head_names)
+    return LayerGroups(names=tuple(body) + (head_group,))

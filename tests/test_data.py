@@ -1,10 +1,9 @@
 import pandas as pd
 import pytest
+from conftest import make_image_folder
 
 from easytransfer import DataError, ImageData, get_model_spec
 from easytransfer.data import stratified_split
-
-from conftest import make_image_folder
 
 
 def test_from_folder_class_subfolders_is_a_stratified_seeded_split(image_folder):

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from easytransfer import WeightsMismatchError, WeightsUnavailableError, create_model
+from easytransfer import WeightsMismatchError, WeightsUnavailableError, build_model, create_model
 from easytransfer import weights as weights_module
 from easytransfer.weights import PACKAGED_WEIGHTS, load_pretrained, map_state_dict_in_order
 
@@ -46,7 +46,7 @@ def test_local_weights_file_round_trip(tmp_path, suffix):
     path = tmp_path / f"weights{suffix}"
     save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
 
-    model, spec = create_model("test_resnet", 3, weights=str(path))
+    model, spec = build_model("test_resnet", 3, weights=str(path))
     assert spec.weights == f"file {path}"
     loaded = model.state_dict()
     body = [k for k in state if not k.startswith("fc.")]
@@ -104,7 +104,7 @@ def test_pretrained_false_touches_no_source(monkeypatch):
         raise AssertionError("a weights source was touched")
 
     monkeypatch.setattr("easytransfer.models.load_pretrained", fail)
-    model, spec = create_model("efficientnet_lite0", 4, pretrained=False)
+    model, spec = build_model("efficientnet_lite0", 4, pretrained=False)
     assert spec.weights == "random init"
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
 
