@@ -109,3 +109,31 @@ def test_torchvision_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(weights_module.torch.hub, "get_dir", lambda: "/nonexistent-hub-dir")
     with pytest.raises(WeightsUnavailableError, match="tv:resnet18"):
         build_model("tv:resnet18", 2)
+
+
+def test_model_without_a_matcher_falls_back_to_module_order_with_a_warning():
+    from easytransfer.splitters import split_layer_groups
+
+    model = nn.Sequential()
+    model.add_module("stem", nn.Conv2d(3, 4, 3))
+    model.add_module("body", nn.Conv2d(4, 4, 3))
+    model.add_module("top", nn.Conv2d(4, 4, 3))
+    model.add_module("fc", nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match="no group matcher"):
+        groups = split_layer_groups(model, head="fc")
+    assert [sorted({n.split(".")[0] for n in g}) for g in groups.names] == [["stem"], ["body"], ["top"], ["fc"]]
+
+
+def test_multilabel_data_gets_sigmoid_outputs_and_bce(tmp_path):
+    import pandas as pd
+    from fastai.losses import BCEWithLogitsLossFlat
+
+    folder = make_image_folder(tmp_path, classes=("a", "b", "c"), per_class=4)
+    files = sorted(folder.rglob("*.jpg"))
+    labels = [{"a": "red", "b": "red round", "c": "round"}[f.parent.name] for f in files]
+    dls = ImageData.from_df(pd.DataFrame({"path": files, "label": labels}), label_delim=" ", bs=4, size=64)
+    learn = transfer_learner(dls, "test_resnet", pretrained=False)
+    assert list(dls.vocab) == ["red", "round"] and learn.model.get_classifier().out_features == 2
+    assert isinstance(learn.loss_func, BCEWithLogitsLossFlat)
+    learn.fit_frozen(1)
+    assert "accuracy_multi" in learn.history.columns
