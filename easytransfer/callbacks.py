@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import pandas as pd
-from fastai.callback.core import Callback
+import torch
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import SchedCos, SchedLin, combine_scheds
+from fastai.callback.tracker import TrackerCallback
 from torch import nn
 
-__all__ = ["FrozenBatchNormCallback", "PhaseLogCallback", "warmup_cosine"]
+__all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "PhaseLogCallback", "StopOnNaNCallback", "warmup_cosine"]
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -69,10 +72,28 @@ class PhaseLogCallback(Callback):
     def before_epoch(self):
         self._start = time.perf_counter()
         self._peak_lrs = None
+        self._correct, self._seen = 0.0, 0
 
     def after_batch(self):
         lrs = [float(h["lr"]) for h in self.learn.opt.hypers]
         self._peak_lrs = lrs if self._peak_lrs is None else [max(a, b) for a, b in zip(self._peak_lrs, lrs)]
+        self._count_correct()
+
+    def _count_correct(self):
+        """Accuracy on the training batches as they were trained (augmented), for `diagnose`."""
+        pred, yb = self.learn.pred, self.learn.yb
+        if not isinstance(pred, torch.Tensor) or len(yb) != 1 or not isinstance(yb[0], torch.Tensor):
+            return
+        with torch.no_grad():
+            targ = yb[0]
+            if targ.shape == pred.shape:  # multi-label: one-hot targets, threshold the sigmoid at 0.5
+                hits = ((pred.sigmoid() > 0.5) == targ.bool()).float().mean(dim=1)
+            elif pred.ndim == 2 and targ.ndim == 1:
+                hits = (pred.argmax(dim=1) == targ).float()
+            else:
+                return
+        self._correct += float(hits.sum())
+        self._seen += len(hits)
 
     def after_epoch(self):
         recorder = self.learn.recorder
@@ -84,7 +105,88 @@ class PhaseLogCallback(Callback):
                 continue
             row[name] = value if name == "epoch" else (float(value) if value is not None else np.nan)
         row["epoch"] = len(self.learn.history)
+        row["train_accuracy"] = self._correct / self._seen if self._seen else np.nan
         for i, lr in enumerate(self._peak_lrs or []):
             row[f"lr_{i}"] = lr  # the epoch's peak rate of layer group i (0 = stem)
         row["seconds"] = time.perf_counter() - self._start
-        self.learn.history = pd.concat([self.learn.history, pd.DataFrame([row])], ignore_index=True)
+        new = pd.DataFrame([row])
+        history = self.learn.history
+        self.learn.history = new if history.empty else pd.concat([history, new], ignore_index=True)
+
+
+def _copy_state(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class BestWeightsCallback(TrackerCallback):
+    """Keep the weights of the best epoch by `monitor` in memory and load them when the fit ends.
+
+    Built on fastai's `TrackerCallback` (the same `monitor`, `comp` and `min_delta` as `SaveModelCallback`),
+    but nothing is written to disk. The copy includes buffers such as BatchNorm statistics. When the best
+    epoch is not the last one, one line says which epoch's weights were restored.
+
+    >>> learn.fit(10, cbs=BestWeightsCallback(monitor="accuracy"))  # doctest: +SKIP
+    """
+
+    order = 58  # after PhaseLogCallback (55) has written the epoch's history row
+
+    def __init__(self, monitor: str = "valid_loss", comp=None, min_delta: float = 0.0, verbose: bool = True):
+        super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=True)
+        self.verbose = verbose
+
+    def before_fit(self):
+        super().before_fit()
+        self.best_state, self.best_row, self.last_row = None, None, None
+
+    def after_epoch(self):
+        super().after_epoch()
+        self.last_row = self._history_epoch()
+        if self.new_best:
+            self.best_state, self.best_row = _copy_state(self.learn.model), self.last_row
+
+    def _history_epoch(self) -> int:
+        history = getattr(self.learn, "history", None)
+        return len(history) - 1 if isinstance(history, pd.DataFrame) and len(history) else self.epoch
+
+    def after_fit(self):
+        if self.run and self.best_state is not None and self.best_row != self.last_row:
+            self.learn.model.load_state_dict(self.best_state)
+            if self.verbose:
+                print(f"Restored the weights of epoch {self.best_row} (best {self.monitor}: {self.best:.4f}).")
+        self.learn.best_epoch = self.best_row
+        self.best_state = None
+        super().after_fit()
+
+
+class StopOnNaNCallback(Callback):
+    """Stop training cleanly when the loss becomes NaN or infinite, and go back to the last good weights.
+
+    The weights are copied at the start of the fit and after every epoch whose losses were finite; on a
+    non-finite loss (caught before the backward pass) they are restored, ``learn.stop_reason`` says what
+    happened and the fit ends. fastai's `TerminateOnNaNCallback` only stops.
+    """
+
+    order = 57
+
+    def before_fit(self):
+        self.good_state, self.good_epoch = _copy_state(self.learn.model), None
+        self.learn.stop_reason = None
+
+    def after_loss(self):
+        if self.training and not torch.isfinite(self.learn.loss).all():
+            self._stop(f"the training loss became {float(self.learn.loss.detach().float().mean())}"
+                       f" at epoch {self.epoch}, batch {self.iter}")
+
+    def after_epoch(self):
+        values = [v for v in self.learn.recorder.log[1:] if isinstance(v, float)]
+        if any(not math.isfinite(v) for v in values):
+            self._stop(f"a non-finite loss or metric at the end of epoch {self.epoch}")
+        self.good_state, self.good_epoch = _copy_state(self.learn.model), self.epoch
+
+    def _stop(self, what: str):
+        self.learn.model.load_state_dict(self.good_state)
+        where = "the start of this fit" if self.good_epoch is None else f"the end of epoch {self.good_epoch}"
+        self.learn.stop_reason = (f"Stopped: {what}. Restored the weights from {where}. "
+                                  "Lower the learning rate (try learn.lr_find()) or check the data for broken labels.")
+        print(self.learn.stop_reason)
+        raise CancelFitException()

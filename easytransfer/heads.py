@@ -35,7 +35,7 @@ def find_last_linear(model: nn.Module) -> str:
 
 
 def replace_linear_head(
-    model: nn.Module, path: str, n_out: int, *, head: str = "linear", dropout: float = 0.5
+    model: nn.Module, path: str, n_out: int, *, head: str = "linear", dropout: float | None = None
 ) -> nn.Module:
     """Replace the Linear layer at `path` with a new head for `n_out` outputs; returns the new head."""
     old = model.get_submodule(path)
@@ -43,8 +43,10 @@ def replace_linear_head(
         raise ValueError(f"{path!r} in {type(model).__name__} is a {type(old).__name__}, not a Linear layer.")
     if head == "linear":
         new = nn.Linear(old.in_features, n_out)
+        if dropout:
+            new = nn.Sequential(nn.Dropout(dropout), new)
     elif head == "mlp":
-        new = mlp_head(old.in_features, n_out, dropout=dropout)
+        new = mlp_head(old.in_features, n_out, dropout=0.5 if dropout is None else dropout)
     else:
         raise ValueError(f"head must be 'linear' or 'mlp', got {head!r}")
     model.set_submodule(path, new)

@@ -6,15 +6,28 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from fastai.callback.mixup import CutMix, MixUp
 from fastai.callback.schedule import ParamScheduler
+from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.learner import Learner
+from fastai.losses import LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy, accuracy_multi
+from matplotlib.figure import Figure
 from torch import nn
 
-from .callbacks import FrozenBatchNormCallback, PhaseLogCallback, warmup_cosine
+from .callbacks import (
+    BestWeightsCallback,
+    FrozenBatchNormCallback,
+    PhaseLogCallback,
+    StopOnNaNCallback,
+    warmup_cosine,
+)
 from .data import ImageData
+from .diagnosis import Diagnosis, diagnose
+from .history import plot_history
+from .lr_finder import LRFinderResult, find_lr
 from .models import ModelSpec, build_model
 from .splitters import LayerGroups, split_layer_groups
 
@@ -68,6 +81,9 @@ class TransferLearner(Learner):
         self.spec = spec
         self.layer_groups = layer_groups
         self.history = pd.DataFrame()
+        self.lr_find_result = None
+        self.stop_reason = None
+        self.best_epoch = None
         self.freeze()
 
     @property
@@ -95,46 +111,153 @@ class TransferLearner(Learner):
             self.freeze_to(self.layer_groups.n_body - n)
         return self
 
-    def _fit_scheduled(self, epochs: int, lrs: np.ndarray, *, warmup_pct: float, phase: str, cbs=None):
+    def _monitor_names(self) -> list[str]:
+        return ["train_loss", "valid_loss"] + [m.name for m in self.metrics]
+
+    def _fit_callbacks(self, phase: str, monitor: str, patience: int | None, restore_best: bool) -> list:
+        names = self._monitor_names()
+        if monitor not in names:
+            raise ValueError(f"monitor={monitor!r} is not recorded; choose one of {names}.")
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be at least 1 (or None for no early stopping), got {patience}")
+        cbs = [PhaseLogCallback(phase), StopOnNaNCallback()]
+        if restore_best:
+            cbs.append(BestWeightsCallback(monitor=monitor))
+        if patience is not None:
+            cbs.append(EarlyStoppingCallback(monitor=monitor, patience=patience))
+        return cbs
+
+    def _fit_scheduled(self, epochs: int, lrs: np.ndarray, *, warmup_pct: float, phase: str, monitor: str,
+                       patience: int | None, restore_best: bool, cbs=None):
         if epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {epochs}")
+        fit_cbs = self._fit_callbacks(phase, monitor, patience, restore_best)
         if self.opt is None:
             self.create_opt()
         self.opt.set_hyper("lr", lrs)
         scheduler = ParamScheduler({"lr": warmup_cosine(lrs, warmup_pct)})
-        self.fit(epochs, cbs=[scheduler, PhaseLogCallback(phase)] + list(cbs or []))
+        self.fit(epochs, cbs=[scheduler] + fit_cbs + list(cbs or []))
         return self
 
-    def fit_frozen(self, epochs: int, lr: float = DEFAULT_HEAD_LR, *, warmup_pct: float = 0.1, cbs=None):
+    def _body_is_frozen(self) -> bool:
+        return not any(p.requires_grad for group in self.layer_groups.params(self.model)[:-1] for p in group)
+
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True, *,
+                decay: float | None = None) -> LRFinderResult:
+        """Sweep the learning rate and suggest one; the model and optimizer are restored exactly afterwards.
+
+        Works frozen (the head's rate) and unfrozen: then every trainable group is swept together, group k from
+        the head at ``decay**k`` times the head's rate (default `DEFAULT_DECAY`; ``decay=1`` for one rate), and
+        the suggestions are for the head, i.e. the `lr_max` of `fit_discriminative`.
+
+        Returns:
+            an `LRFinderResult` with ``.valley``, ``.steep``, ``.minimum``, ``.slide``, ``.suggested`` and
+            ``.plot()``; also kept as ``learn.lr_find_result``.
+
+        >>> res = learn.lr_find(); res.plot(); learn.fit_frozen(3, lr=res.valley)  # doctest: +SKIP
+        """
+        if self._body_is_frozen():
+            result = find_lr(self, start_lr, end_lr, num_it, stop_div)
+        else:
+            ratios = discriminative_lrs(1.0, self.n_groups, DEFAULT_DECAY if decay is None else decay)
+            result = find_lr(self, start_lr * ratios, end_lr * ratios, num_it, stop_div)
+        self.lr_find_result = result
+        return result
+
+    def _resolve_lr(self, lr, default: float, *, decay: float | None = None) -> float:
+        if lr is None:
+            return default
+        if isinstance(lr, str):
+            if lr != "find":
+                raise ValueError(f"lr must be a number or 'find', got {lr!r}")
+            result = self.lr_find(decay=decay)
+            print(f"lr_find suggests {result.suggested:.2e} ({result}).")
+            return result.suggested
+        return lr
+
+    def fit_frozen(self, epochs: int, lr: float | str | None = None, *, warmup_pct: float = 0.1,
+                   monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True, cbs=None):
         """Train only the new head with the body frozen (feature extraction).
 
         The frozen body's BatchNorm layers run with their pre-trained statistics (inference mode) unless the
         learner was built with ``train_bn=True``. The learning rate warms up linearly over the first
         `warmup_pct` of steps, then follows a cosine to near zero.
 
-        Returns:
-            the learner.
+        Args:
+            epochs: number of epochs (fewer when early stopping ends the fit).
+            lr: the head's peak learning rate; default `DEFAULT_HEAD_LR` (3e-3); ``"find"`` runs `lr_find` first.
+            monitor: ``"valid_loss"`` (default), ``"train_loss"`` or a metric's name.
+            patience: stop after this many epochs without improvement of `monitor`; ``None``: never.
+            restore_best: at the end, load the weights of the epoch with the best `monitor`.
+            cbs: extra fastai callbacks for this fit.
 
         >>> learn.fit_frozen(3)  # doctest: +SKIP
         """
         self.freeze()
-        lrs = np.full(self.n_groups, float(lr))
-        return self._fit_scheduled(epochs, lrs, warmup_pct=warmup_pct, phase="frozen", cbs=cbs)
+        lr = float(self._resolve_lr(lr, DEFAULT_HEAD_LR))
+        lrs = np.full(self.n_groups, lr)
+        return self._fit_scheduled(epochs, lrs, warmup_pct=warmup_pct, phase="frozen", monitor=monitor,
+                                   patience=patience, restore_best=restore_best, cbs=cbs)
 
     def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1,
-                           cbs=None):
+                           monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
+                           cbs=None, phase: str = "discriminative"):
         """Train the unfrozen groups, each with its own learning rate decaying from head to stem.
 
         Group k counted from the head gets ``lr_max * decay**k``; a list (stem first) or ``slice(lo, hi)``
-        is accepted too. Call `unfreeze` first: groups still frozen stay frozen.
+        is accepted too, and ``lr_max="find"`` runs `lr_find` (with the same decay) first. Call `unfreeze`
+        first: groups still frozen stay frozen. Early stopping and best-weight restore as in `fit_frozen`.
 
         The default ``decay=0.1`` gives 1e-3, 1e-4, 1e-5 ... from the head down, as fastai's
         ``slice(1e-5, 1e-3)``: with 0.3 the top body group's 3e-4 made the valid loss jump on the textile set.
 
         >>> learn.unfreeze(); learn.fit_discriminative(5, lr_max=1e-3, decay=0.1)  # doctest: +SKIP
         """
+        lr_max = self._resolve_lr(lr_max, 1e-3, decay=decay)
         lrs = discriminative_lrs(lr_max, self.n_groups, decay)
-        return self._fit_scheduled(epochs, lrs, warmup_pct=warmup_pct, phase="discriminative", cbs=cbs)
+        return self._fit_scheduled(epochs, lrs, warmup_pct=warmup_pct, phase=phase, monitor=monitor,
+                                   patience=patience, restore_best=restore_best, cbs=cbs)
+
+    def fit_gradual(self, epochs_per_stage: int = 5, lr_max: float = 1e-3, *, head_lr: float | None = None,
+                    decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1, max_unfrozen: int | None = None,
+                    monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True, cbs=None):
+        """Gradual unfreezing (ULMFiT): train the head, then open one more body group from the top per stage.
+
+        Stage 0 trains the head alone (`fit_frozen` with `head_lr`); stage k has the last k body groups
+        unfrozen and trains with discriminative rates (`lr_max`, `decay`); every stage warms up again and
+        ends with the best weights of that stage. History phases are ``"stage 0"``, ``"stage 1"`` ...
+
+        Args:
+            epochs_per_stage: epochs in each stage.
+            max_unfrozen: open at most this many body groups (default: all of them).
+
+        >>> learn.fit_gradual(epochs_per_stage=2, max_unfrozen=2)  # doctest: +SKIP
+        """
+        n_body = self.layer_groups.n_body
+        last = n_body if max_unfrozen is None else max_unfrozen
+        if not 0 <= last <= n_body:
+            raise ValueError(f"max_unfrozen must be between 0 and {n_body} (the body groups), got {max_unfrozen}")
+        common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best, cbs=cbs)
+        self.freeze()
+        head = float(self._resolve_lr(head_lr, DEFAULT_HEAD_LR))
+        self._fit_scheduled(epochs_per_stage, np.full(self.n_groups, head), phase="stage 0", **common)
+        for k in range(1, last + 1):
+            if getattr(self, "stop_reason", None):
+                break
+            self.unfreeze(k)
+            self.fit_discriminative(epochs_per_stage, lr_max, decay=decay, phase=f"stage {k}", **common)
+        return self
+
+    def plot_history(self, axes=None, title: str | None = None) -> Figure:
+        """Train and valid loss and the metrics of every epoch so far, phases shaded; returns the Figure."""
+        return plot_history(self.history, axes=axes, title=title)
+
+    def diagnose(self) -> Diagnosis:
+        """Under-fitting, over-fitting or a good fit, in plain words, from ``learn.history``; with next steps.
+
+        >>> print(learn.diagnose())  # doctest: +SKIP
+        """
+        return diagnose(self.history, n_valid=len(self.dls.valid_ds))
 
     def interpret(self, dl=None):
         """Predictions on `dl` (the validation set by default), computed once; see `Interpretation`."""
@@ -147,6 +270,9 @@ class TransferLearner(Learner):
         from .export import export_bundle
 
         return export_bundle(self, path)
+
+
+_MIXES = {"mixup": MixUp, "cutmix": CutMix}
 
 
 def _default_metrics(dls) -> list:
@@ -166,7 +292,11 @@ def transfer_learner(
     weights: str | None = None,
     n_stages: int | None = None,
     head: str = "linear",
+    dropout: float | None = None,
     metrics=None,
+    wd: float | None = None,
+    label_smoothing: float = 0.0,
+    mix: str | None = None,
     train_bn: bool = False,
     freeze_bn_stats: bool = True,
     **kwargs,
@@ -183,7 +313,11 @@ def transfer_learner(
         weights: a local weights file for `arch` (``.safetensors`` or ``.pth``).
         n_stages: number of body layer groups (default 4, fewer when the model has fewer stages).
         head: ``"linear"`` (a new Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
+        dropout: dropout before the head's last layer (default none for ``"linear"``, 0.5 for ``"mlp"``).
         metrics: fastai metrics; default accuracy (multi-label: ``accuracy_multi``).
+        wd: weight decay (fastai's default 0.01, decoupled as in AdamW).
+        label_smoothing: e.g. ``0.1``: cross-entropy with label smoothing (single-label data only).
+        mix: ``"mixup"`` or ``"cutmix"``: fastai's MixUp / CutMix callback on every training batch.
         train_bn: keep training BatchNorm layers of a frozen body (fastai's behaviour); default ``False``.
         freeze_bn_stats: BatchNorm layers normalise with their pre-trained statistics during all training,
             also after unfreezing (Keras' rule; default). ``False``: unfrozen BN layers use batch statistics.
@@ -194,7 +328,18 @@ def transfer_learner(
     >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
     >>> learn = transfer_learner(dls, "efficientnet_lite0"); learn.fit_frozen(3)  # doctest: +SKIP
     """
-    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head)
+    cbs = list(kwargs.pop("cbs", None) or [])
+    if mix is not None:
+        if mix not in _MIXES:
+            raise ValueError(f"mix must be one of {sorted(_MIXES)} or None, got {mix!r}")
+        cbs.append(_MIXES[mix]())
+    if label_smoothing:
+        if isinstance(dls, ImageData) and dls.is_multilabel:
+            raise ValueError("label_smoothing is for single-label data; this data is multi-label.")
+        if not 0 < label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in (0, 1), got {label_smoothing}")
+        kwargs["loss_func"] = LabelSmoothingCrossEntropyFlat(eps=label_smoothing)
+    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head, dropout=dropout)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)
     else:
@@ -202,5 +347,5 @@ def transfer_learner(
     groups = split_layer_groups(model, n_stages, head=spec.classifier if spec.source == "torchvision" else None)
     return TransferLearner(
         dls, model, spec=spec, layer_groups=groups, metrics=metrics if metrics is not None else _default_metrics(dls),
-        train_bn=train_bn, freeze_bn_stats=freeze_bn_stats, **kwargs,
+        train_bn=train_bn, freeze_bn_stats=freeze_bn_stats, wd=wd, cbs=cbs, **kwargs,
     )

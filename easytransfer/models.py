@@ -295,11 +295,13 @@ def build_model(
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
     head: str = "linear",
-    dropout: float = 0.5,
+    dropout: float | None = None,
 ) -> tuple[nn.Module, ModelSpec]:
     """Like `create_model`, but also returns the `ModelSpec` (with the weights' source filled in)."""
     if n_out < 1:
         raise ValueError(f"n_out must be at least 1, got {n_out}")
+    if dropout is not None and not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     source, source_arch = resolve_arch(arch)
     load = pretrained or weights is not None
     if source == "torchvision":
@@ -310,7 +312,9 @@ def build_model(
                 model, source_arch, weights=weights, source="torchvision", head=spec.classifier))
         replace_linear_head(model, spec.classifier, n_out, head=head, dropout=dropout)
         return model, spec
-    model = timm.create_model(source_arch, pretrained=False)
+    # a linear head's dropout is timm's own drop_rate (applied before the classifier in forward_head)
+    timm_kwargs = {"drop_rate": dropout} if head == "linear" and dropout else {}
+    model = timm.create_model(source_arch, pretrained=False, **timm_kwargs)
     spec = _spec_from_timm(arch, source_arch, model)
     if load:
         spec = replace(spec, weights=load_pretrained(model, source_arch, weights=weights))
@@ -330,7 +334,7 @@ def create_model(
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
     head: str = "linear",
-    dropout: float = 0.5,
+    dropout: float | None = None,
 ) -> nn.Module:
     """Build a backbone by name, load its pre-trained weights and give it a new head with `n_out` outputs.
 
@@ -344,7 +348,7 @@ def create_model(
         pretrained: load pre-trained weights; ``False`` never touches any weights source.
         weights: optional local ``.safetensors`` / ``.pth`` file with weights for this architecture.
         head: ``"linear"`` (default) or ``"mlp"`` (fastai-style hidden layer with dropout).
-        dropout: dropout of the ``"mlp"`` head.
+        dropout: dropout before the new head's last layer (default: none for ``"linear"``, 0.5 for ``"mlp"``).
 
     >>> model = create_model("test_resnet", 3, pretrained=False)
     >>> model(torch.zeros(1, 3, 64, 64)).shape

@@ -1,0 +1,149 @@
+"""A plain-words diagnosis of a training history: under-fitting, over-fitting or a good fit, and what to try."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .history import metric_columns
+
+__all__ = ["Diagnosis", "diagnose"]
+
+UNDERFIT_TRAIN_ACCURACY = 0.9  # below this the model has not learnt its own training images
+OVERFIT_GAP = 0.10  # train accuracy this far above valid accuracy
+VALID_LOSS_RISE = 0.10  # the last valid loss 10% above the best one while the train loss kept falling
+FROZEN_PHASES = ("frozen", "stage 0")
+
+
+@dataclass
+class Diagnosis:
+    """The verdict on a training history, the evidence for it and what to do next.
+
+    Attributes:
+        verdict: ``"under-fitting"``, ``"over-fitting"``, ``"good fit"`` or ``"too early to tell"``.
+        evidence: the figures the verdict rests on, in words.
+        advice: next steps, most promising first, each with the call to make.
+
+    ``print(learn.diagnose())`` shows it as text.
+    """
+
+    verdict: str
+    evidence: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"Diagnosis: {self.verdict}."]
+        lines += [f"  - {e}" for e in self.evidence]
+        if self.advice:
+            lines.append("What to try next:")
+            lines += [f"  {i}. {a}" for i, a in enumerate(self.advice, 1)]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _valid_accuracy_column(history: pd.DataFrame) -> str | None:
+    names = metric_columns(history)
+    for name in ("accuracy", "accuracy_multi"):
+        if name in names:
+            return name
+    return None
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def diagnose(history: pd.DataFrame, n_valid: int | None = None) -> Diagnosis:
+    """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
+
+    Rules (thresholds are module constants): under-fitting when the accuracy on the training batches of the
+    last epoch is below 90%; over-fitting when it is more than 10 points above the validation accuracy, or when
+    the last validation loss is 10% above its best while the training loss kept falling; otherwise a good fit.
+
+    Args:
+        history: ``learn.history``.
+        n_valid: number of validation images, to warn when the figures rest on very few.
+
+    >>> print(diagnose(learn.history))  # doctest: +SKIP
+    """
+    if history is None or len(history) == 0:
+        return Diagnosis("too early to tell", ["No epochs have been trained yet."],
+                         ["Train the head first: learn.fit_frozen(3)."])
+    last = history.iloc[-1]
+    fine_tuned = any(p not in FROZEN_PHASES for p in history["phase"])
+    acc_col = _valid_accuracy_column(history)
+    train_acc = last.get("train_accuracy")
+    valid_acc = last.get(acc_col) if acc_col else None
+    evidence = []
+    if _finite(train_acc):
+        evidence.append(f"train accuracy {train_acc:.1%} in the last epoch (on augmented batches)")
+    if _finite(valid_acc):
+        evidence.append(f"valid {acc_col} {valid_acc:.1%}")
+    evidence.append(f"train loss {last['train_loss']:.4f}, valid loss {last['valid_loss']:.4f} "
+                    f"after {len(history)} epoch(s)")
+
+    valid_loss = history["valid_loss"].astype(float).to_numpy()
+    best = int(np.nanargmin(valid_loss)) if np.isfinite(valid_loss).any() else len(history) - 1
+    best_loss = float(history["valid_loss"].iloc[best])
+    rising = (best < len(history) - 1 and float(last["valid_loss"]) > best_loss * (1 + VALID_LOSS_RISE)
+              and float(last["train_loss"]) < float(history["train_loss"].iloc[best]))
+    if rising:
+        evidence.append(f"the valid loss was lowest at epoch {best} ({best_loss:.4f}) and has risen since, "
+                        "while the train loss kept falling")
+    still_falling = len(history) >= 2 and float(last["train_loss"]) < 0.95 * float(history["train_loss"].iloc[-2])
+    if still_falling:
+        evidence.append("the train loss was still falling by more than 5% per epoch")
+    gap = train_acc - valid_acc if _finite(train_acc) and _finite(valid_acc) else None
+
+    if (gap is not None and gap > OVERFIT_GAP) or rising:
+        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best)
+    elif _finite(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
+        verdict, advice = "under-fitting", _underfit_advice(fine_tuned, still_falling)
+    else:
+        verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling)
+    if n_valid is not None and n_valid < 100:
+        evidence.append(f"only {n_valid} validation images: one image is {1 / max(n_valid, 1):.1%} of accuracy, "
+                        "so small differences are noise")
+    return Diagnosis(verdict, evidence, advice)
+
+
+def _underfit_advice(fine_tuned: bool, still_falling: bool) -> list[str]:
+    advice = []
+    if still_falling:
+        advice.append("Train longer: the loss was still falling (more epochs in the same call).")
+    if not fine_tuned:
+        advice.append("Unfreeze the last layer groups and fine-tune them: "
+                      "learn.unfreeze(2); learn.fit_discriminative(5).")
+    else:
+        advice.append("Unfreeze more layer groups (learn.unfreeze()) so more of the network adapts.")
+    advice.append("Raise the learning rate: learn.lr_find() and use its suggestion (fit_frozen(lr='find')).")
+    advice.append("Use less regularisation (lower wd, no mix, lighter augmentation), or a bigger model.")
+    return advice
+
+
+def _overfit_advice(fine_tuned: bool, best: int) -> list[str]:
+    advice = []
+    if fine_tuned:
+        advice.append("Fine-tune less: unfreeze fewer groups (learn.unfreeze(1)), lower lr_max, or keep "
+                      "feature extraction (fit_frozen) when the data set is small.")
+    advice.append("Stronger augmentation or MixUp / CutMix: transfer_learner(..., mix='mixup').")
+    advice.append("More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).")
+    advice.append(f"Fewer epochs: the best valid loss was at epoch {best}; the best weights are restored at the "
+                  "end of each fit (restore_best=True) and early stopping (patience) ends the fit sooner.")
+    advice.append("More labelled images, if you can get them, help most.")
+    return advice
+
+
+def _good_fit_advice(fine_tuned: bool, still_falling: bool) -> list[str]:
+    advice = []
+    if still_falling:
+        advice.append("A few more epochs may still help: the loss was still falling.")
+    if not fine_tuned:
+        advice.append("Try fine-tuning and keep it if the valid loss improves: "
+                      "learn.unfreeze(); learn.fit_discriminative(3).")
+    advice.append("Read the mistakes: learn.interpret().per_class() and plot_confusion_matrix().")
+    return advice
