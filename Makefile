@@ -10,8 +10,9 @@ JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /u
 RUN_ENV := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(,)muzzy_decay_ms:-1)
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: demo test test-all install install-dev lint clean
+.PHONY: demo test test-all bench install install-dev lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +38,12 @@ test: install-dev
 test-all: install-dev
 	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
+# benchmarks need ../shared/data (not part of a fresh clone); see benchmarks/README.md
+bench: install
+	$(RUN_ENV) $(PY) benchmarks/run.py $(BENCH_ARGS)
+
 lint: install-dev
-	$(VENV)/bin/ruff check easytransfer tests
+	$(VENV)/bin/ruff check easytransfer tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) easytransfer_runs .pytest_cache *.egg-info

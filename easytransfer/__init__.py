@@ -5,16 +5,22 @@
 >>> learn = transfer_learner(dls, "efficientnet_lite0"); learn.fit_frozen(3)  # doctest: +SKIP
 """
 
+from .callbacks import BestWeightsCallback as BestWeightsCallback
+from .callbacks import StopOnNaNCallback as StopOnNaNCallback
 from .data import ImageData as ImageData
+from .diagnosis import Diagnosis as Diagnosis
+from .diagnosis import diagnose as diagnose
 from .errors import DataError as DataError
 from .errors import EasyTransferError as EasyTransferError
 from .errors import UnknownModelError as UnknownModelError
 from .errors import WeightsMismatchError as WeightsMismatchError
 from .errors import WeightsUnavailableError as WeightsUnavailableError
+from .history import plot_history as plot_history
 from .interpret import Interpretation as Interpretation
 from .learner import TransferLearner as TransferLearner
 from .learner import discriminative_lrs as discriminative_lrs
 from .learner import transfer_learner as transfer_learner
+from .lr_finder import LRFinderResult as LRFinderResult
 from .models import ModelSpec as ModelSpec
 from .models import build_model as build_model
 from .models import create_model as create_model

@@ -68,13 +68,16 @@ def run_demo(
     print(f"\n2) fine-tuning: all {learn.n_groups} layer groups unfrozen, discriminative learning rates")
     learn.unfreeze()
     learn.fit_discriminative(epochs)
+    print()
+    print(learn.diagnose())
 
     interp = learn.interpret(learn.dls.labelled_dl(test))
     print(f"\n3) held-out test set ({len(test)} images): per-class precision, recall, F1, support")
     interp.report()
     interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
     learn.history.to_csv(out / "history.csv", index=False)
+    learn.plot_history().savefig(out / "history.png", dpi=100)
     learn.export(out / "model")
-    print(f"\noutputs written to {out.resolve()} (confusion_matrix.png, history.csv, model/)")
+    print(f"\noutputs written to {out.resolve()} (confusion_matrix.png, history.csv, history.png, model/)")
     print(f"test accuracy: {interp.accuracy:.4f}")
     return {"test_accuracy": interp.accuracy, "out": out, "per_class": interp.per_class()}

@@ -57,16 +57,18 @@ def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def diagnose(history: pd.DataFrame, n_valid: int | None = None) -> Diagnosis:
+def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None) -> Diagnosis:
     """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
 
-    Rules (thresholds are module constants): under-fitting when the accuracy on the training batches of the
-    last epoch is below 90%; over-fitting when it is more than 10 points above the validation accuracy, or when
-    the last validation loss is 10% above its best while the training loss kept falling; otherwise a good fit.
+    Rules (thresholds are module constants): over-fitting when the last validation loss is 10% above its best
+    while the training loss kept falling; under-fitting when the accuracy on the training batches of the last
+    epoch is below 90%; over-fitting when it is more than 10 points above the validation accuracy; otherwise a
+    good fit.
 
     Args:
         history: ``learn.history``.
         n_valid: number of validation images, to warn when the figures rest on very few.
+        frozen_body_groups: body layer groups still frozen (``None``: unknown), to advise unfreezing them.
 
     >>> print(diagnose(learn.history))  # doctest: +SKIP
     """
@@ -99,10 +101,13 @@ def diagnose(history: pd.DataFrame, n_valid: int | None = None) -> Diagnosis:
         evidence.append("the train loss was still falling by more than 5% per epoch")
     gap = train_acc - valid_acc if _finite(train_acc) and _finite(valid_acc) else None
 
-    if (gap is not None and gap > OVERFIT_GAP) or rising:
-        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best)
+    best_before_last = best < len(history) - 1
+    if rising:
+        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last)
     elif _finite(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
-        verdict, advice = "under-fitting", _underfit_advice(fine_tuned, still_falling)
+        verdict, advice = "under-fitting", _underfit_advice(fine_tuned, still_falling, frozen_body_groups)
+    elif gap is not None and gap > OVERFIT_GAP:
+        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last)
     else:
         verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling)
     if n_valid is not None and n_valid < 100:
@@ -111,29 +116,30 @@ def diagnose(history: pd.DataFrame, n_valid: int | None = None) -> Diagnosis:
     return Diagnosis(verdict, evidence, advice)
 
 
-def _underfit_advice(fine_tuned: bool, still_falling: bool) -> list[str]:
+def _underfit_advice(fine_tuned: bool, still_falling: bool, frozen_body_groups: int | None) -> list[str]:
     advice = []
     if still_falling:
         advice.append("Train longer: the loss was still falling (more epochs in the same call).")
     if not fine_tuned:
         advice.append("Unfreeze the last layer groups and fine-tune them: "
                       "learn.unfreeze(2); learn.fit_discriminative(5).")
-    else:
+    elif frozen_body_groups != 0:
         advice.append("Unfreeze more layer groups (learn.unfreeze()) so more of the network adapts.")
     advice.append("Raise the learning rate: learn.lr_find() and use its suggestion (fit_frozen(lr='find')).")
     advice.append("Use less regularisation (lower wd, no mix, lighter augmentation), or a bigger model.")
     return advice
 
 
-def _overfit_advice(fine_tuned: bool, best: int) -> list[str]:
+def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool) -> list[str]:
     advice = []
     if fine_tuned:
         advice.append("Fine-tune less: unfreeze fewer groups (learn.unfreeze(1)), lower lr_max, or keep "
                       "feature extraction (fit_frozen) when the data set is small.")
     advice.append("Stronger augmentation or MixUp / CutMix: transfer_learner(..., mix='mixup').")
     advice.append("More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).")
-    advice.append(f"Fewer epochs: the best valid loss was at epoch {best}; the best weights are restored at the "
-                  "end of each fit (restore_best=True) and early stopping (patience) ends the fit sooner.")
+    if best_before_last:
+        advice.append(f"Fewer epochs: the best valid loss was at epoch {best}; the best weights are restored at "
+                      "the end of each fit (restore_best=True), and a smaller patience stops sooner.")
     advice.append("More labelled images, if you can get them, help most.")
     return advice
 

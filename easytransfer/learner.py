@@ -257,7 +257,8 @@ class TransferLearner(Learner):
 
         >>> print(learn.diagnose())  # doctest: +SKIP
         """
-        return diagnose(self.history, n_valid=len(self.dls.valid_ds))
+        trainable = [any(p.requires_grad for p in g) for g in self.layer_groups.params(self.model)[:-1]]
+        return diagnose(self.history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False))
 
     def interpret(self, dl=None):
         """Predictions on `dl` (the validation set by default), computed once; see `Interpretation`."""

@@ -36,6 +36,8 @@ def test_demo_cli_runs_end_to_end(tmp_path, capsys):
     assert (out / "confusion_matrix.png").stat().st_size > 1000
     assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "easytransfer.json").is_file()
     assert (out / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+    assert (out / "history.png").stat().st_size > 1000
+    assert "Diagnosis: " in text
 
 
 def test_demo_cli_bad_option_is_a_one_line_error(capsys):

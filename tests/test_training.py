@@ -293,3 +293,17 @@ def test_dropout_on_a_torchvision_linear_head(dls):
     learn = transfer_learner(dls, "tv:mobilenet_v3_small", pretrained=False, dropout=0.2)
     head = learn.model.get_submodule(learn.spec.classifier)
     assert isinstance(head[0], torch.nn.Dropout) and head[0].p == 0.2 and head[1].out_features == 2
+
+
+def test_diagnose_low_train_accuracy_is_under_fitting_even_with_a_gap():
+    d = diagnose(_history([(1.0, 0.9, 0.50, 0.44), (0.92, 0.87, 0.66, 0.55)]))
+    assert d.verdict == "under-fitting"
+    assert not any("Fewer epochs" in a for a in d.advice)
+
+
+def test_diagnose_does_not_advise_unfreezing_when_everything_is_unfrozen():
+    rows = [(1.0, 0.9, 0.50, 0.50), (0.9, 0.85, 0.6, 0.6)]
+    some_frozen = diagnose(_history(rows, phase="discriminative"), frozen_body_groups=2)
+    all_open = diagnose(_history(rows, phase="discriminative"), frozen_body_groups=0)
+    assert any("learn.unfreeze()" in a for a in some_frozen.advice)
+    assert not any("learn.unfreeze()" in a for a in all_open.advice)

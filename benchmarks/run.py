@@ -1,0 +1,27 @@
+"""Run every benchmark, one after the other (never in parallel: two torch jobs on 2 cores slow each other).
+
+    python benchmarks/run.py                # all
+    python benchmarks/run.py recipe_vs_fastai --per-class 50
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+BENCHMARKS = ["recipe_vs_fastai"]
+
+
+def main(argv: list[str]) -> None:
+    names = [argv[0]] if argv and argv[0] in BENCHMARKS else BENCHMARKS
+    rest = argv[1:] if argv and argv[0] in BENCHMARKS else argv
+    for name in names:
+        print(f"== {name}", flush=True)
+        importlib.import_module(name).main(rest)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
