@@ -307,3 +307,36 @@ def test_diagnose_does_not_advise_unfreezing_when_everything_is_unfrozen():
     all_open = diagnose(_history(rows, phase="discriminative"), frozen_body_groups=0)
     assert any("learn.unfreeze()" in a for a in some_frozen.advice)
     assert not any("learn.unfreeze()" in a for a in all_open.advice)
+
+
+class AllGroupLrs(Callback):
+    order = 100  # after ParamScheduler
+
+    def __init__(self):
+        self.lrs = []
+
+    def before_batch(self):
+        if self.training:
+            self.lrs.append([h["lr"] for h in self.learn.opt.hypers])
+
+
+def test_every_groups_rate_follows_decay_warmup_and_cosine_at_every_step(learn):
+    from easytransfer.callbacks import warmup_cosine
+
+    learn.unfreeze()
+    spy = AllGroupLrs()
+    learn.fit_discriminative(3, lr_max=2e-3, decay=0.1, warmup_pct=0.1, cbs=[spy])
+    n = learn.n_groups
+    peak = 2e-3 * 0.1 ** np.arange(n - 1, -1, -1)  # e.g. 2e-7 ... 2e-4, 2e-3 for five groups
+    sched = warmup_cosine(peak, warmup_pct=0.1)
+    steps = len(spy.lrs)
+    for i in (0, 1, steps // 2, steps - 1):
+        np.testing.assert_allclose(spy.lrs[i], sched(i / steps), rtol=1e-9)
+
+
+def test_lr_max_find_sweeps_then_fits_discriminatively(learn):
+    learn.unfreeze()
+    spy = AllGroupLrs()
+    learn.fit_discriminative(1, lr_max="find", decay=0.5, warmup_pct=0, cbs=[spy])
+    head = learn.lr_find_result.suggested
+    np.testing.assert_allclose(spy.lrs[0], head * 0.5 ** np.arange(learn.n_groups - 1, -1, -1))
