@@ -1,33 +1,41 @@
-"""DataLoaders for image classification, built from folders or tables, sized and normalised for a model.
+"""DataLoaders for image classification, built from folders or tables, checked, sized and normalised for a model.
 
 `ImageData` is a fastai `DataLoaders` that remembers how it was built (a table of files, labels and
 splits), so `transfer_learner` can rebuild it with the chosen model's input size, resize filter, mean and std
-(`ImageData.for_model`) without the user repeating them.
+(`ImageData.for_model`) without the user repeating them. Every file is checked once when the data is built;
+what cannot be used is excluded and listed in ``dls.report``.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
+import torch
+from fastai.callback.data import WeightedDL
 from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
 from fastai.data.core import DataLoaders
-from fastai.data.transforms import ColReader, ColSplitter, Normalize, get_image_files
-from fastai.vision.augment import FlipItem, Resize, ResizeMethod
-from fastai.vision.data import ImageBlock
+from fastai.data.transforms import ColReader, ColSplitter, Normalize
 from PIL import Image
 
-from .errors import DataError
+from .augment import AUG_PRESETS, batch_augmentations, item_transforms
+from .checks import DEFAULT_MAX_PIXELS, check_files
+from .errors import DataError, DataWarning
+from .images import ImageBlockRGB
+from .report import IMBALANCE_RATIO, DataReport, class_counts
 
-__all__ = ["IMAGENET_STATS", "DataRecipe", "ImageData", "stratified_split"]
+__all__ = ["BALANCE_MODES", "IMAGENET_STATS", "DataRecipe", "ImageData", "stratified_split"]
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DEFAULT_BS = 16  # measured: batches of 4-16 are as fast per image on CPU and keep buffers small
 VALID_NAMES = ("valid", "val", "validation")
+BALANCE_MODES = (None, "weights", "sampler")
+_IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -53,7 +61,11 @@ class DataRecipe:
         label_delim: separator of multi-label labels, ``None`` for single-label data.
         bs: batch size.
         num_workers: DataLoader worker processes.
-        flip: random horizontal flips of training images.
+        aug: augmentation preset, ``"none"``, ``"light"`` or ``"strong"`` (see `easytransfer.augment`).
+        balance: ``None``, ``"weights"`` (class-weighted loss) or ``"sampler"`` (weighted sampling).
+        item_tfms, batch_tfms: the user's own fastai transforms, after the preset's.
+        test_items: held-out test images (``path``, ``label``), when the source had them.
+        report: what the file check found (``dls.report``).
     """
 
     items: pd.DataFrame
@@ -65,8 +77,12 @@ class DataRecipe:
     label_delim: str | None = None
     bs: int = DEFAULT_BS
     num_workers: int = 0
-    flip: bool = True
+    aug: str = "light"
+    balance: str | None = None
+    item_tfms: tuple = ()
+    batch_tfms: tuple = ()
     test_items: pd.DataFrame | None = None
+    report: DataReport | None = field(default=None, compare=False)
 
 
 def stratified_split(labels: Sequence[str], valid_pct: float, seed: int) -> np.ndarray:
@@ -93,13 +109,34 @@ def stratified_split(labels: Sequence[str], valid_pct: float, seed: int) -> np.n
     return mask
 
 
-def _class_folder_items(folder: Path) -> pd.DataFrame:
-    """One row per image in `folder`'s class sub-folders (label = sub-folder name)."""
+# ---------------------------------------------------------------------------------------------- gathering files
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    """Every non-hidden file under `folder` (the file check decides which are images)."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not name.startswith(".") and name.lower() not in _IGNORED_FILES:
+                files.append(Path(root) / name)
+    return files
+
+
+def _class_folder_items(folder: Path, split: str | None, messages: list[str]) -> pd.DataFrame:
+    """One row per file in `folder`'s class sub-folders (label = sub-folder name); notes empty classes."""
     rows = []
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(get_image_files(class_dir)):
-            rows.append((str(f.resolve()), class_dir.name))
-    return pd.DataFrame(rows, columns=["path", "label"])
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for class_dir in class_dirs:
+        files = _candidate_files(class_dir)
+        if not files:
+            messages.append(f"class folder {class_dir.name!r} in {str(folder)!r} is empty; it is not a class")
+        rows += [(str(f.resolve()), class_dir.name, split) for f in files]
+    loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if loose and class_dirs:
+        messages.append(f"{len(loose)} file(s) directly in {str(folder)!r} are ignored: images must be in one "
+                        "sub-folder per class")
+    return pd.DataFrame(rows, columns=["path", "label", "split"])
 
 
 def _find_split_folder(path: Path, names: Sequence[str]) -> Path | None:
@@ -109,8 +146,60 @@ def _find_split_folder(path: Path, names: Sequence[str]) -> Path | None:
     return None
 
 
-def _check_items(items: pd.DataFrame, source: str) -> None:
+def _path_parts(name: str) -> tuple[str, ...]:
+    pure = PureWindowsPath(name) if "\\" in name or (len(name) > 1 and name[1] == ":") else PurePosixPath(name)
+    return tuple(p for p in pure.parts if p not in ("\\", "/") and not p.endswith(":\\"))
+
+
+def _resolve_paths(names: Sequence, base: Path, messages: list[str]) -> list[str | None]:
+    """Each name as an absolute path: as written (relative to `base`), else found by file name inside `base`.
+
+    Paths from another machine (``C:\\Users\\me\\data\\cat\\1.jpg``) are matched by their longest tail of folder
+    names that exists under `base`. ``None`` where nothing matches (or several files match equally).
+    """
+    out, index, by_name = [], None, []
+    for raw in names:
+        name = str(raw)
+        direct = Path(name) if Path(name).is_absolute() else base / name
+        if direct.is_file():
+            out.append(str(direct.resolve()))
+            continue
+        if index is None:
+            index = {}
+            for f in _candidate_files(base) if base.is_dir() else []:
+                index.setdefault(f.name, []).append(f)
+        parts = _path_parts(name)
+        candidates = index.get(parts[-1], []) if parts else []
+        best, best_score, tie = None, -1, False
+        for c in candidates:
+            rel = c.relative_to(base).parts
+            score = 0
+            while score < min(len(rel), len(parts)) and rel[-1 - score] == parts[-1 - score]:
+                score += 1
+            if score > best_score:
+                best, best_score, tie = c, score, False
+            elif score == best_score:
+                tie = True
+        if best is not None and not tie:
+            out.append(str(best.resolve()))
+            by_name.append((name, best))
+        else:
+            out.append(None)
+    if by_name:
+        name, found = by_name[0]
+        messages.append(f"{len(by_name)} path(s) in the table do not exist as written and were found by file name "
+                        f"inside {str(base)!r} (e.g. {name!r} -> {str(found)!r})")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def _check_items(items: pd.DataFrame, source: str, n_candidates: int) -> None:
     if len(items) == 0:
+        if n_candidates:
+            raise DataError(f"None of the {n_candidates} files in {source} is a usable image; "
+                            "see the reasons in the warning above, or check the folder.")
         raise DataError(
             f"No images found in {source}. Put one sub-folder per class with images inside "
             "(e.g. images/cat/1.jpg, images/dog/2.jpg), or train/ and valid/ folders laid out that way."
@@ -119,7 +208,7 @@ def _check_items(items: pd.DataFrame, source: str) -> None:
     if len(classes) < 2:
         raise DataError(
             f"Only one class ({classes[0]!r}) found in {source}; a classifier needs at least two. "
-            "Add a sub-folder for each other class."
+            "Add a sub-folder (or rows) for each other class."
         )
     train_labels = set(items.loc[~items["is_valid"], "label"])
     missing = [c for c in classes if c not in train_labels]
@@ -127,43 +216,114 @@ def _check_items(items: pd.DataFrame, source: str) -> None:
         raise DataError(f"Classes {missing} in {source} have no training images; add some or remove them.")
 
 
+def _split_labels(items: pd.DataFrame) -> pd.Series:
+    return items["split"].fillna("-")
+
+
+def _checked(items: pd.DataFrame, *, check: bool, max_pixels: int):
+    """Run the file check on `items`; returns (kept items, excluded rows, converted rows)."""
+    empty = pd.DataFrame(columns=["path", "label", "note"])
+    if not check or len(items) == 0:
+        return items, items.iloc[:0].assign(reason=[]), empty
+    results = check_files(items["path"], max_pixels=max_pixels)
+    ok = np.array([r.ok for r in results], dtype=bool)
+    excluded = items[~ok].assign(reason=[r.reason for r, k in zip(results, ok) if not k])
+    notes = [(row.path, row.label, note) for row, r in zip(items.itertuples(), results) if r.ok for note in r.notes]
+    return items[ok].reset_index(drop=True), excluded, pd.DataFrame(notes, columns=["path", "label", "note"])
+
+
+def _sampler_weights(train_labels: pd.Series) -> np.ndarray:
+    counts = train_labels.value_counts()
+    return (1.0 / train_labels.map(counts)).to_numpy(dtype=float)
+
+
 class ImageData(DataLoaders):
-    """fastai `DataLoaders` for image classification that can rebuild itself for a model.
+    """fastai `DataLoaders` for image classification that checks its files and can rebuild itself for a model.
 
     >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
     >>> dls.vocab, dls.recipe.size  # doctest: +SKIP
     (['cat', 'dog'], 224)
+    >>> print(dls.report)  # doctest: +SKIP
     """
 
     recipe: DataRecipe
 
     @classmethod
     def from_recipe(cls, recipe: DataRecipe, *, device=None) -> ImageData:
-        """Build the DataLoaders a `DataRecipe` describes."""
+        """Build the DataLoaders a `DataRecipe` describes (no file check: the recipe's items are trusted)."""
         multilabel = recipe.label_delim is not None
         resample = _RESAMPLE.get(recipe.interpolation, Image.Resampling.BILINEAR)
-        item_tfms = [Resize(recipe.size, method=ResizeMethod.Crop, resamples=(resample, Image.Resampling.NEAREST))]
-        if recipe.flip:
-            item_tfms.append(FlipItem(p=0.5))
         block = (
             MultiCategoryBlock(vocab=_multilabel_vocab(recipe.items["label"], recipe.label_delim))
             if multilabel
             else CategoryBlock(vocab=sorted(set(recipe.items["label"])))
         )
         datablock = DataBlock(
-            blocks=(ImageBlock, block),
+            blocks=(ImageBlockRGB, block),
             get_x=ColReader("path"),
             get_y=ColReader("label", label_delim=recipe.label_delim),
             splitter=ColSplitter("is_valid"),
-            item_tfms=item_tfms,
-            batch_tfms=[Normalize.from_stats(recipe.mean, recipe.std, cuda=False)],
+            item_tfms=item_transforms(recipe.aug, recipe.size, resample) + list(recipe.item_tfms),
+            batch_tfms=batch_augmentations(recipe.aug) + list(recipe.batch_tfms)
+            + [Normalize.from_stats(recipe.mean, recipe.std, cuda=False)],
         )
-        dls = datablock.dataloaders(
-            recipe.items.reset_index(drop=True), bs=recipe.bs, num_workers=recipe.num_workers, device=device
-        )
+        items = recipe.items.reset_index(drop=True)
+        kwargs = dict(bs=recipe.bs, num_workers=recipe.num_workers, device=device)
+        if recipe.balance == "sampler":
+            dss = datablock.datasets(items)
+            weights = _sampler_weights(items["label"].iloc[list(dss.splits[0])])
+            dls = dss.dataloaders(dl_type=WeightedDL, dl_kwargs=({"wgts": weights}, {}),
+                                  after_item=datablock.item_tfms, after_batch=datablock.batch_tfms, **kwargs)
+        else:
+            dls = datablock.dataloaders(items, **kwargs)
         obj = cls(*dls.loaders, path=".", device=dls.device)
         obj.recipe = recipe
         return obj
+
+    @classmethod
+    def _build(cls, items: pd.DataFrame, *, source: str, messages: list[str], valid_pct: float, seed: int,
+               label_delim: str | None, size: int | None, bs: int, num_workers: int, aug: str,
+               balance: str | None, item_tfms, batch_tfms, check: bool, max_pixels: int, device,
+               pre_excluded: pd.DataFrame | None = None) -> ImageData:
+        """Check the files, split what has no split yet, report, and build."""
+        if aug not in AUG_PRESETS:
+            raise ValueError(f"aug must be one of {AUG_PRESETS}, got {aug!r}")
+        if balance not in BALANCE_MODES:
+            raise ValueError(f"balance must be one of {BALANCE_MODES}, got {balance!r}")
+        if balance == "sampler" and label_delim is not None:
+            raise ValueError("balance='sampler' is for single-label data; use balance='weights' for multi-label.")
+        n_candidates = len(items) + (len(pre_excluded) if pre_excluded is not None else 0)
+        kept, excluded, converted = _checked(items, check=check, max_pixels=max_pixels)
+        if pre_excluded is not None and len(pre_excluded):
+            excluded = pd.concat([pre_excluded, excluded], ignore_index=True)
+        excluded = excluded.assign(split=_split_labels(excluded))[["path", "label", "split", "reason"]]
+        for label in sorted(set(excluded["label"]) - set(kept["label"])):
+            if label_delim is None:
+                messages.append(f"class {label!r} has no usable images left; it is not a class")
+        unsplit = kept["split"].isna()
+        if unsplit.any():
+            labels = kept.loc[unsplit, "label"]
+            if label_delim is None:
+                mask = stratified_split(labels, valid_pct, seed)
+            else:
+                mask = np.random.default_rng(seed).random(len(labels)) < valid_pct
+            kept.loc[unsplit, "split"] = np.where(mask, "valid", "train")
+        test = kept[kept["split"] == "test"][["path", "label"]].reset_index(drop=True)
+        kept = kept[kept["split"] != "test"].reset_index(drop=True)
+        kept["is_valid"] = kept["split"] == "valid"
+        report = DataReport(excluded=excluded.reset_index(drop=True), converted=converted,
+                            counts=class_counts(kept, label_delim, test), messages=messages, n_files=n_candidates)
+        if len(excluded) or len(converted) or messages:
+            warnings.warn(f"{report.summary()} See dls.report for every file and reason.", DataWarning, stacklevel=3)
+        _check_items(kept[["path", "label", "is_valid"]], source, n_candidates)
+        _warn_imbalance(report, messages)
+        recipe = DataRecipe(
+            items=kept[["path", "label", "is_valid"]], size=size or 224, size_given=size is not None,
+            label_delim=label_delim, bs=bs, num_workers=num_workers, aug=aug, balance=balance,
+            item_tfms=tuple(item_tfms or ()), batch_tfms=tuple(batch_tfms or ()),
+            test_items=test if len(test) else None, report=report,
+        )
+        return cls.from_recipe(recipe, device=device)
 
     @classmethod
     def from_folder(
@@ -174,10 +334,20 @@ class ImageData(DataLoaders):
         seed: int = 42,
         bs: int = DEFAULT_BS,
         size: int | None = None,
+        aug: str = "light",
+        balance: str | None = None,
+        item_tfms=None,
+        batch_tfms=None,
+        check: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         num_workers: int = 0,
         device=None,
     ) -> ImageData:
-        """DataLoaders from a folder of class sub-folders, or from ``train/`` + ``valid/`` (or ``val/``).
+        """DataLoaders from a folder of class sub-folders, or from ``train/`` + ``valid/`` (or ``val/``) [+ ``test/``].
+
+        Every file is checked once (in parallel): files that cannot be decoded, are empty, are not images or
+        have more than `max_pixels` pixels are excluded; greyscale, palette, transparent, CMYK, 16-bit and
+        EXIF-rotated images are converted to upright RGB when loaded. ``print(dls.report)`` lists it all.
 
         Args:
             path: the folder.
@@ -185,6 +355,12 @@ class ImageData(DataLoaders):
             seed: seed of the split, so that it is the same every run.
             bs: batch size.
             size: image side; by default the chosen model's input size (224 until a model is chosen).
+            aug: ``"none"``, ``"light"`` (flip + random resized crop; default) or ``"strong"`` (also rotation,
+                colour jitter and CutMix); see `easytransfer.augment`.
+            balance: ``"weights"`` (class-weighted loss) or ``"sampler"`` (oversample rare classes).
+            item_tfms, batch_tfms: your own fastai transforms, applied after the preset's.
+            check: check every file first (``False`` trusts them: faster on huge, clean folders).
+            max_pixels: larger images are excluded (decompression bombs, huge scans).
             num_workers: DataLoader worker processes (0 is fastest on a small CPU).
 
         >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
@@ -192,24 +368,22 @@ class ImageData(DataLoaders):
         path = Path(path).expanduser()
         if not path.is_dir():
             raise DataError(f"Image folder {str(path)!r} does not exist or is not a folder.")
+        messages: list[str] = []
         train_dir = _find_split_folder(path, ("train",))
         valid_dir = _find_split_folder(path, VALID_NAMES)
-        test_items = None
         if train_dir is not None and valid_dir is not None:
-            train, valid = _class_folder_items(train_dir), _class_folder_items(valid_dir)
-            items = pd.concat([train.assign(is_valid=False), valid.assign(is_valid=True)], ignore_index=True)
+            parts = [_class_folder_items(train_dir, "train", messages),
+                     _class_folder_items(valid_dir, "valid", messages)]
             test_dir = _find_split_folder(path, ("test",))
             if test_dir is not None:
-                test_items = _class_folder_items(test_dir).assign(is_valid=True)
+                parts.append(_class_folder_items(test_dir, "test", messages))
+            items = pd.concat(parts, ignore_index=True)
         else:
-            items = _class_folder_items(path)
-            items["is_valid"] = stratified_split(items["label"], valid_pct, seed) if len(items) else []
-        _check_items(items, repr(str(path)))
-        recipe = DataRecipe(
-            items=items, size=size or 224, size_given=size is not None, bs=bs, num_workers=num_workers,
-            test_items=test_items,
-        )
-        return cls.from_recipe(recipe, device=device)
+            items = _class_folder_items(path, None, messages)
+        return cls._build(items, source=repr(str(path)), messages=messages, valid_pct=valid_pct, seed=seed,
+                          label_delim=None, size=size, bs=bs, num_workers=num_workers, aug=aug, balance=balance,
+                          item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
+                          device=device)
 
     @classmethod
     def from_df(
@@ -225,10 +399,22 @@ class ImageData(DataLoaders):
         label_delim: str | None = None,
         bs: int = DEFAULT_BS,
         size: int | None = None,
+        aug: str = "light",
+        balance: str | None = None,
+        item_tfms=None,
+        batch_tfms=None,
+        check: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         num_workers: int = 0,
         device=None,
+        _source: str = "the table",
     ) -> ImageData:
-        """DataLoaders from a table with a file column and a label column.
+        """DataLoaders from a table with a file column and a label column (multi-label with `label_delim`).
+
+        File names are relative to `folder` (or absolute). A path that does not exist as written, such as an
+        absolute path from another machine (Windows or POSIX), is looked up by its file name inside `folder`.
+        Rows whose file is missing or whose label is empty are excluded with a warning; if no row is left
+        that is an error. Files are checked as in `from_folder`.
 
         Args:
             df: the table.
@@ -237,31 +423,62 @@ class ImageData(DataLoaders):
             valid_col: optional boolean column marking validation rows; otherwise a stratified
                 `valid_pct` split with `seed`.
             label_delim: separator for multi-label labels (``"cat dog"`` with ``" "``).
+            Other arguments as in `from_folder`.
 
         >>> dls = ImageData.from_df(pd.DataFrame({"path": files, "label": labels}))  # doctest: +SKIP
         """
         for col in [fn_col, label_col] + ([valid_col] if valid_col else []):
             if col not in df.columns:
-                raise DataError(f"Column {col!r} is not in the table; its columns are {list(df.columns)}.")
-        base = Path(folder) if folder is not None else Path(".")
-        items = pd.DataFrame(
-            {
-                "path": [str((base / str(f)).resolve()) for f in df[fn_col]],
-                "label": df[label_col].astype(str).to_numpy(),
-            }
-        )
-        if valid_col:
-            items["is_valid"] = df[valid_col].astype(bool).to_numpy()
-        elif label_delim is None:
-            items["is_valid"] = stratified_split(items["label"], valid_pct, seed)
-        else:
-            items["is_valid"] = np.random.default_rng(seed).random(len(items)) < valid_pct
-        _check_items(items, "the table")
-        recipe = DataRecipe(
-            items=items, size=size or 224, size_given=size is not None, label_delim=label_delim, bs=bs,
-            num_workers=num_workers,
-        )
-        return cls.from_recipe(recipe, device=device)
+                raise DataError(f"Column {col!r} is not in {_source}; its columns are {list(df.columns)}. "
+                                f"Pass fn_col=, label_col= (and valid_col=) with the right names.")
+        if len(df) == 0:
+            raise DataError(f"{_source} has no rows.")
+        base = Path(folder).expanduser() if folder is not None else Path(".")
+        messages: list[str] = []
+        paths = _resolve_paths(df[fn_col].tolist(), base, messages)
+        labels = df[label_col]
+        no_label = labels.isna() | (labels.astype(str).str.strip() == "")
+        split = (np.where(df[valid_col].astype(bool), "valid", "train") if valid_col
+                 else np.full(len(df), None, dtype=object))
+        rows = pd.DataFrame({"path": [p if p is not None else str(n) for p, n in zip(paths, df[fn_col])],
+                             "label": labels.astype(str).str.strip().to_numpy(), "split": split})
+        missing = np.array([p is None for p in paths])
+        if missing.all():
+            raise DataError(f"None of the {len(df)} files named in {_source} exists (looked in {str(base)!r}, "
+                            f"also by file name), e.g. {rows['path'].head(3).tolist()}. Pass folder= with the "
+                            "folder the images are in.")
+        bad = missing | no_label.to_numpy()
+        reasons = np.where(missing, "file not found", "no label")
+        pre_excluded = rows[bad].assign(reason=reasons[bad], split=rows["split"][bad])
+        if missing.any():
+            first = rows["path"][missing].head(3).tolist()
+            messages.append(f"{int(missing.sum())} of {len(df)} rows of {_source} name files that do not exist, "
+                            f"e.g. {first}; they are excluded")
+        return cls._build(rows[~bad].reset_index(drop=True), source=_source, messages=messages, valid_pct=valid_pct,
+                          seed=seed, label_delim=label_delim, size=size, bs=bs, num_workers=num_workers, aug=aug,
+                          balance=balance, item_tfms=item_tfms, batch_tfms=batch_tfms, check=check,
+                          max_pixels=max_pixels, device=device, pre_excluded=pre_excluded)
+
+    @classmethod
+    def from_csv(cls, csv: str | os.PathLike, folder: str | os.PathLike | None = None, *, fn_col: str = "path",
+                 label_col: str = "label", valid_col: str | None = None, label_delim: str | None = None,
+                 **kwargs) -> ImageData:
+        """DataLoaders from a CSV file with a file column and a label column; see `from_df`.
+
+        `folder` defaults to the CSV's own folder.
+
+        >>> dls = ImageData.from_csv("labels.csv", "images/", fn_col="file", label_col="tags",
+        ...                          label_delim=" ")  # doctest: +SKIP
+        """
+        csv = Path(csv).expanduser()
+        try:
+            df = pd.read_csv(csv)
+        except FileNotFoundError:
+            raise DataError(f"CSV file {str(csv)!r} does not exist.") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise DataError(f"Could not read {str(csv)!r} as a CSV table: {e}") from None
+        return cls.from_df(df, csv.parent if folder is None else folder, fn_col=fn_col, label_col=label_col,
+                           valid_col=valid_col, label_delim=label_delim, _source=f"CSV {str(csv)!r}", **kwargs)
 
     def for_model(self, spec) -> ImageData:
         """The same data, resized, filtered and normalised the way `spec`'s weights were trained.
@@ -281,20 +498,79 @@ class ImageData(DataLoaders):
     def is_multilabel(self) -> bool:
         return self.recipe.label_delim is not None
 
-    def labelled_dl(self, items: pd.DataFrame | Sequence[str | os.PathLike], labels: Sequence[str] | None = None):
+    @property
+    def report(self) -> DataReport | None:
+        """What the file check found: excluded files with reasons, conversions, counts per class and split."""
+        return self.recipe.report
+
+    def class_weights(self) -> torch.Tensor:
+        """Loss weights from the training counts: ``n / (n_classes * count)`` per class (vocab order).
+
+        For multi-label data, the positive weight of each label: negatives / positives.
+        """
+        items = self.recipe.items[~self.recipe.items["is_valid"]]
+        if self.is_multilabel:
+            split = items["label"].astype(str).str.split(self.recipe.label_delim)
+            pos = np.array([sum(lab in row for row in split) for lab in self.vocab], dtype=float)
+            return torch.tensor((len(items) - pos) / np.maximum(pos, 1), dtype=torch.float32)
+        counts = items["label"].value_counts()
+        per_class = np.array([counts.get(c, 0) for c in self.vocab], dtype=float)
+        return torch.tensor(len(items) / (len(per_class) * np.maximum(per_class, 1)), dtype=torch.float32)
+
+    def labelled_dl(self, items=None, labels: Sequence[str] | None = None):
         """A validation-style DataLoader (no augmentation) over labelled images, e.g. a held-out test set.
 
         Args:
-            items: a table with ``path`` and ``label`` columns, or a list of files with `labels`.
+            items: ``None`` (the ``test/`` folder the data was built from), a folder of class sub-folders,
+                a table with ``path`` and ``label`` columns, or a list of files with `labels`.
+
+        Unreadable files in a folder are excluded with a warning; labels never seen in training are an error.
         """
-        if not isinstance(items, pd.DataFrame):
+        if items is None:
+            if self.recipe.test_items is None:
+                raise DataError("This data has no test set: pass a folder of class sub-folders, a table or a list "
+                                "of files with labels.")
+            items = self.recipe.test_items
+        elif isinstance(items, (str, os.PathLike)):
+            folder = Path(items).expanduser()
+            if not folder.is_dir():
+                raise DataError(f"Test folder {str(folder)!r} does not exist or is not a folder.")
+            messages: list[str] = []
+            found = _class_folder_items(folder, "test", messages)
+            items, excluded, _ = _checked(found, check=True, max_pixels=DEFAULT_MAX_PIXELS)
+            if len(excluded):
+                warnings.warn(f"Excluded {len(excluded)} of {len(found)} test files: "
+                              + "; ".join(f"{p}: {r}" for p, r in zip(excluded["path"][:3], excluded["reason"][:3])),
+                              DataWarning, stacklevel=2)
+            if len(items) == 0:
+                raise DataError(f"No usable images found in test folder {str(folder)!r}.")
+        elif not isinstance(items, pd.DataFrame):
             if labels is None:
                 raise ValueError("labels are required when items is a list of files")
             items = pd.DataFrame({"path": [str(Path(p).resolve()) for p in items], "label": list(labels)})
-        unseen = sorted(set(items["label"]) - set(map(str, self.vocab)))
-        if unseen and not self.is_multilabel:
-            raise DataError(f"Test labels {unseen} never appear in training (classes: {list(self.vocab)}).")
-        return self.test_dl(items.reset_index(drop=True), with_labels=True)
+        items = items[["path", "label"]].reset_index(drop=True)
+        seen = set(map(str, self.vocab))
+        if self.is_multilabel:
+            used = {lab for row in items["label"].astype(str) for lab in row.split(self.recipe.label_delim) if lab}
+        else:
+            used = set(items["label"].astype(str))
+        unseen = sorted(used - seen)
+        if unseen:
+            raise DataError(f"Test labels {unseen} never appear in training (classes: {list(self.vocab)}). "
+                            "Remove those images or add training images for them.")
+        return self.test_dl(items, with_labels=True)
+
+
+def _warn_imbalance(report: DataReport, messages: list[str]) -> None:
+    ratio = report.imbalance
+    if ratio is None or ratio >= IMBALANCE_RATIO:
+        return
+    train = report.counts["train"]
+    small, large = train.idxmin(), train.idxmax()
+    text = (f"Class {small!r} has {int(train[small])} training images, {ratio:.0%} of the largest class {large!r} "
+            f"({int(train[large])}). Consider balance='weights' or balance='sampler', and read the per-class recall.")
+    messages.append(text)
+    warnings.warn(text, DataWarning, stacklevel=4)
 
 
 def _multilabel_vocab(labels: pd.Series, delim: str) -> list[str]:

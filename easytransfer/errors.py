@@ -47,3 +47,7 @@ class WeightsMismatchError(EasyTransferError, ValueError):
 
 class DataError(EasyTransferError, ValueError):
     """Input data that cannot be turned into DataLoaders (no images, one class, bad columns ...)."""
+
+
+class DataWarning(UserWarning):
+    """Something in the input data was skipped, converted or looks risky (see ``dls.report``)."""

@@ -12,11 +12,12 @@ from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.learner import Learner
-from fastai.losses import LabelSmoothingCrossEntropyFlat
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy, accuracy_multi
 from matplotlib.figure import Figure
 from torch import nn
 
+from .augment import uses_cutmix
 from .callbacks import (
     BestWeightsCallback,
     FrozenBatchNormCallback,
@@ -276,6 +277,23 @@ class TransferLearner(Learner):
 _MIXES = {"mixup": MixUp, "cutmix": CutMix}
 
 
+def _loss_func(dls, label_smoothing: float):
+    """The loss for the data's balance setting and label smoothing; ``None``: fastai's default for the data."""
+    multilabel = isinstance(dls, ImageData) and dls.is_multilabel
+    if label_smoothing:
+        if multilabel:
+            raise ValueError("label_smoothing is for single-label data; this data is multi-label.")
+        if not 0 < label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in (0, 1), got {label_smoothing}")
+    weighted = isinstance(dls, ImageData) and dls.recipe.balance == "weights"
+    weight = dls.class_weights() if weighted else None
+    if multilabel:
+        return BCEWithLogitsLossFlat(pos_weight=weight) if weighted else None
+    if label_smoothing:
+        return LabelSmoothingCrossEntropyFlat(eps=label_smoothing, weight=weight)
+    return CrossEntropyLossFlat(weight=weight) if weighted else None
+
+
 def _default_metrics(dls) -> list:
     multilabel = isinstance(dls, ImageData) and dls.is_multilabel
     return [accuracy_multi] if multilabel else [accuracy]
@@ -318,7 +336,9 @@ def transfer_learner(
         metrics: fastai metrics; default accuracy (multi-label: ``accuracy_multi``).
         wd: weight decay (fastai's default 0.01, decoupled as in AdamW).
         label_smoothing: e.g. ``0.1``: cross-entropy with label smoothing (single-label data only).
-        mix: ``"mixup"`` or ``"cutmix"``: fastai's MixUp / CutMix callback on every training batch.
+        mix: ``"mixup"`` or ``"cutmix"``: fastai's MixUp / CutMix callback on every training batch; by default
+            CutMix when the data was built with ``aug="strong"`` (``mix="none"`` turns it off).
+            Data built with ``balance="weights"`` gets a class-weighted loss.
         train_bn: keep training BatchNorm layers of a frozen body (fastai's behaviour); default ``False``.
         freeze_bn_stats: BatchNorm layers normalise with their pre-trained statistics during all training,
             also after unfreezing (Keras' rule; default). ``False``: unfrozen BN layers use batch statistics.
@@ -330,16 +350,16 @@ def transfer_learner(
     >>> learn = transfer_learner(dls, "efficientnet_lite0"); learn.fit_frozen(3)  # doctest: +SKIP
     """
     cbs = list(kwargs.pop("cbs", None) or [])
-    if mix is not None:
+    recipe = getattr(dls, "recipe", None)
+    if mix is None and recipe is not None and uses_cutmix(recipe.aug):
+        mix = "cutmix"  # part of the "strong" augmentation preset
+    if mix not in (None, "none"):
         if mix not in _MIXES:
-            raise ValueError(f"mix must be one of {sorted(_MIXES)} or None, got {mix!r}")
+            raise ValueError(f"mix must be one of {sorted(_MIXES)}, 'none' or None, got {mix!r}")
         cbs.append(_MIXES[mix]())
-    if label_smoothing:
-        if isinstance(dls, ImageData) and dls.is_multilabel:
-            raise ValueError("label_smoothing is for single-label data; this data is multi-label.")
-        if not 0 < label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in (0, 1), got {label_smoothing}")
-        kwargs["loss_func"] = LabelSmoothingCrossEntropyFlat(eps=label_smoothing)
+    loss_func = _loss_func(dls, label_smoothing)
+    if loss_func is not None and "loss_func" not in kwargs:
+        kwargs["loss_func"] = loss_func
     model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head, dropout=dropout)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)

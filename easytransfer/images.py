@@ -1,0 +1,94 @@
+"""Opening real-world image files as upright 8-bit RGB: EXIF rotation, greyscale, palette, alpha, CMYK, 16-bit."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from fastai.data.block import TransformBlock
+from fastai.vision.core import PILImage
+from fastai.vision.data import IntToFloatTensor
+from PIL import Image, ImageOps
+
+from .errors import DataError
+
+__all__ = ["ImageBlockRGB", "load_rgb_image", "open_rgb", "to_rgb"]
+
+_HIGH_DEPTH = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
+_MODE_NAMES = {"L": "greyscale", "1": "black-and-white", "P": "palette", "CMYK": "CMYK", "YCbCr": "YCbCr",
+               "LAB": "Lab", "HSV": "HSV"}
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit / 32-bit / float greyscale image scaled to 8 bits (``convert("L")`` would clip it to white)."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        arr = arr / 257.0
+    elif img.mode == "F" and arr.size and np.nanmax(arr) <= 1.0:
+        arr = arr * 255.0
+    elif arr.size and np.nanmax(arr) > 255:
+        arr = arr * (255.0 / 65535.0) if np.nanmax(arr) <= 65535 else arr * (255.0 / np.nanmax(arr))
+    return Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
+    """`img` as upright 8-bit RGB, and a note for every conversion that was needed.
+
+    EXIF orientation is applied; transparency is flattened onto white; CMYK, greyscale and palette images are
+    converted; 16-bit and float greyscale is scaled to 8 bits, not clipped.
+
+    >>> rgb, notes = to_rgb(Image.new("L", (4, 4))); rgb.mode, notes
+    ('RGB', ['greyscale -> RGB'])
+    """
+    notes = []
+    orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+    if orientation not in (1, None):
+        img = ImageOps.exif_transpose(img)
+        notes.append(f"EXIF orientation {orientation} applied")
+    mode = img.mode
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's "palette images with transparency" advice: we do exactly that
+        if mode in _HIGH_DEPTH:
+            img = _to_8bit(img).convert("RGB")
+            notes.append(f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} greyscale -> 8-bit RGB")
+        elif mode in _ALPHA or (mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba).convert("RGB")
+            notes.append(f"{mode} transparency flattened onto white")
+        elif mode != "RGB":
+            img = img.convert("RGB")
+            notes.append(f"{_MODE_NAMES.get(mode, mode)} -> RGB")
+    return img, notes
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as upright 8-bit RGB (see `to_rgb`).
+
+    >>> open_rgb("photo.jpg").mode  # doctest: +SKIP
+    'RGB'
+    """
+    with Image.open(path) as img:
+        img.load()
+        rgb, _ = to_rgb(img)
+        if rgb is img:
+            rgb = img.copy()
+    return rgb
+
+
+def load_rgb_image(path) -> PILImage:
+    """The DataBlock's image loader: `open_rgb` as a fastai `PILImage`; a file that fails names itself."""
+    try:
+        return PILImage.create(open_rgb(path))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"Could not read image {str(path)!r} ({type(e).__name__}: {e}). It may have changed since the data was "
+            "built; build the data again so the file check can exclude it."
+        ) from e
+
+
+def ImageBlockRGB() -> TransformBlock:  # noqa: N802 (named like fastai's ImageBlock)
+    """fastai's `ImageBlock`, loading with `load_rgb_image` (upright RGB from any mode, clear errors)."""
+    return TransformBlock(type_tfms=load_rgb_image, batch_tfms=IntToFloatTensor)
