@@ -452,8 +452,10 @@ class ImageData(DataLoaders):
         pre_excluded = rows[bad].assign(reason=reasons[bad], split=rows["split"][bad])
         if missing.any():
             first = rows["path"][missing].head(3).tolist()
-            messages.append(f"{int(missing.sum())} of {len(df)} rows of {_source} name files that do not exist, "
-                            f"e.g. {first}; they are excluded")
+            text = (f"{int(missing.sum())} of {len(df)} rows of {_source} name files that do not exist, "
+                    f"e.g. {first}; they are excluded")
+            messages.append(text)
+            warnings.warn(text + ".", DataWarning, stacklevel=2 if _source == "the table" else 3)
         return cls._build(rows[~bad].reset_index(drop=True), source=_source, messages=messages, valid_pct=valid_pct,
                           seed=seed, label_delim=label_delim, size=size, bs=bs, num_workers=num_workers, aug=aug,
                           balance=balance, item_tfms=item_tfms, batch_tfms=batch_tfms, check=check,

@@ -57,7 +57,8 @@ def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None) -> Diagnosis:
+def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None,
+             restored_epoch: int | None = None) -> Diagnosis:
     """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
 
     Rules (thresholds are module constants): over-fitting when the last validation loss is 10% above its best
@@ -69,6 +70,7 @@ def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_grou
         history: ``learn.history``.
         n_valid: number of validation images, to warn when the figures rest on very few.
         frozen_body_groups: body layer groups still frozen (``None``: unknown), to advise unfreezing them.
+        restored_epoch: the epoch whose weights the model has now (``learn.best_epoch``), when not the last.
 
     >>> print(diagnose(learn.history))  # doctest: +SKIP
     """
@@ -110,6 +112,11 @@ def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_grou
         verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last)
     else:
         verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling)
+    if restored_epoch is not None and restored_epoch != len(history) - 1:
+        row = history.iloc[restored_epoch]
+        kept = f", valid {acc_col} {row[acc_col]:.1%}" if acc_col and _finite(row.get(acc_col)) else ""
+        evidence.append(f"the model now has the weights of epoch {restored_epoch}, the best one "
+                        f"(valid loss {row['valid_loss']:.4f}{kept})")
     if n_valid is not None and n_valid < 100:
         evidence.append(f"only {n_valid} validation images: one image is {1 / max(n_valid, 1):.1%} of accuracy, "
                         "so small differences are noise")
@@ -135,7 +142,8 @@ def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool) -> list
     if fine_tuned:
         advice.append("Fine-tune less: unfreeze fewer groups (learn.unfreeze(1)), lower lr_max, or keep "
                       "feature extraction (fit_frozen) when the data set is small.")
-    advice.append("Stronger augmentation or MixUp / CutMix: transfer_learner(..., mix='mixup').")
+    advice.append("Stronger augmentation: ImageData.from_folder(..., aug='strong') (adds rotation, colour jitter "
+                  "and CutMix), or transfer_learner(..., mix='mixup').")
     advice.append("More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).")
     if best_before_last:
         advice.append(f"Fewer epochs: the best valid loss was at epoch {best}; the best weights are restored at "

@@ -133,6 +133,7 @@ class TransferLearner(Learner):
         if epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {epochs}")
         fit_cbs = self._fit_callbacks(phase, monitor, patience, restore_best)
+        self.best_epoch = None
         if self.opt is None:
             self.create_opt()
         self.opt.set_hyper("lr", lrs)
@@ -259,7 +260,8 @@ class TransferLearner(Learner):
         >>> print(learn.diagnose())  # doctest: +SKIP
         """
         trainable = [any(p.requires_grad for p in g) for g in self.layer_groups.params(self.model)[:-1]]
-        return diagnose(self.history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False))
+        return diagnose(self.history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False),
+                        restored_epoch=self.best_epoch)
 
     def interpret(self, dl=None):
         """Predictions on `dl` (the validation set by default), computed once; see `Interpretation`."""

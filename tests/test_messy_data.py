@@ -111,8 +111,11 @@ def test_csv_with_windows_paths_and_missing_rows(messy, tmp_path):
     rows += [("C:\\Users\\ann\\pictures\\cat\\gone_1.jpg", "cat"), ("/home/bob/data/dog/gone_2.jpg", "dog")]
     csv = tmp_path / "labels.csv"
     pd.DataFrame(rows, columns=["file", "species"]).to_csv(csv, index=False)
-    with pytest.warns(DataWarning, match="excluded 2"):
+    with pytest.warns(DataWarning) as caught:
         dls = ImageData.from_csv(csv, root, fn_col="file", label_col="species", bs=4, size=64)
+    texts = [str(w.message) for w in caught]
+    assert any("2 of 14 rows of CSV" in t and "gone_1.jpg" in t and "gone_2.jpg" in t for t in texts)
+    assert any("excluded 2 (2 file not found)" in t for t in texts)
     assert len(dls.train_ds) + len(dls.valid_ds) == 12
     excluded = dls.report.excluded
     assert sorted(Path(p.replace("\\", "/")).name for p in excluded["path"]) == ["gone_1.jpg", "gone_2.jpg"]
@@ -215,3 +218,10 @@ def test_own_transforms_and_show_batch(image_folder):
     assert any(isinstance(t, Dihedral) for t in dls.train.after_batch.fs)
     dls.show_batch(max_n=4)
     assert len(matplotlib.pyplot.gcf().axes) == 4
+
+
+def test_unchecked_broken_file_fails_with_a_data_error_naming_it(image_folder):
+    (image_folder / "cat" / "bad.jpg").write_text("oops")
+    with pytest.raises(DataError, match=r"Could not read image '.*bad\.jpg'"):  # when fastai first reads it
+        dls = ImageData.from_folder(image_folder, bs=4, size=32, check=False, valid_pct=0.5)
+        transfer_learner(dls, "test_efficientnet", pretrained=False).fit_frozen(1)

@@ -340,3 +340,10 @@ def test_lr_max_find_sweeps_then_fits_discriminatively(learn):
     learn.fit_discriminative(1, lr_max="find", decay=0.5, warmup_pct=0, cbs=[spy])
     head = learn.lr_find_result.suggested
     np.testing.assert_allclose(spy.lrs[0], head * 0.5 ** np.arange(learn.n_groups - 1, -1, -1))
+
+
+def test_diagnose_says_which_epochs_weights_the_model_has():
+    rows = [(0.6, 0.40, 0.92, 0.92), (0.3, 0.45, 0.95, 0.92), (0.2, 0.55, 0.96, 0.90)]
+    assert "weights of epoch 0, the best one (valid loss 0.4000, valid accuracy 92.0%)" in str(
+        diagnose(_history(rows), restored_epoch=0))
+    assert "weights of epoch" not in str(diagnose(_history(rows), restored_epoch=2))

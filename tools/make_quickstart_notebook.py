@@ -20,8 +20,14 @@ nb.cells = [
     code("from easytransfer import ImageData, transfer_learner\n"
          "dls = ImageData.from_folder(path, valid_pct=0.2, seed=42)\n"
          "learn = transfer_learner(dls, \"efficientnet_lite0\"); learn.fit_frozen(3); learn.unfreeze(); learn.fit_discriminative(5);"),
-    md("## What happened\n\nOne row per epoch, with the phase and the peak learning rate of each layer group (`lr_0` is the stem, the last one the head)."),
+    md("## The data, as checked\n\nEvery file was checked when the data was built; the report counts images per class and split "
+       "and would list any file that was excluded or converted (none here)."),
+    code("print(dls.report)"),
+    md("## What happened\n\nOne row per epoch, with the phase, the accuracy on the (augmented) training batches and the peak "
+       "learning rate of each layer group (`lr_0` is the stem, the last one the head)."),
     code("learn.history"),
+    code("learn.plot_history()"),
+    code("print(learn.diagnose())"),
     md("## Evaluate\n\nPredictions on the validation set are computed once; the per-class table and the confusion matrix are read from them."),
     code("interp = learn.interpret()\ninterp.per_class().round(3)"),
     code("interp.plot_confusion_matrix()"),
