@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
 from fastai.interpret import Interpretation as FastaiInterpretation
 from matplotlib.figure import Figure
+from PIL import Image
 
-__all__ = ["Interpretation", "per_class_report"]
+__all__ = ["Interpretation", "confusion_matrix", "multilabel_confusion_matrix", "per_class_report"]
 
-
-def per_class_report(targs: np.ndarray, preds: np.ndarray, classes) -> pd.DataFrame:
-    """Precision, recall, F1, support and per-class accuracy, plus macro and weighted averages.
-
-    Matches scikit-learn's ``classification_report`` (a class never predicted has precision 0).
-
-    >>> per_class_report(np.array([0, 0, 1]), np.array([0, 1, 1]), ["a", "b"]).loc["a", "recall"]
-    0.5
-    """
-    n = len(classes)
-    cm = confusion_matrix(targs, preds, n)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(axis=1).astype(float)
-    predicted = cm.sum(axis=0).astype(float)
-    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(n), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n), where=denom > 0)
-    total = cm.sum()
-    # one-vs-rest accuracy of each class: (TP + TN) / all
-    tn = total - support - predicted + tp
-    class_acc = (tp + tn) / max(total, 1)
-    report = pd.DataFrame(
-        {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int), "accuracy": class_acc},
-        index=pd.Index([str(c) for c in classes], name="class"),
-    )
-    weights = support / max(support.sum(), 1)
-    overall = float(tp.sum() / max(total, 1))
-    report.loc["macro avg"] = [precision.mean(), recall.mean(), f1.mean(), int(support.sum()), overall]
-    report.loc["weighted avg"] = [
-        (precision * weights).sum(), (recall * weights).sum(), (f1 * weights).sum(), int(support.sum()), overall,
-    ]
-    report["support"] = report["support"].astype(int)
-    return report
+MULTILABEL_THRESHOLD = 0.5
+RECALL_GAP = 0.25  # a class whose recall is this far below the overall accuracy is called out
 
 
 def confusion_matrix(targs: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -53,55 +24,187 @@ def confusion_matrix(targs: np.ndarray, preds: np.ndarray, n_classes: int) -> np
     )
 
 
+def multilabel_confusion_matrix(targs: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """One 2x2 matrix per label, ``[[TN, FP], [FN, TP]]`` (scikit-learn's layout), shape (labels, 2, 2)."""
+    t, p = np.asarray(targs).astype(bool), np.asarray(preds).astype(bool)
+    tp, fp = (t & p).sum(0), (~t & p).sum(0)
+    fn, tn = (t & ~p).sum(0), (~t & ~p).sum(0)
+    return np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], 1)
+
+
+def _report_from_counts(tp, support, predicted, total, accuracy, classes, overall) -> pd.DataFrame:
+    n = len(classes)
+    tp, support, predicted = (np.asarray(a, dtype=float) for a in (tp, support, predicted))
+    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(n), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n), where=denom > 0)
+    report = pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int), "accuracy": accuracy},
+        index=pd.Index([str(c) for c in classes], name="class"),
+    )
+    weights = support / max(support.sum(), 1)
+    report.loc["macro avg"] = [precision.mean(), recall.mean(), f1.mean(), int(support.sum()), overall]
+    report.loc["weighted avg"] = [
+        (precision * weights).sum(), (recall * weights).sum(), (f1 * weights).sum(), int(support.sum()), overall,
+    ]
+    report["support"] = report["support"].astype(int)
+    return report
+
+
+def per_class_report(targs: np.ndarray, preds: np.ndarray, classes) -> pd.DataFrame:
+    """Precision, recall, F1, support and per-class accuracy, plus macro and weighted averages.
+
+    Matches scikit-learn's ``classification_report`` (a class never predicted has precision 0). For
+    multi-label data pass 0/1 indicator arrays of shape (items, labels): support is the number of positives,
+    accuracy the share of items whose label is right, and the average rows' accuracy is the share of all
+    item-label decisions that are right.
+
+    >>> per_class_report(np.array([0, 0, 1]), np.array([0, 1, 1]), ["a", "b"]).loc["a", "recall"]
+    0.5
+    """
+    targs, preds = np.asarray(targs), np.asarray(preds)
+    if targs.ndim == 2:
+        mcm = multilabel_confusion_matrix(targs, preds)
+        tp, support, predicted = mcm[:, 1, 1], mcm[:, 1].sum(1), mcm[:, :, 1].sum(1)
+        accuracy = (mcm[:, 0, 0] + mcm[:, 1, 1]) / max(len(targs), 1)
+        return _report_from_counts(tp, support, predicted, len(targs), accuracy, classes, float(accuracy.mean()))
+    n = len(classes)
+    cm = confusion_matrix(targs, preds, n)
+    tp, support, predicted, total = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0), cm.sum()
+    tn = total - support - predicted + tp  # one-vs-rest accuracy of each class: (TP + TN) / all
+    accuracy = (tp + tn) / max(total, 1)
+    return _report_from_counts(tp, support, predicted, total, accuracy, classes, float(tp.sum() / max(total, 1)))
+
+
 class Interpretation(FastaiInterpretation):
     """Predictions of a learner on one DataLoader, computed once and kept as numpy arrays.
 
     Attributes:
         probs: (items, classes) probabilities.
-        targs: true class index per item.
-        preds: predicted class index per item.
+        targs: true class index per item (multi-label: a 0/1 array of shape (items, labels)).
+        preds: predicted class index per item (multi-label: 0/1, probability above `threshold`).
         losses: loss per item.
         vocab: class names.
+        multilabel: whether the data is multi-label.
 
     >>> interp = learn.interpret()  # doctest: +SKIP
-    >>> interp.per_class()  # doctest: +SKIP
+    >>> interp.per_class(); interp.plot_confusion_matrix(); interp.plot_top_losses(9)  # doctest: +SKIP
     """
 
-    def __init__(self, learn, dl, probs: torch.Tensor, targs: torch.Tensor, losses: torch.Tensor):
+    def __init__(self, learn, dl, probs: torch.Tensor, targs: torch.Tensor, losses: torch.Tensor,
+                 threshold: float = MULTILABEL_THRESHOLD):
         super().__init__(learn, dl, losses)
         self.vocab = [str(v) for v in learn.dls.vocab]
-        self.probs = probs.numpy()
-        self.targs = targs.numpy().astype(int)
-        self.preds = self.probs.argmax(axis=1)
-        self.losses = losses.numpy()
+        self.probs = probs.float().numpy()
+        targs = targs.numpy()
+        self.multilabel = targs.ndim == 2
+        self.threshold = threshold
+        if self.multilabel:
+            self.targs = targs.astype(int)
+            self.preds = (self.probs > threshold).astype(int)
+        else:
+            self.targs = targs.astype(int)
+            self.preds = self.probs.argmax(axis=1)
+        losses = losses.float().numpy()
+        self.losses = losses.reshape(len(self.probs), -1).mean(1) if losses.size != len(self.probs) else losses
 
     @classmethod
-    def from_learner(cls, learn, dl=None) -> Interpretation:
-        """Run inference once on `dl` (default: the validation set)."""
-        dl = learn.dls.valid if dl is None else dl
-        probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
-        return cls(learn, dl, probs, targs, losses)
+    def from_learner(cls, learn, dl=None, tta: bool = False, n_tta: int = 4) -> Interpretation:
+        """Run inference once on `dl`: the validation set by default, any DataLoader, a folder of class
+        sub-folders, or a list of files (labelled by their parent folder's name).
+
+        ``tta=True`` averages `n_tta` augmented passes with the plain one (fastai's `tta`); the losses are then
+        computed from those averaged probabilities.
+        """
+        dl = _as_dataloader(learn, dl)
+        if not tta:
+            probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
+            return cls(learn, dl, probs, targs, losses)
+        probs, targs = learn.tta(dl=dl, n=n_tta)
+        return cls(learn, dl, probs, targs, _losses_from_probs(probs, targs))
+
+    # ------------------------------------------------------------------------------------------------ numbers
 
     @property
     def accuracy(self) -> float:
+        """Share of items predicted right (multi-label: of item-label decisions)."""
         return float((self.preds == self.targs).mean())
 
     def confusion_matrix(self) -> np.ndarray:
-        """Counts, rows = actual class, columns = predicted class."""
+        """Counts, rows = actual class, columns = predicted class; multi-label: (labels, 2, 2) per label."""
+        if self.multilabel:
+            return multilabel_confusion_matrix(self.targs, self.preds)
         return confusion_matrix(self.targs, self.preds, len(self.vocab))
 
     def per_class(self) -> pd.DataFrame:
-        """Precision, recall, F1, support and accuracy per class, with macro and weighted averages."""
+        """Precision, recall, F1, support and accuracy per class (or label), with macro and weighted averages."""
         return per_class_report(self.targs, self.preds, self.vocab)
 
+    def most_confused(self, min_val: int = 1) -> pd.DataFrame:
+        """Pairs (actual, predicted) mistaken at least `min_val` times, most frequent first.
+
+        Multi-label: per label, the missed positives (``predicted`` is "(missed)") and false alarms.
+        """
+        if self.multilabel:
+            mcm = self.confusion_matrix()
+            rows = [(lab, "(missed)", int(m[1, 0])) for lab, m in zip(self.vocab, mcm)]
+            rows += [("(absent)", lab, int(m[0, 1])) for lab, m in zip(self.vocab, mcm)]
+        else:
+            cm = self.confusion_matrix()
+            rows = [(self.vocab[i], self.vocab[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm))
+                    if i != j]
+        table = pd.DataFrame(rows, columns=["actual", "predicted", "count"])
+        table = table[table["count"] >= min_val].sort_values("count", ascending=False, kind="stable")
+        return table.reset_index(drop=True)
+
+    def top_losses(self, k: int | None = None) -> pd.DataFrame:
+        """The `k` items with the highest loss: index in the DataLoader, file, actual, predicted, loss, p(actual)."""
+        order = np.argsort(-self.losses, kind="stable")[: len(self.losses) if k is None else k]
+        rows = []
+        for i in order:
+            if self.multilabel:
+                actual = " ".join(self.vocab[j] for j in np.flatnonzero(self.targs[i])) or "(none)"
+                predicted = " ".join(self.vocab[j] for j in np.flatnonzero(self.preds[i])) or "(none)"
+                p_actual = float(np.where(self.targs[i] == 1, self.probs[i], 1 - self.probs[i]).mean())
+            else:
+                actual, predicted = self.vocab[self.targs[i]], self.vocab[self.preds[i]]
+                p_actual = float(self.probs[i, self.targs[i]])
+            rows.append((int(i), self._item_path(i), actual, predicted, float(self.losses[i]), p_actual))
+        return pd.DataFrame(rows, columns=["index", "path", "actual", "predicted", "loss", "p_actual"])
+
+    def warnings(self) -> list[str]:
+        """Classes whose recall is far below the overall accuracy (the average hides them), in plain words."""
+        if self.multilabel or not len(self.targs):
+            return []
+        table = self.per_class().iloc[: len(self.vocab)]
+        overall, total = self.accuracy, table["support"].sum()
+        out = []
+        for name, row in table.iterrows():
+            if row["support"] > 0 and row["recall"] < overall - RECALL_GAP:
+                share = row["support"] / total
+                fix = (f"add images of {name!r}, or try balance='weights'" if share < 0.5 / len(self.vocab)
+                       else f"look at its top losses and add images of {name!r}")
+                out.append(f"Class {name!r} ({share:.0%} of these images) has recall {row['recall']:.0%} against "
+                           f"{overall:.0%} overall accuracy: the overall figure hides it; {fix}.")
+        return out
+
     def report(self) -> str:
-        """Print and return the per-class table."""
+        """Print and return the per-class table, followed by any warning about a hidden weak class."""
         text = self.per_class().to_string(float_format=lambda v: f"{v:.4f}")
+        text = "\n".join([text] + self.warnings())
         print(text)
         return text
 
+    # ------------------------------------------------------------------------------------------------- plots
+
     def plot_confusion_matrix(self, normalize: bool = False, ax=None, cmap: str = "Blues") -> Figure:
-        """The confusion matrix as a Figure: counts, or with ``normalize=True`` each row as recall."""
+        """The confusion matrix as a Figure: counts, or with ``normalize=True`` each row as recall.
+
+        Multi-label data gets one small 2x2 matrix per label (absent / present).
+        """
+        if self.multilabel:
+            return self._plot_multilabel_matrices(normalize, cmap)
         cm = self.confusion_matrix().astype(float)
         if normalize:
             cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -111,19 +214,98 @@ class Interpretation(FastaiInterpretation):
             ax = fig.add_subplot()
         else:
             fig = ax.figure
-        ax.imshow(cm, cmap=cmap)
-        ticks = range(len(self.vocab))
-        ax.set_xticks(ticks, self.vocab, rotation=45, ha="right")
-        ax.set_yticks(ticks, self.vocab)
-        ax.set_xlabel("Predicted")
-        ax.set_ylabel("Actual")
-        ax.set_title("Confusion matrix" + (" (row-normalised)" if normalize else ""))
-        threshold = cm.max() / 2 if cm.size else 0
-        for i in ticks:
-            for j in ticks:
-                text = f"{cm[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-                ax.text(j, i, text, ha="center", va="center", color="white" if cm[i, j] > threshold else "black")
+        _draw_matrix(ax, cm, self.vocab, self.vocab, normalize, cmap)
+        ax.set_title("Confusion matrix" + (" (row-normalised: recall)" if normalize else ""))
         fig.tight_layout()
         return fig
 
+    def _plot_multilabel_matrices(self, normalize: bool, cmap: str) -> Figure:
+        mcm = self.confusion_matrix().astype(float)
+        n = len(self.vocab)
+        ncols = min(4, n)
+        nrows = math.ceil(n / ncols)
+        fig = Figure(figsize=(3 * ncols, 3 * nrows))
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, label, cm in zip(axes, self.vocab, mcm):
+            if normalize:
+                cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            _draw_matrix(ax, cm, ["absent", "present"], ["absent", "present"], normalize, cmap)
+            ax.set_title(label)
+        for ax in axes[n:]:
+            ax.axis("off")
+        fig.tight_layout()
+        return fig
 
+    def plot_top_losses(self, k: int = 9, ncols: int = 3) -> Figure:
+        """The `k` highest-loss images in a grid, titled predicted / actual and loss / probability of the actual."""
+        top = self.top_losses(k)
+        nrows = max(1, math.ceil(len(top) / ncols))
+        fig = Figure(figsize=(3.2 * ncols, 3.4 * nrows))
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, row in zip(axes, top.itertuples()):
+            ax.imshow(self._item_image(row.index))
+            ax.set_title(f"{row.predicted} / {row.actual}\n{row.loss:.2f} / {row.p_actual:.2f}", fontsize=9)
+        for ax in axes:
+            ax.axis("off")
+        fig.suptitle("predicted / actual, loss / probability of actual")
+        fig.tight_layout()
+        return fig
+
+    # -------------------------------------------------------------------------------------------- the items
+
+    def _item_path(self, i: int) -> str | None:
+        items = getattr(self.dl, "items", None)
+        if isinstance(items, pd.DataFrame) and "path" in items:
+            return str(items["path"].iloc[i])
+        return None
+
+    def _item_image(self, i: int, size: int = 256) -> np.ndarray:
+        from .images import open_rgb
+
+        path = self._item_path(i)
+        if path is not None:
+            img = open_rgb(path)
+        else:
+            img = self.dl.dataset[i][0]
+            img = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+        img = img.copy()
+        img.thumbnail((size, size))
+        return np.asarray(img)
+
+
+def _draw_matrix(ax, cm, rows, cols, normalize, cmap):
+    ax.imshow(cm, cmap=cmap, vmin=0)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            text = f"{cm[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", color="white" if cm[i, j] > threshold else "black")
+
+
+def _losses_from_probs(probs: torch.Tensor, targs: torch.Tensor) -> torch.Tensor:
+    """Per-item cross-entropy (or mean binary cross-entropy for multi-label) of already-averaged probabilities."""
+    probs = probs.float().clamp(1e-7, 1 - 1e-7)
+    if targs.ndim == 2:
+        t = targs.float()
+        return -(t * probs.log() + (1 - t) * (1 - probs).log()).mean(1)
+    return -probs.gather(1, targs.long()[:, None]).squeeze(1).log()
+
+
+def _as_dataloader(learn, dl):
+    """The validation set, a DataLoader as given, or one built from a folder or a list of files."""
+    import os
+    from pathlib import Path
+
+    if dl is None:
+        return learn.dls.valid
+    if isinstance(dl, int):
+        return learn.dls[dl]
+    if isinstance(dl, (str, os.PathLike)):
+        return learn.dls.labelled_dl(dl)
+    if isinstance(dl, (list, tuple)) and dl and isinstance(dl[0], (str, os.PathLike)):
+        return learn.dls.labelled_dl(list(dl), labels=[Path(p).parent.name for p in dl])
+    return dl

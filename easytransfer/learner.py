@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from .callbacks import (
 from .data import ImageData
 from .diagnosis import Diagnosis, diagnose
 from .history import plot_history
+from .interpret import Interpretation
 from .lr_finder import LRFinderResult, find_lr
 from .models import ModelSpec, build_model
 from .splitters import LayerGroups, split_layer_groups
@@ -263,11 +265,56 @@ class TransferLearner(Learner):
         return diagnose(self.history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False),
                         restored_epoch=self.best_epoch)
 
-    def interpret(self, dl=None):
-        """Predictions on `dl` (the validation set by default), computed once; see `Interpretation`."""
-        from .interpret import Interpretation
+    def interpret(self, dl=None, tta: bool = False) -> Interpretation:
+        """Predictions on `dl`, computed once; every table and plot of the `Interpretation` reads them.
 
-        return Interpretation.from_learner(self, dl)
+        Args:
+            dl: the validation set (default), a DataLoader, a folder of class sub-folders or a list of files.
+            tta: average the plain pass with augmented ones (`tta`).
+
+        >>> interp = learn.interpret(); interp.per_class(); interp.plot_top_losses(9)  # doctest: +SKIP
+        """
+        return Interpretation.from_learner(self, dl, tta=tta)
+
+    def tta(self, dl=None, n: int = 4, beta: float = 0.25, **kwargs):
+        """Test-time augmentation: `n` passes with the training augmentations, averaged with the plain pass.
+
+        `dl` is a DataLoader, a folder, a list of files or a dataset index (fastai's ``ds_idx``; default the
+        validation set). Returns ``(probs, targets)`` as fastai's `Learner.tta` does.
+
+        >>> probs, targs = learn.tta(learn.dls.valid)  # doctest: +SKIP
+        """
+        from .interpret import _as_dataloader
+
+        loader = _as_dataloader(self, dl if dl is not None else kwargs.pop("ds_idx", 1))
+        loader = loader.new(shuffled=False, drop_last=False)
+        return super().tta(dl=loader, n=n, beta=beta, **kwargs)
+
+    def evaluate(self, test=None, tta: bool = False) -> dict:
+        """Loss, accuracy and macro / weighted F1 on held-out images, from one inference pass.
+
+        Args:
+            test: ``None`` (the ``test/`` folder the data came with), a folder of class sub-folders, a list of
+                files (labelled by their folder), a table with ``path`` and ``label``, or a DataLoader.
+            tta: use test-time augmentation.
+
+        >>> learn.evaluate("data/test")  # doctest: +SKIP
+        {'n_images': 90, 'loss': 0.41, 'accuracy': 0.87, 'macro_f1': 0.86, 'weighted_f1': 0.86}
+        """
+        dl = self.dls.labelled_dl(test) if test is None or isinstance(test, pd.DataFrame) else test
+        interp = Interpretation.from_learner(self, dl, tta=tta)
+        table = interp.per_class()
+        return {"n_images": len(interp.losses), "loss": float(interp.losses.mean()), "accuracy": interp.accuracy,
+                "macro_f1": float(table.loc["macro avg", "f1"]), "weighted_f1": float(table.loc["weighted avg", "f1"])}
+
+    def save_report(self, path, dl=None) -> Path:
+        """One self-contained HTML file: data, model, layer groups, history, LR finder, mistakes, diagnosis.
+
+        >>> learn.save_report("report.html")  # doctest: +SKIP
+        """
+        from .html_report import save_report
+
+        return save_report(self, path, dl=dl)
 
     def export(self, path, **kwargs):
         """Write a model bundle (safetensors weights + JSON) to folder `path`; no pickle is involved."""

@@ -1,0 +1,149 @@
+"""A self-contained HTML run report: data, model, layer groups, history, LR finder, mistakes, diagnosis."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .version import __version__
+
+__all__ = ["SECTIONS", "save_report"]
+
+SECTIONS = {
+    "data": "Data",
+    "model": "Model",
+    "layer-groups": "Layer groups and learning rates",
+    "history": "Training history",
+    "lr-finder": "Learning-rate finder",
+    "confusion-matrix": "Confusion matrix",
+    "top-losses": "Top losses",
+    "per-class": "Per-class precision, recall, F1 and support",
+    "diagnosis": "Diagnosis",
+}
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
+th { background: #f3f3f3; } img { max-width: 100%; } pre { background: #f7f7f7; padding: 1em; white-space: pre-wrap; }
+.muted { color: #777; } .warning { color: #a33; }
+"""
+
+
+def _figure_html(fig: Figure, alt: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table_html(df: pd.DataFrame, digits: int = 4) -> str:
+    return df.round(digits).to_html(border=0, na_rep="")
+
+
+def _section(key: str, body: str) -> str:
+    return f'<section id="{key}"><h2>{html.escape(SECTIONS[key])}</h2>\n{body}\n</section>'
+
+
+def _data_section(learn) -> str:
+    report = getattr(learn.dls, "report", None)
+    parts = [f"<p>{len(learn.dls.train_ds)} training and {len(learn.dls.valid_ds)} validation images; classes: "
+             f"{html.escape(', '.join(map(str, learn.dls.vocab)))}.</p>"]
+    if report is not None:
+        parts.append(f"<p>{html.escape(report.summary())}</p>")
+        parts.append(_table_html(report.counts))
+        if len(report.excluded):
+            parts.append("<h3>Excluded files</h3>" + _table_html(report.excluded.head(200)))
+        if report.messages:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in report.messages) + "</ul>")
+    recipe = getattr(learn.dls, "recipe", None)
+    if recipe is not None:
+        parts.append(f"<p>Preprocessing: {recipe.size} px, {html.escape(recipe.interpolation)} resize, mean "
+                     f"{tuple(round(m, 4) for m in recipe.mean)}, std {tuple(round(s, 4) for s in recipe.std)}; "
+                     f"augmentation {html.escape(recipe.aug)!s}; batch size {recipe.bs}.</p>")
+    return "\n".join(parts)
+
+
+def _model_section(learn) -> str:
+    spec = learn.spec
+    rows = {"name": spec.name, "source": f"{spec.source} ({spec.arch})", "family": spec.family,
+            "weights": spec.weights, "parameters": f"{sum(p.numel() for p in learn.model.parameters()):,}",
+            "pre-training input": f"{spec.input_size}, {spec.interpolation}", "head": spec.classifier}
+    return _table_html(pd.DataFrame({"value": rows}))
+
+
+def _peak_lrs_of_last_fit(history: pd.DataFrame) -> list[float] | None:
+    if history is None or history.empty:
+        return None
+    last_phase = history[history["phase"] == history["phase"].iloc[-1]]
+    columns = [c for c in history.columns if c.startswith("lr_")]
+    return [float(last_phase[c].max()) for c in columns]
+
+
+def _groups_section(learn) -> str:
+    table = learn.summary_groups().drop(columns=["lr"], errors="ignore")
+    peaks = _peak_lrs_of_last_fit(learn.history)
+    if peaks is not None and len(peaks) == len(table):
+        table["peak lr (last fit)"] = peaks
+    return _table_html(table, digits=8)
+
+
+def _history_section(learn) -> str:
+    if learn.history.empty:
+        return '<p class="muted">No training yet.</p>'
+    return _figure_html(learn.plot_history(), "training history") + _table_html(learn.history)
+
+
+def _lr_section(learn) -> str:
+    result = getattr(learn, "lr_find_result", None)
+    if result is None:
+        return '<p class="muted">The LR finder was not run (learn.lr_find()).</p>'
+    shown = ", ".join(f"{k} {v:.2e}" for k, v in result.suggestions.items())
+    return f"<p>Suggestions: {html.escape(shown)}.</p>" + _figure_html(result.plot(), "LR finder")
+
+
+def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9) -> Path:
+    """Write one self-contained HTML file (images embedded as PNG data, no network) about `learn`'s run.
+
+    Predictions on `dl` (the validation set by default) are computed once for the confusion matrix, the top
+    losses and the per-class table.
+
+    >>> save_report(learn, "report.html")  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    interp = learn.interpret(dl)
+    warnings_html = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in interp.warnings())
+    per_class = _table_html(interp.per_class()) + warnings_html
+    confused = interp.most_confused()
+    if len(confused):
+        per_class += "<h3>Most confused</h3>" + _table_html(confused.head(20))
+    body = [
+        _section("data", _data_section(learn)),
+        _section("model", _model_section(learn)),
+        _section("layer-groups", _groups_section(learn)),
+        _section("history", _history_section(learn)),
+        _section("lr-finder", _lr_section(learn)),
+        _section("confusion-matrix", _figure_html(interp.plot_confusion_matrix(), "confusion matrix")
+                 + _figure_html(interp.plot_confusion_matrix(normalize=True), "row-normalised confusion matrix")),
+        _section("top-losses", _figure_html(interp.plot_top_losses(top_k), "top losses")
+                 + _table_html(interp.top_losses(top_k))),
+        _section("per-class", f"<p>{len(interp.losses)} images, accuracy {interp.accuracy:.4f}.</p>" + per_class),
+        _section("diagnosis", f"<pre>{html.escape(str(learn.diagnose()))}</pre>"),
+    ]
+    title = f"easytransfer run report: {learn.spec.name}"
+    doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+           f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+           f"<p class=\"muted\">easytransfer {__version__}, {time.strftime('%Y-%m-%d %H:%M')}</p>\n"
+           + "\n".join(body) + "\n</body></html>\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
