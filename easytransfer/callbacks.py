@@ -66,8 +66,8 @@ class PhaseLogCallback(Callback):
     order = 55  # after Recorder (50) has written the epoch's log
     run_valid = False
 
-    def __init__(self, phase: str):
-        self.phase = phase
+    def __init__(self, phase: str, n_groups: int | None = None):
+        self.phase, self.n_groups = phase, n_groups
 
     def before_epoch(self):
         self._start = time.perf_counter()
@@ -106,7 +106,10 @@ class PhaseLogCallback(Callback):
             row[name] = value if name == "epoch" else (float(value) if value is not None else np.nan)
         row["epoch"] = len(self.learn.history)
         row["train_accuracy"] = self._correct / self._seen if self._seen else np.nan
-        for i, lr in enumerate(self._peak_lrs or []):
+        peaks = self._peak_lrs or []
+        if self.n_groups and len(peaks) == 1 and self.n_groups > 1:  # head alone (cached features): frozen groups
+            peaks = peaks * self.n_groups  # share the head's rate, as in an uncached frozen fit
+        for i, lr in enumerate(peaks):
             row[f"lr_{i}"] = lr  # the epoch's peak rate of layer group i (0 = stem)
         row["seconds"] = time.perf_counter() - self._start
         new = pd.DataFrame([row])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastai.callback.mixup import CutMix, MixUp
+import torch
+from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.mixup import CutMix, MixHandler, MixUp
 from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
@@ -28,10 +31,12 @@ from .callbacks import (
 )
 from .data import ImageData
 from .diagnosis import Diagnosis, diagnose
+from .features import DEFAULT_CACHE_VIEWS, cache_key, compute_feature_cache, feature_head
 from .history import plot_history
 from .interpret import Interpretation
 from .lr_finder import LRFinderResult, find_lr
 from .models import ModelSpec, build_model
+from .probe import fit_logistic_probe
 from .splitters import LayerGroups, split_layer_groups
 
 __all__ = ["TransferLearner", "discriminative_lrs", "transfer_learner"]
@@ -76,12 +81,16 @@ class TransferLearner(Learner):
     """
 
     def __init__(self, dls: DataLoaders, model: nn.Module, *, spec: ModelSpec, layer_groups: LayerGroups,
-                 train_bn: bool = False, freeze_bn_stats: bool = True, **kwargs):
+                 train_bn: bool = False, freeze_bn_stats: bool = True, channels_last: bool = True, **kwargs):
         cbs = list(kwargs.pop("cbs", None) or [])
         if not train_bn:
             cbs.append(FrozenBatchNormCallback(all_layers=freeze_bn_stats))
+        if channels_last:  # measured on 2 CPU cores: 1.6x faster training steps, 2x faster inference
+            model = model.to(memory_format=torch.channels_last)
+            cbs.append(ChannelsLast())
         super().__init__(dls, model, splitter=layer_groups.splitter, train_bn=train_bn, cbs=cbs, **kwargs)
         self.spec = spec
+        self.feature_cache = None
         self.layer_groups = layer_groups
         self.history = pd.DataFrame()
         self.lr_find_result = None
@@ -123,7 +132,7 @@ class TransferLearner(Learner):
             raise ValueError(f"monitor={monitor!r} is not recorded; choose one of {names}.")
         if patience is not None and patience < 1:
             raise ValueError(f"patience must be at least 1 (or None for no early stopping), got {patience}")
-        cbs = [PhaseLogCallback(phase), StopOnNaNCallback()]
+        cbs = [PhaseLogCallback(phase, n_groups=self.n_groups), StopOnNaNCallback()]
         if restore_best:
             cbs.append(BestWeightsCallback(monitor=monitor))
         if patience is not None:
@@ -138,6 +147,8 @@ class TransferLearner(Learner):
         self.best_epoch = None
         if self.opt is None:
             self.create_opt()
+        if len(self.opt.param_lists) != len(lrs):  # training the head on cached features: one group
+            lrs = lrs[-len(self.opt.param_lists):]
         self.opt.set_hyper("lr", lrs)
         scheduler = ParamScheduler({"lr": warmup_cosine(lrs, warmup_pct)})
         self.fit(epochs, cbs=[scheduler] + fit_cbs + list(cbs or []))
@@ -150,6 +161,9 @@ class TransferLearner(Learner):
                 decay: float | None = None) -> LRFinderResult:
         """Sweep the learning rate and suggest one; the model and optimizer are restored exactly afterwards.
 
+        With the body frozen it sweeps the head on cached features (seconds); unfrozen it stops as soon as
+        the loss diverges (4x its best).
+
         Works frozen (the head's rate) and unfrozen: then every trainable group is swept together, group k from
         the head at ``decay**k`` times the head's rate (default `DEFAULT_DECAY`; ``decay=1`` for one rate), and
         the suggestions are for the head, i.e. the `lr_max` of `fit_discriminative`.
@@ -160,7 +174,11 @@ class TransferLearner(Learner):
 
         >>> res = learn.lr_find(); res.plot(); learn.fit_frozen(3, lr=res.valley)  # doctest: +SKIP
         """
-        if self._body_is_frozen():
+        cache = self._feature_cache_or_none(cache_views=1) if self._body_is_frozen() else None
+        if cache is not None:
+            with self._on_features(cache):
+                result = find_lr(self, start_lr, end_lr, num_it, stop_div)
+        elif self._body_is_frozen():
             result = find_lr(self, start_lr, end_lr, num_it, stop_div)
         else:
             ratios = discriminative_lrs(1.0, self.n_groups, DEFAULT_DECAY if decay is None else decay)
@@ -180,12 +198,19 @@ class TransferLearner(Learner):
         return lr
 
     def fit_frozen(self, epochs: int, lr: float | str | None = None, *, warmup_pct: float = 0.1,
-                   monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True, cbs=None):
+                   monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
+                   cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, method: str = "gradient", cbs=None):
         """Train only the new head with the body frozen (feature extraction).
 
         The frozen body's BatchNorm layers run with their pre-trained statistics (inference mode) unless the
         learner was built with ``train_bn=True``. The learning rate warms up linearly over the first
         `warmup_pct` of steps, then follows a cosine to near zero.
+
+        With ``cache=True`` (default) the body's pooled features are computed once (`cache_views` views per
+        training image: the plain image, plus augmented ones when more than 1) and the head trains on them,
+        with the same schedule, callbacks, metrics, history and early stopping; the features are reused by the
+        next frozen fit and by `lr_find` while the weights, preprocessing and files stay the same. Not possible
+        (and skipped) with ``train_bn=True``, MixUp / CutMix, or a model with more than one head module.
 
         Args:
             epochs: number of epochs (fewer when early stopping ends the fit).
@@ -193,15 +218,70 @@ class TransferLearner(Learner):
             monitor: ``"valid_loss"`` (default), ``"train_loss"`` or a metric's name.
             patience: stop after this many epochs without improvement of `monitor`; ``None``: never.
             restore_best: at the end, load the weights of the epoch with the best `monitor`.
+            cache: train the head on cached features when possible.
+            cache_views: views per training image in the cache (1 = the plain image only).
+            method: ``"gradient"`` (default) or ``"logistic"``: a linear probe, an L2-regularised logistic
+                regression fitted on the cached features, regularisation chosen on the validation set.
             cbs: extra fastai callbacks for this fit.
 
         >>> learn.fit_frozen(3)  # doctest: +SKIP
         """
         self.freeze()
+        if method not in ("gradient", "logistic"):
+            raise ValueError(f"method must be 'gradient' or 'logistic', got {method!r}")
+        if cache_views < 1:
+            raise ValueError(f"cache_views must be at least 1, got {cache_views}")
+        features = self._feature_cache_or_none(cache_views) if cache or method == "logistic" else None
+        if method == "logistic":
+            if features is None:
+                raise ValueError(f"method='logistic' needs cached features: {self._cache_obstacle()}")
+            return fit_logistic_probe(self, features)
         lr = float(self._resolve_lr(lr, DEFAULT_HEAD_LR))
         lrs = np.full(self.n_groups, lr)
-        return self._fit_scheduled(epochs, lrs, warmup_pct=warmup_pct, phase="frozen", monitor=monitor,
-                                   patience=patience, restore_best=restore_best, cbs=cbs)
+        kwargs = dict(warmup_pct=warmup_pct, phase="frozen", monitor=monitor, patience=patience,
+                      restore_best=restore_best, cbs=cbs)
+        if features is None:
+            return self._fit_scheduled(epochs, lrs, **kwargs)
+        with self._on_features(features):
+            self._fit_scheduled(epochs, lrs, **kwargs)
+        return self
+
+    # ------------------------------------------------------------------------------------ cached features
+
+    def _cache_obstacle(self) -> str | None:
+        """Why features cannot be cached for this learner (``None`` when they can)."""
+        if getattr(self, "train_bn", False):
+            return "BatchNorm layers train (train_bn=True)"
+        if not isinstance(self.dls, ImageData):
+            return "the data is not an ImageData"
+        if any(isinstance(cb, MixHandler) for cb in self.cbs):
+            return "MixUp / CutMix mixes images"
+        if feature_head(self) is None:
+            return f"the head of {self.spec.name} is not a single module"
+        return None
+
+    def _feature_cache_or_none(self, cache_views: int):
+        """The cached features for the current weights, data and views (computed when needed), or ``None``."""
+        if self._cache_obstacle() is not None:
+            return None
+        module, _ = feature_head(self)
+        key = cache_key(self, module, cache_views)
+        if self.feature_cache is None or self.feature_cache.key != key:
+            self.feature_cache = None  # free the old one first
+            self.feature_cache = compute_feature_cache(self, module, cache_views, key)
+        return self.feature_cache
+
+    @contextmanager
+    def _on_features(self, cache):
+        """Temporarily make this learner train the head alone on cached features (same callbacks, history)."""
+        _, trainable = feature_head(self)
+        saved = self.model, self.dls, self.splitter, self.opt
+        self.model, self.dls, self.opt = trainable, cache.dataloaders(self.dls), None
+        self.splitter = _single_group
+        try:
+            yield
+        finally:
+            self.model, self.dls, self.splitter, self.opt = saved
 
     def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1,
                            monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
@@ -324,6 +404,10 @@ class TransferLearner(Learner):
 
 
 _MIXES = {"mixup": MixUp, "cutmix": CutMix}
+
+
+def _single_group(model: nn.Module) -> list:
+    return [list(model.parameters())]
 
 
 def _loss_func(dls, label_smoothing: float):

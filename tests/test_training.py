@@ -94,28 +94,35 @@ def test_freeze_to_opens_groups_from_k(learn):
     assert _trainable(learn) == [False] * (learn.n_groups - 1) + [True]
 
 
-def test_best_epoch_weights_are_restored_at_the_end_of_the_fit(dls):
+def _trained_state(learn, cache):
+    """What a fit trains: the whole model, or the head alone when it trained on cached features."""
+    return (learn.model.get_classifier() if cache else learn.model).state_dict()
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_best_epoch_weights_are_restored_at_the_end_of_the_fit(dls, cache):
     scores = [0.5, 0.9, 0.7, 0.6]  # best epoch: 1
     learn = transfer_learner(dls, "test_efficientnet", pretrained=False, metrics=[EpochScore(scores)])
     recorder = RecordWeights()
-    learn.fit_frozen(4, lr=1e-2, monitor="score", patience=None, cbs=[recorder])
+    learn.fit_frozen(4, lr=1e-2, monitor="score", patience=None, cbs=[recorder], cache=cache)
     assert len(learn.history) == 4 and learn.best_epoch == 1
-    assert _same_state(learn.model.state_dict(), recorder.states[1])
-    assert not _same_state(learn.model.state_dict(), recorder.states[-1])
+    assert _same_state(_trained_state(learn, cache), recorder.states[1])
+    assert not _same_state(_trained_state(learn, cache), recorder.states[-1])
 
 
-def test_best_weights_by_default_valid_loss(learn):
+@pytest.mark.parametrize("cache", [False, True])
+def test_best_weights_by_default_valid_loss(learn, cache):
     recorder = RecordWeights()
-    learn.fit_frozen(3, lr=5e-2, cbs=[recorder])
+    learn.fit_frozen(3, lr=5e-2, cbs=[recorder], cache=cache)
     best = int(learn.history["valid_loss"].to_numpy().argmin())
     assert learn.best_epoch == best
-    assert _same_state(learn.model.state_dict(), recorder.states[best])
+    assert _same_state(_trained_state(learn, cache), recorder.states[best])
 
 
 def test_restore_best_false_keeps_the_last_weights(dls):
     learn = transfer_learner(dls, "test_efficientnet", pretrained=False, metrics=[EpochScore([0.9, 0.1])])
     recorder = RecordWeights()
-    learn.fit_frozen(2, monitor="score", restore_best=False, cbs=[recorder])
+    learn.fit_frozen(2, monitor="score", restore_best=False, cbs=[recorder], cache=False)
     assert _same_state(learn.model.state_dict(), recorder.states[-1])
 
 
@@ -140,14 +147,15 @@ class PoisonInputs(Callback):
             self.learn.xb = (self.learn.xb[0] * float("nan"),)
 
 
-def test_nan_loss_stops_cleanly_and_restores_the_last_good_weights(learn):
+@pytest.mark.parametrize("cache", [False, True])
+def test_nan_loss_stops_cleanly_and_restores_the_last_good_weights(learn, cache):
     recorder = RecordWeights()
-    learn.fit_frozen(4, cbs=[PoisonInputs(), recorder])
+    learn.fit_frozen(4, cbs=[PoisonInputs(), recorder], cache=cache)
     assert "nan" in learn.stop_reason and "epoch 1" in learn.stop_reason
     assert len(learn.history) == 1  # only the good epoch is in the history
     state = learn.model.state_dict()
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-    assert _same_state(state, recorder.states[0])
+    assert _same_state(_trained_state(learn, cache), recorder.states[0])
 
 
 def test_fit_gradual_opens_one_more_group_per_stage_and_rewarms(learn):

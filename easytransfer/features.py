@@ -1,0 +1,177 @@
+"""Cached body features: with the body frozen, compute the pooled features once and train the head on them.
+
+The features are the input of the model's head module (captured with a forward pre-hook, so any timm or
+torchvision model works), computed in eval mode under ``torch.inference_mode`` with channels-last memory. View 0
+of every training image is the plain preprocessed image (the validation transforms); views 1..k-1 are drawn with
+the training augmentations. Each epoch draws one view per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastprogress.fastprogress import progress_bar
+from torch import nn
+
+__all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "cache_key",
+           "compute_feature_cache", "feature_head"]
+
+DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
+FEATURE_BS = 8  # measured: channels-last EfficientNet-Lite0 forward is fastest per image at 4-8 on 2 cores
+CACHE_MEMORY_LIMIT = 1 << 30  # bytes: larger caches live in a memory-mapped file
+
+
+def feature_head(learn) -> tuple[nn.Module, nn.Module] | None:
+    """``(module, trainable_head)``: the module whose input is the feature vector, and what to train on it.
+
+    ``None`` when the head group is not exactly one module (e.g. a distilled ViT's two heads).
+    For timm models built with ``dropout=`` the functional dropout before the classifier is made a module.
+    """
+    path = learn.spec.classifier
+    if not path or "," in path:
+        return None
+    try:
+        module = learn.model.get_submodule(path)
+    except AttributeError:
+        return None
+    head_params = {id(p) for p in learn.layer_groups.params(learn.model)[-1]}
+    if head_params != {id(p) for p in module.parameters()}:
+        return None
+    drop_rate = float(getattr(learn.model, "drop_rate", 0.0) or 0.0) if learn.spec.source == "timm" else 0.0
+    trainable = nn.Sequential(nn.Dropout(drop_rate), module) if drop_rate > 0 else module
+    return module, trainable
+
+
+def cache_key(learn, head: nn.Module, views: int) -> str:
+    """A digest of everything the features depend on: body weights, preprocessing, files, views."""
+    h = hashlib.sha256()
+    head_ids = {id(t) for t in list(head.parameters()) + list(head.buffers())}
+    for name, t in learn.model.state_dict(keep_vars=True).items():
+        if id(t) in head_ids:
+            continue
+        h.update(name.encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    recipe = learn.dls.recipe
+    h.update(repr((recipe.size, recipe.interpolation, tuple(recipe.mean), tuple(recipe.std), recipe.aug,
+                   [repr(t) for t in recipe.item_tfms], [repr(t) for t in recipe.batch_tfms], views)).encode())
+    for row in recipe.items.itertuples(index=False):
+        try:
+            st = os.stat(row.path)
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        h.update(repr((row.path, row.label, bool(row.is_valid), stamp)).encode())
+    return h.hexdigest()
+
+
+class _FeatureDataset:
+    """Training items from `views` cached views per image; each access draws one view at random."""
+
+    def __init__(self, features, targets: torch.Tensor):
+        self.features, self.targets = features, targets
+        self.views = features.shape[0]
+
+    def __len__(self) -> int:
+        return self.features.shape[1]
+
+    def __getitem__(self, i):
+        v = int(np.random.randint(self.views)) if self.views > 1 else 0
+        return torch.from_numpy(np.array(self.features[v, i], dtype=np.float32)), self.targets[i]
+
+
+@dataclass
+class FeatureCache:
+    """Cached features: ``train`` (views, N, D) and ``valid`` (N, D) arrays (in memory or memory-mapped)."""
+
+    key: str
+    train: np.ndarray
+    valid: np.ndarray
+    train_targets: torch.Tensor
+    valid_targets: torch.Tensor
+    path: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.train.nbytes + self.valid.nbytes)
+
+    def dataloaders(self, like: DataLoaders) -> DataLoaders:
+        """Feature DataLoaders with the batch size, shuffling and drop_last of `like` (the image DataLoaders)."""
+        train = DataLoader(_FeatureDataset(self.train, self.train_targets), bs=like.train.bs,
+                           shuffle=like.train.shuffle, drop_last=like.train.drop_last)
+        valid = DataLoader(_FeatureDataset(self.valid[None], self.valid_targets), bs=like.valid.bs,
+                           shuffle=False, drop_last=False)
+        return DataLoaders(train, valid, device=torch.device("cpu"))
+
+
+def _features_of(model: nn.Module, module: nn.Module, dl, comment: str):
+    """Run `model` over `dl` and return the inputs of `module` (N, D) and the targets, in order."""
+    captured = []
+
+    def grab(_, args):
+        captured.append(args[0].detach().flatten(1).float().cpu())
+
+    handle = module.register_forward_pre_hook(grab)
+    targets = []
+    try:
+        with torch.inference_mode():
+            bar = progress_bar(dl, total=len(dl), leave=False)
+            bar.comment = comment
+            for batch in bar:
+                xb, yb = batch[0], batch[1]
+                model(xb.contiguous(memory_format=torch.channels_last))
+                targets.append(yb.detach().cpu())
+    finally:
+        handle.remove()
+    return torch.cat(captured).numpy(), torch.cat(targets)
+
+
+def _allocate(shape, cache_dir: str | None):
+    nbytes = int(np.prod(shape)) * 4
+    if nbytes <= CACHE_MEMORY_LIMIT:
+        return np.empty(shape, dtype=np.float32), None
+    fd, path = tempfile.mkstemp(prefix="easytransfer-features-", suffix=".f32", dir=cache_dir)
+    os.close(fd)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape), path
+
+
+def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None):
+    """Compute `views` views of the training features and one of the validation features."""
+    dls = learn.dls
+    recipe = dls.recipe
+    items = recipe.items
+    train_items = items[~items["is_valid"]].reset_index(drop=True)
+    model = learn.model
+    was_training = model.training
+    model.eval()
+    try:
+        plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=FEATURE_BS)
+        first, train_targets = _features_of(model, module, plain_train, f"features of {len(train_items)} images")
+        train, path = _allocate((views, *first.shape), cache_dir)
+        train[0] = first
+        for v in range(1, views):
+            aug_dl = dls.train.new(shuffled=False, drop_last=False, bs=FEATURE_BS)
+            feats, _ = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}")
+            train[v] = feats
+        valid_feats, valid_targets = _features_of(model, module, dls.valid.new(bs=FEATURE_BS),
+                                                  f"features of {len(dls.valid_ds)} validation images")
+    finally:
+        model.train(was_training)
+    cache = FeatureCache(key, train, valid_feats, train_targets, valid_targets, path)
+    if path is not None:
+        weakref.finalize(cache, _remove, path)
+    return cache
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -1,0 +1,137 @@
+"""Cached-feature feature extraction, the frozen LR finder on features, and the logistic-regression probe."""
+
+import gc
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image_folder
+from fastai.torch_core import set_seed
+
+import easytransfer.features as features
+from easytransfer import ImageData, transfer_learner
+from easytransfer.probe import PROBE_CS
+
+
+class ForwardCounter:
+    """Counts images pushed through the model's stem (i.e. through the body)."""
+
+    def __init__(self, learn):
+        self.images = 0
+        learn.model.conv_stem.register_forward_hook(self)
+
+    def __call__(self, module, args, output):
+        self.images += len(args[0])
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_image_folder(tmp_path / "images", per_class=8)
+
+
+def _learner(folder, aug="none", **kwargs):
+    dls = ImageData.from_folder(folder, valid_pct=0.25, seed=0, bs=4, size=48, aug=aug)
+    set_seed(0)
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, **kwargs)
+    learn.dls.train.shuffle = False  # the same order on both paths
+    return learn
+
+
+def test_cached_fit_matches_the_uncached_fit(folder):
+    a, b = _learner(folder), _learner(folder)
+    b.model.load_state_dict(a.model.state_dict())
+    set_seed(1)
+    a.fit_frozen(1, cache=False, restore_best=False)
+    set_seed(1)
+    b.fit_frozen(1, restore_best=False)
+    assert b.feature_cache is not None and a.feature_cache is None
+    head_a, head_b = a.model.get_classifier(), b.model.get_classifier()
+    torch.testing.assert_close(head_a.weight, head_b.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head_a.bias, head_b.bias, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(head_a.weight, _learner(folder).model.get_classifier().weight)  # it did train
+    np.testing.assert_allclose(a.history["valid_loss"], b.history["valid_loss"], rtol=1e-5)
+    assert list(a.history.columns) == list(b.history.columns)
+
+
+def test_the_body_sees_each_image_once_and_the_cache_is_reused_until_something_changes(folder, tmp_path):
+    learn = _learner(folder)
+    counter = ForwardCounter(learn)
+    n_train, n_valid = len(learn.dls.train_ds), len(learn.dls.valid_ds)
+    learn.fit_frozen(5)
+    assert counter.images == n_train + n_valid  # one look at the data for five epochs
+    learn.fit_frozen(2)
+    learn.lr_find(num_it=20)
+    assert counter.images == n_train + n_valid  # reused by the next fit and by lr_find
+    learn.unfreeze(1)
+    learn.fit_discriminative(1)  # the body's weights change ...
+    seen = counter.images
+    learn.fit_frozen(1)
+    assert counter.images - seen == n_train + n_valid  # ... so the features are computed again
+    key = learn.feature_cache.key
+    os.utime(learn.dls.recipe.items["path"][0], ns=(1, 1))  # a file changes
+    learn.fit_frozen(1)
+    assert learn.feature_cache.key != key
+
+
+def test_cache_false_pushes_every_epoch_through_the_body(folder):
+    learn = _learner(folder)
+    counter = ForwardCounter(learn)
+    learn.fit_frozen(2, cache=False)
+    assert counter.images >= 2 * len(learn.dls.valid_ds) + len(learn.dls.train) * learn.dls.train.bs
+
+
+def test_augmented_views(folder):
+    learn = _learner(folder, aug="light")
+    learn.fit_frozen(1, cache_views=3)
+    cache = learn.feature_cache
+    n = len(learn.dls.train_ds)
+    assert cache.train.shape[:2] == (3, n)
+    plain = _learner(folder, aug="light")
+    plain.model.load_state_dict(learn.model.state_dict())
+    plain.fit_frozen(1, cache_views=1)
+    np.testing.assert_allclose(cache.train[0], plain.feature_cache.train[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cache.train[1], cache.train[0])  # augmented views differ from the plain one
+    with pytest.raises(ValueError, match="cache_views"):
+        learn.fit_frozen(1, cache_views=0)
+
+
+def test_large_caches_are_memory_mapped_files(folder, monkeypatch):
+    monkeypatch.setattr(features, "CACHE_MEMORY_LIMIT", 0)
+    learn = _learner(folder)
+    learn.fit_frozen(2)
+    path = learn.feature_cache.path
+    assert path is not None and os.path.getsize(path) >= learn.feature_cache.train.nbytes
+    assert isinstance(learn.feature_cache.train, np.memmap)
+    assert len(learn.history) == 2 and np.isfinite(learn.history["valid_loss"]).all()
+    learn.feature_cache = None
+    gc.collect()
+    assert not os.path.exists(path)  # removed with the cache
+
+
+def test_no_cache_when_batchnorm_trains_or_images_are_mixed(folder):
+    assert _learner(folder, train_bn=True)._cache_obstacle() == "BatchNorm layers train (train_bn=True)"
+    assert "MixUp" in _learner(folder, mix="mixup")._cache_obstacle()
+    learn = _learner(folder, train_bn=True)
+    learn.fit_frozen(1)
+    assert learn.feature_cache is None and len(learn.history) == 1
+    with pytest.raises(ValueError, match="needs cached features: BatchNorm layers train"):
+        learn.fit_frozen(1, method="logistic")
+
+
+def test_logistic_probe_is_written_into_the_head(folder):
+    learn = _learner(folder)
+    before = learn.model.get_classifier().weight.detach().clone()
+    learn.fit_frozen(1, method="logistic")
+    row = learn.history.iloc[-1]
+    assert row["phase"] == "logistic" and row["C"] in PROBE_CS
+    assert not torch.equal(before, learn.model.get_classifier().weight)
+    loss, acc = learn.validate()  # the whole model on the validation images agrees with the probe's figures
+    assert loss == pytest.approx(row["valid_loss"], rel=1e-4, abs=1e-5) and acc == pytest.approx(row["accuracy"])
+    assert row["accuracy"] == 1.0  # the classes differ in mean colour: linearly separable
+
+
+def test_logistic_probe_needs_a_linear_head(folder):
+    learn = _learner(folder, head="mlp")
+    with pytest.raises(ValueError, match="needs a linear head"):
+        learn.fit_frozen(1, method="logistic")
