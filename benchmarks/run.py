@@ -1,7 +1,7 @@
 """Run every benchmark, one after the other (never in parallel: two torch jobs on 2 cores slow each other).
 
     python benchmarks/run.py                # all
-    python benchmarks/run.py recipe_vs_fastai --per-class 50
+    python benchmarks/run.py suite --datasets flowers5
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHMARKS = ["recipe_vs_fastai"]
+BENCHMARKS = ["suite"]  # recipe_vs_fastai.py runs on its own too; the suite includes its comparison
 
 
 def main(argv: list[str]) -> None:

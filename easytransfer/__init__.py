@@ -16,6 +16,8 @@ from .errors import UnknownModelError as UnknownModelError
 from .errors import WeightsMismatchError as WeightsMismatchError
 from .errors import WeightsUnavailableError as WeightsUnavailableError
 from .history import plot_history as plot_history
+from .inference import Predictor as Predictor
+from .inference import load_model as load_model
 from .interpret import Interpretation as Interpretation
 from .learner import TransferLearner as TransferLearner
 from .learner import discriminative_lrs as discriminative_lrs

@@ -36,6 +36,8 @@ def export_bundle(learn, path: str | os.PathLike) -> Path:
         "source_arch": spec.arch,
         "classes": [str(c) for c in learn.dls.vocab],
         "multilabel": bool(getattr(learn.dls, "is_multilabel", False)),
+        "task": "multi-label" if getattr(learn.dls, "is_multilabel", False) else "single-label",
+        "head": dict(getattr(learn, "head_config", None) or {"type": "linear", "dropout": None}),
         "preprocessing": {
             "size": recipe.size if recipe is not None else spec.size,
             "interpolation": recipe.interpolation if recipe is not None else spec.interpolation,

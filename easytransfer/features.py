@@ -157,8 +157,10 @@ def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_
         train, path = _allocate((views, *first.shape), cache_dir)
         train[0] = first
         for v in range(1, views):
-            aug_dl = dls.train.new(shuffled=False, drop_last=False, bs=FEATURE_BS)
-            feats, _ = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}")
+            aug_dl = dls.train.new(shuffle=False, drop_last=False, bs=FEATURE_BS)
+            feats, targets = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}")
+            if not torch.equal(targets, train_targets):
+                raise RuntimeError("augmented views came in another order than the plain one")  # a bug, not data
             train[v] = feats
         valid_feats, valid_targets = _features_of(model, module, dls.valid.new(bs=FEATURE_BS),
                                                   f"features of {len(dls.valid_ds)} validation images")

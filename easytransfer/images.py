@@ -79,7 +79,12 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
 
 
 def load_rgb_image(path) -> PILImage:
-    """The DataBlock's image loader: `open_rgb` as a fastai `PILImage`; a file that fails names itself."""
+    """The DataBlock's image loader: `open_rgb` as a fastai `PILImage`; a file that fails names itself.
+
+    An image that is already loaded (``learn.predict(pil_image)``) is converted with `to_rgb`.
+    """
+    if isinstance(path, Image.Image):
+        return PILImage.create(to_rgb(path)[0])
     try:
         return PILImage.create(open_rgb(path))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

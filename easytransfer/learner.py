@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,9 @@ from fastai.data.transforms import Normalize
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy, accuracy_multi
+from fastai.vision.core import PILImage
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import nn
 
 from .augment import uses_cutmix
@@ -33,6 +36,7 @@ from .data import ImageData
 from .diagnosis import Diagnosis, diagnose
 from .features import DEFAULT_CACHE_VIEWS, cache_key, compute_feature_cache, feature_head
 from .history import plot_history
+from .images import open_rgb
 from .interpret import Interpretation
 from .lr_finder import LRFinderResult, find_lr
 from .models import ModelSpec, build_model
@@ -367,8 +371,23 @@ class TransferLearner(Learner):
         from .interpret import _as_dataloader
 
         loader = _as_dataloader(self, dl if dl is not None else kwargs.pop("ds_idx", 1))
-        loader = loader.new(shuffled=False, drop_last=False)
+        loader = loader.new(shuffle=False, drop_last=False)
         return super().tta(dl=loader, n=n, beta=beta, **kwargs)
+
+    def predict(self, item, rm_type_tfms=None, with_input: bool = False):
+        """fastai's ``predict`` for one image given as a path, a PIL image or an HxWx3 array.
+
+        Returns ``(label, class index, probabilities)``; see `load_model` for the same outside a notebook.
+
+        >>> label, idx, probs = learn.predict("photo.jpg")  # doctest: +SKIP
+        """
+        if isinstance(item, (str, os.PathLike)):
+            item = PILImage.create(open_rgb(item))
+        elif isinstance(item, np.ndarray):
+            item = PILImage.create(np.asarray(item, dtype=np.uint8))
+        elif isinstance(item, Image.Image) and not isinstance(item, PILImage):
+            item = PILImage.create(item.convert("RGB"))
+        return super().predict(item, rm_type_tfms=rm_type_tfms, with_input=with_input)
 
     def evaluate(self, test=None, tta: bool = False) -> dict:
         """Loss, accuracy and macro / weighted F1 on held-out images, from one inference pass.
@@ -499,7 +518,9 @@ def transfer_learner(
     else:
         dls.add_tfms([Normalize.from_stats(spec.mean, spec.std, cuda=False)], "after_batch")
     groups = split_layer_groups(model, n_stages, head=spec.classifier if spec.source == "torchvision" else None)
-    return TransferLearner(
+    learn = TransferLearner(
         dls, model, spec=spec, layer_groups=groups, metrics=metrics if metrics is not None else _default_metrics(dls),
         train_bn=train_bn, freeze_bn_stats=freeze_bn_stats, wd=wd, cbs=cbs, **kwargs,
     )
+    learn.head_config = {"type": head, "dropout": dropout}
+    return learn

@@ -92,6 +92,11 @@ def test_augmented_views(folder):
     plain.fit_frozen(1, cache_views=1)
     np.testing.assert_allclose(cache.train[0], plain.feature_cache.train[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(cache.train[1], cache.train[0])  # augmented views differ from the plain one
+    # ... but each stays closest to its own image's plain view (the classes differ in colour)
+    for v in (1, 2):
+        dist = ((cache.train[v][:, None] - cache.train[0][None]) ** 2).sum(-1)
+        same_class = cache.train_targets.numpy()[dist.argmin(1)] == cache.train_targets.numpy()
+        assert same_class.all()
     with pytest.raises(ValueError, match="cache_views"):
         learn.fit_frozen(1, cache_views=0)
 
