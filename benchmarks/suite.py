@@ -34,9 +34,9 @@ FLOWERS_ONLY = {"lrfind_ours", "lrfind_fastai"}
 def run_task(task: str, dataset: str) -> dict:
     proc = subprocess.run([sys.executable, str(HERE / "tasks.py"), task, dataset], capture_output=True, text=True,
                           env=os.environ.copy())
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+    for line in reversed(proc.stdout.replace("\r", "\n").splitlines()):
+        if "RESULT {" in line:
+            return json.loads(line.split("RESULT ", 1)[1])
     raise RuntimeError(f"task {task} on {dataset} failed:\n{proc.stderr[-3000:]}")
 
 

@@ -172,7 +172,7 @@ def main(argv):
     train_valid, test = dataset(name)
     result = TASKS[task](train_valid, test)
     result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)),
+    print("\nRESULT " + json.dumps(result, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)),
           flush=True)
 
 

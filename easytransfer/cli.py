@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .allocator import reexec_with_jemalloc
 from .errors import EasyTransferError
 
 __all__ = ["build_parser", "main"]
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the console script: run under jemalloc when it is installed (docs/performance.md)
+        reexec_with_jemalloc(sys.argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
