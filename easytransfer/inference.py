@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +94,7 @@ class Predictor:
         """Predict every image under `path` (recursively), streaming in batches; optionally write a CSV.
 
         Returns one row per file: ``path``, ``label``, ``probability`` and one column per class. Files that
-        cannot be read get an ``error`` and no prediction; they do not stop the run. Decoding the next batch
-        overlaps with the model working on the current one.
+        cannot be read get an ``error`` and no prediction; they do not stop the run.
         """
         from .data import _candidate_files
 
@@ -104,13 +102,9 @@ class Predictor:
         files = [root] if root.is_file() else _candidate_files(root)
         rows = []
         batches = [files[i:i + bs] for i in range(0, len(files), bs)]
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(self._load_batch, batches[0]) if batches else None
-            it = progress_bar(range(len(batches)), leave=False) if progress and batches else range(len(batches))
-            for b in it:
-                loaded = pending.result()
-                pending = pool.submit(self._load_batch, batches[b + 1]) if b + 1 < len(batches) else None
-                rows.extend(self._predict_loaded(loaded))
+        # decoding in a second thread while torch runs measured slower on 2 cores (they fight for them)
+        for batch in progress_bar(batches, leave=False) if progress and batches else batches:
+            rows.extend(self._predict_loaded(self._load_batch(batch)))
         columns = ["path", "label", "probability"] + [f"p_{c}" for c in self.vocab] + ["error"]
         table = pd.DataFrame(rows, columns=columns)
         if csv is not None:
