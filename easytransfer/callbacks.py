@@ -136,10 +136,13 @@ class BestWeightsCallback(TrackerCallback):
     def __init__(self, monitor: str = "valid_loss", comp=None, min_delta: float = 0.0, verbose: bool = True):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=True)
         self.verbose = verbose
+        self.initial = None  # (best value, state, history row) carried over from a resumed fit
 
     def before_fit(self):
         super().before_fit()
         self.best_state, self.best_row, self.last_row = None, None, None
+        if self.initial is not None:
+            self.best, self.best_state, self.best_row = self.initial
 
     def after_epoch(self):
         super().after_epoch()

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from .errors import EasyTransferError, WeightsMismatchError
-from .images import open_rgb
+from .images import open_rgb, to_rgb
 
 __all__ = ["PREDICT_BS", "Predictor", "load_model"]
 
@@ -53,7 +53,9 @@ class Predictor:
         if isinstance(image, (str, os.PathLike)):
             img = open_rgb(image)
         elif isinstance(image, Image.Image):
-            img = image if image.mode == "RGB" else image.convert("RGB")
+            image.load()
+            img, _ = to_rgb(image)
+            img = image.copy() if img is image else img  # never change the caller's object
         else:
             img = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
         img = self._resize(PILImage(img), split_idx=1)

@@ -32,8 +32,10 @@ from .callbacks import (
     StopOnNaNCallback,
     warmup_cosine,
 )
+from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, read_checkpoint, restore_optimizer
 from .data import ImageData
 from .diagnosis import Diagnosis, diagnose
+from .errors import EasyTransferError
 from .features import DEFAULT_CACHE_VIEWS, cache_key, compute_feature_cache, feature_head
 from .history import plot_history
 from .images import open_rgb
@@ -95,6 +97,7 @@ class TransferLearner(Learner):
         super().__init__(dls, model, splitter=layer_groups.splitter, train_bn=train_bn, cbs=cbs, **kwargs)
         self.spec = spec
         self.feature_cache = None
+        self.checkpoint_dir = None  # set by transfer_learner(checkpoint_dir=...): last / best epoch checkpoints
         self.layer_groups = layer_groups
         self.history = pd.DataFrame()
         self.lr_find_result = None
@@ -144,7 +147,7 @@ class TransferLearner(Learner):
         return cbs
 
     def _fit_scheduled(self, epochs: int, lrs: np.ndarray, *, warmup_pct: float, phase: str, monitor: str,
-                       patience: int | None, restore_best: bool, cbs=None):
+                       patience: int | None, restore_best: bool, cbs=None, resume: bool = False):
         if epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {epochs}")
         fit_cbs = self._fit_callbacks(phase, monitor, patience, restore_best)
@@ -153,10 +156,48 @@ class TransferLearner(Learner):
             self.create_opt()
         if len(self.opt.param_lists) != len(lrs):  # training the head on cached features: one group
             lrs = lrs[-len(self.opt.param_lists):]
-        self.opt.set_hyper("lr", lrs)
-        scheduler = ParamScheduler({"lr": warmup_cosine(lrs, warmup_pct)})
-        self.fit(epochs, cbs=[scheduler] + fit_cbs + list(cbs or []))
+        fit_state = {"phase": phase, "epochs": epochs, "done": 0, "lrs": [float(x) for x in lrs],
+                     "warmup_pct": warmup_pct, "cached": len(self.opt.param_lists) == 1 and self.n_groups > 1}
+        best = None
+        if resume:
+            fit_state["done"], best = self._resume(fit_state)
+            if fit_state["done"] >= epochs:
+                print(f"Nothing to resume: the checkpoint's {phase} fit already finished its {epochs} epochs.")
+                return self
+            for cb in fit_cbs:
+                if isinstance(cb, BestWeightsCallback) and best is not None:
+                    cb.initial = best
+        else:
+            self.opt.set_hyper("lr", lrs)
+        schedule = warmup_cosine(lrs, warmup_pct)
+        if fit_state["done"]:
+            schedule = _continued(schedule, fit_state["done"] / epochs)
+        if self.checkpoint_dir is not None:
+            fit_cbs.append(CheckpointCallback(self.checkpoint_dir, fit_state, monitor,
+                                              best=best[0] if best is not None else None))
+        scheduler = ParamScheduler({"lr": schedule})
+        self.fit(epochs - fit_state["done"], cbs=[scheduler] + fit_cbs + list(cbs or []))
         return self
+
+    def _resume(self, fit_state: dict):
+        """Load the last checkpoint of an interrupted fit: weights, optimizer, history; (epochs done, best)."""
+        if self.checkpoint_dir is None:
+            raise EasyTransferError("resume=True needs a checkpoint folder: transfer_learner(..., checkpoint_dir=...).")
+        model_state, opt_tensors, meta = read_checkpoint(Path(self.checkpoint_dir) / LAST_NAME)
+        for key in ("phase", "epochs", "cached"):
+            if meta[key] != fit_state[key]:
+                raise EasyTransferError(f"The checkpoint in {str(self.checkpoint_dir)!r} is of another fit "
+                                        f"({key} {meta[key]!r}, this one {fit_state[key]!r}); call the same fit.")
+        self.model.load_state_dict(model_state)
+        restore_optimizer(self.opt, opt_tensors, meta["optimizer"])
+        self.history = pd.DataFrame(meta["history"])
+        best = None
+        best_path = Path(self.checkpoint_dir) / BEST_NAME
+        if meta.get("best") is not None and best_path.is_file():
+            best_state, _, best_meta = read_checkpoint(best_path)
+            best = (meta["best"], best_state, len(best_meta["history"]) - 1)
+        print(f"Resuming the {meta['phase']} fit after epoch {meta['done']} of {meta['epochs']}.")
+        return meta["done"], best
 
     def _body_is_frozen(self) -> bool:
         return not any(p.requires_grad for group in self.layer_groups.params(self.model)[:-1] for p in group)
@@ -203,7 +244,8 @@ class TransferLearner(Learner):
 
     def fit_frozen(self, epochs: int, lr: float | str | None = None, *, warmup_pct: float = 0.1,
                    monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
-                   cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, method: str = "gradient", cbs=None):
+                   cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, method: str = "gradient", cbs=None,
+                   resume: bool = False):
         """Train only the new head with the body frozen (feature extraction).
 
         The frozen body's BatchNorm layers run with their pre-trained statistics (inference mode) unless the
@@ -227,6 +269,7 @@ class TransferLearner(Learner):
             method: ``"gradient"`` (default) or ``"logistic"``: a linear probe, an L2-regularised logistic
                 regression fitted on the cached features, regularisation chosen on the validation set.
             cbs: extra fastai callbacks for this fit.
+            resume: continue an interrupted fit from the last checkpoint in ``checkpoint_dir`` (same schedule).
 
         >>> learn.fit_frozen(3)  # doctest: +SKIP
         """
@@ -243,7 +286,7 @@ class TransferLearner(Learner):
         lr = float(self._resolve_lr(lr, DEFAULT_HEAD_LR))
         lrs = np.full(self.n_groups, lr)
         kwargs = dict(warmup_pct=warmup_pct, phase="frozen", monitor=monitor, patience=patience,
-                      restore_best=restore_best, cbs=cbs)
+                      restore_best=restore_best, cbs=cbs, resume=resume)
         if features is None:
             return self._fit_scheduled(epochs, lrs, **kwargs)
         with self._on_features(features):
@@ -289,7 +332,7 @@ class TransferLearner(Learner):
 
     def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1,
                            monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
-                           cbs=None, phase: str = "discriminative"):
+                           cbs=None, phase: str = "discriminative", resume: bool = False):
         """Train the unfrozen groups, each with its own learning rate decaying from head to stem.
 
         Group k counted from the head gets ``lr_max * decay**k``; a list (stem first) or ``slice(lo, hi)``
@@ -304,7 +347,7 @@ class TransferLearner(Learner):
         lr_max = self._resolve_lr(lr_max, 1e-3, decay=decay)
         lrs = discriminative_lrs(lr_max, self.n_groups, decay)
         return self._fit_scheduled(epochs, lrs, warmup_pct=warmup_pct, phase=phase, monitor=monitor,
-                                   patience=patience, restore_best=restore_best, cbs=cbs)
+                                   patience=patience, restore_best=restore_best, cbs=cbs, resume=resume)
 
     def fit_gradual(self, epochs_per_stage: int = 5, lr_max: float = 1e-3, *, head_lr: float | None = None,
                     decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1, max_unfrozen: int | None = None,
@@ -425,6 +468,14 @@ class TransferLearner(Learner):
 _MIXES = {"mixup": MixUp, "cutmix": CutMix}
 
 
+def _continued(schedule, offset: float):
+    """`schedule` from `offset` (the share of the fit already done) to its end, over the remaining epochs."""
+    def rest(pct):
+        return schedule(offset + pct * (1 - offset))
+
+    return rest
+
+
 def _single_group(model: nn.Module) -> list:
     return [list(model.parameters())]
 
@@ -470,6 +521,7 @@ def transfer_learner(
     mix: str | None = None,
     train_bn: bool = False,
     freeze_bn_stats: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
     **kwargs,
 ) -> TransferLearner:
     """A `TransferLearner` for `dls` with a pre-trained `arch` whose head is replaced for the data's classes.
@@ -496,6 +548,8 @@ def transfer_learner(
             also after unfreezing (Keras' rule; default). ``False``: unfrozen BN layers use batch statistics.
             Measured on the textile set with batches of 16: batch statistics after unfreezing sent the
             validation accuracy to chance, frozen statistics let it improve.
+        checkpoint_dir: save ``last.safetensors`` and ``best.safetensors`` there after every epoch (atomically),
+            so an interrupted fit can continue with ``resume=True``.
 
     >>> from easytransfer import ImageData, transfer_learner
     >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
@@ -523,4 +577,5 @@ def transfer_learner(
         train_bn=train_bn, freeze_bn_stats=freeze_bn_stats, wd=wd, cbs=cbs, **kwargs,
     )
     learn.head_config = {"type": head, "dropout": dropout}
+    learn.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     return learn

@@ -1,0 +1,79 @@
+"""Checkpoints are written atomically every epoch; an interrupted fit resumes on the same schedule."""
+
+import numpy as np
+import pytest
+from conftest import make_image_folder
+from fastai.callback.core import Callback
+from fastai.torch_core import set_seed
+
+from easytransfer import ImageData, transfer_learner
+from easytransfer.checkpoint import LAST_NAME, read_checkpoint
+from easytransfer.errors import EasyTransferError
+
+
+class LrSpy(Callback):
+    order = 100
+
+    def __init__(self):
+        self.lrs = []
+
+    def before_batch(self):
+        if self.training:
+            self.lrs.append([h["lr"] for h in self.learn.opt.hypers])
+
+
+class InterruptAt(Callback):
+    """Ctrl-C in the middle of an epoch."""
+
+    def __init__(self, epoch):
+        self.at = epoch
+
+    def after_batch(self):
+        if self.training and self.epoch == self.at and self.iter == 1:
+            raise KeyboardInterrupt
+
+
+def _learner(folder, ckpt):
+    dls = ImageData.from_folder(folder, valid_pct=0.25, seed=0, bs=4, size=48, aug="none")
+    set_seed(0)
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, checkpoint_dir=ckpt)
+    learn.dls.train.shuffle = False
+    learn.unfreeze()
+    return learn
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_image_folder(tmp_path / "images", per_class=8)
+
+
+def test_interrupted_fit_resumes_on_the_same_schedule(folder, tmp_path):
+    full = _learner(folder, tmp_path / "full")
+    spy_full = LrSpy()
+    full.fit_discriminative(4, lr_max=1e-3, patience=None, cbs=[spy_full])
+
+    first = _learner(folder, tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        first.fit_discriminative(4, lr_max=1e-3, patience=None, cbs=[InterruptAt(2)])
+    _, _, meta = read_checkpoint(tmp_path / "run" / LAST_NAME)
+    assert meta["done"] == 2 and len(meta["history"]) == 2  # the last good checkpoint: epoch 1 finished
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+    resumed = _learner(folder, tmp_path / "run")  # a fresh process would start like this
+    spy = LrSpy()
+    resumed.fit_discriminative(4, lr_max=1e-3, patience=None, cbs=[spy], resume=True)
+    assert resumed.history["epoch"].tolist() == [0, 1, 2, 3] == full.history["epoch"].tolist()
+    per_epoch = len(spy_full.lrs) // 4
+    np.testing.assert_allclose(spy.lrs, spy_full.lrs[2 * per_epoch:], rtol=1e-9)  # the same schedule
+    assert read_checkpoint(tmp_path / "run" / LAST_NAME)[2]["done"] == 4
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_resume_checks_the_fit_and_the_folder(folder, tmp_path):
+    learn = _learner(folder, tmp_path / "ckpt")
+    learn.fit_discriminative(1, patience=None)
+    with pytest.raises(EasyTransferError, match="of another fit"):
+        learn.fit_discriminative(3, resume=True)
+    learn.checkpoint_dir = None
+    with pytest.raises(EasyTransferError, match="checkpoint_dir"):
+        learn.fit_discriminative(1, resume=True)
