@@ -371,7 +371,12 @@ class TransferLearner(Learner):
         common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best, cbs=cbs)
         self.freeze()
         head = float(self._resolve_lr(head_lr, DEFAULT_HEAD_LR))
-        self._fit_scheduled(epochs_per_stage, np.full(self.n_groups, head), phase="stage 0", **common)
+        features = self._feature_cache_or_none(DEFAULT_CACHE_VIEWS)  # the head alone trains on cached features
+        if features is None:
+            self._fit_scheduled(epochs_per_stage, np.full(self.n_groups, head), phase="stage 0", **common)
+        else:
+            with self._on_features(features):
+                self._fit_scheduled(epochs_per_stage, np.full(self.n_groups, head), phase="stage 0", **common)
         for k in range(1, last + 1):
             if getattr(self, "stop_reason", None):
                 break

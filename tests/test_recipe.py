@@ -37,6 +37,7 @@ def test_demo_cli_runs_end_to_end(tmp_path, capsys):
     assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "easytransfer.json").is_file()
     assert (out / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
     assert (out / "history.png").stat().st_size > 1000
+    assert "<section id=\"per-class\">" in (out / "report.html").read_text()
     assert "Diagnosis: " in text
 
 
