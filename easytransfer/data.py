@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from fastai.callback.data import WeightedDL
 from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
-from fastai.data.core import DataLoaders
+from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import ColReader, ColSplitter, Normalize
 from PIL import Image
 
@@ -36,6 +36,7 @@ DEFAULT_BS = 16  # measured: batches of 4-16 are as fast per image on CPU and ke
 VALID_NAMES = ("valid", "val", "validation")
 BALANCE_MODES = (None, "weights", "sampler")
 _IGNORED_FILES = {"thumbs.db", "desktop.ini"}
+MEMO_LIMIT = 512 * 2**20  # bytes of decoded validation images kept per DataLoader
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -232,6 +233,33 @@ def _checked(items: pd.DataFrame, *, check: bool, max_pixels: int):
     return items[ok].reset_index(drop=True), excluded, pd.DataFrame(notes, columns=["path", "label", "note"])
 
 
+class MemoizedDL(TfmdDL):
+    """A validation DataLoader that decodes and resizes each image once per run, then reuses the result.
+
+    Its item transforms are deterministic (resize and centre crop), so item `i` is the same every epoch; the
+    decoded uint8 images are kept up to `MEMO_LIMIT` bytes (beyond that, items are decoded as usual).
+    Batch transforms (normalisation) still run on every batch.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._memo, self._memo_bytes = {}, 0
+
+    def do_item(self, s):
+        deterministic = getattr(self.dataset, "split_idx", None) == 1  # TTA switches to training transforms
+        if not deterministic or s is None:
+            return super().do_item(s)
+        if s in self._memo:
+            return self._memo[s]
+        item = super().do_item(s)
+        if item is not None:
+            nbytes = sum(t.nbytes for t in item if isinstance(t, torch.Tensor))
+            if self._memo_bytes + nbytes <= MEMO_LIMIT:
+                self._memo[s] = item
+                self._memo_bytes += nbytes
+        return item
+
+
 def _sampler_weights(train_labels: pd.Series) -> np.ndarray:
     counts = train_labels.value_counts()
     return (1.0 / train_labels.map(counts)).to_numpy(dtype=float)
@@ -276,7 +304,8 @@ class ImageData(DataLoaders):
                                   after_item=datablock.item_tfms, after_batch=datablock.batch_tfms, **kwargs)
         else:
             dls = datablock.dataloaders(items, **kwargs)
-        obj = cls(*dls.loaders, path=".", device=dls.device)
+        train, valid = dls.loaders[:2]
+        obj = cls(train, valid.new(cls=MemoizedDL), *dls.loaders[2:], path=".", device=dls.device)
         obj.recipe = recipe
         return obj
 

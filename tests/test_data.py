@@ -63,3 +63,22 @@ def test_from_df_checks_columns(image_folder):
 def test_stratified_split_keeps_a_training_image_per_class():
     mask = stratified_split(["a"] * 2 + ["b"] * 10, 0.5, seed=3)
     assert mask[:2].sum() == 1 and mask[2:].sum() == 5
+
+
+def test_validation_images_are_decoded_once_per_run(image_folder, monkeypatch):
+    import torch
+
+    import easytransfer.images as images
+
+    dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=32)
+    calls = []
+    original = images.open_rgb
+    monkeypatch.setattr(images, "open_rgb", lambda p: calls.append(p) or original(p))
+    first = [xb.clone() for xb, _ in dls.valid]
+    n = len(calls)
+    assert n == len(dls.valid_ds)
+    second = [xb for xb, _ in dls.valid]
+    assert len(calls) == n  # the second epoch reads no file
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    list(dls.train)
+    assert len(calls) > n  # training images (random augmentation) are read every epoch

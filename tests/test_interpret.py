@@ -107,7 +107,9 @@ def test_interpret_on_a_folder_and_a_list_of_files(trained, tmp_path):
 
 def test_tta_and_interpret_with_tta(trained):
     learn, _ = trained
+    plain_before = learn.get_preds()[0]
     probs, targs = learn.tta(learn.dls.valid, n=2)
+    torch.testing.assert_close(learn.get_preds()[0], plain_before)  # memoized validation images stay plain
     assert probs.shape == (len(learn.dls.valid_ds), 3)
     np.testing.assert_allclose(probs.sum(1).numpy(), 1, rtol=1e-5)
     interp = learn.interpret(tta=True)
