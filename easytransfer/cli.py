@@ -137,8 +137,8 @@ def _train(args) -> None:
     import time
 
     out = Path(args.out) if args.out else Path("easytransfer_runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    learn = _learner(args)
     print(f"{learn.spec.name}: {len(learn.dls.train_ds)} training, {len(learn.dls.valid_ds)} validation images, "
           f"classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
     if args.frozen_epochs:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastai.torch_core import set_seed
 
 from .data import ImageData, stratified_split
 from .datasets import textile_items
@@ -54,6 +55,7 @@ def run_demo(
     """
     out = Path(out) if out is not None else Path("easytransfer_runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)  # the same run every time: sampling, splits, initial head and batch order
     train_valid, test = split_train_valid_test(textile_items(limit, seed), seed=seed)
     dls = ImageData.from_df(train_valid, valid_col="is_valid", bs=bs)
     learn = transfer_learner(dls, arch)
