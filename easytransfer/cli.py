@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "valley / steep / minimum / slide; --plot writes the curve.")
     _data_args(lr_find)
     lr_find.add_argument("--unfrozen", action="store_true", help="sweep with every layer group unfrozen")
-    lr_find.add_argument("--num-it", type=_positive_int, default=100, help="iterations (default 100)")
+    lr_find.add_argument("--num-it", type=_positive_int, default=None,
+                         help="iterations (default 100 frozen, 50 unfrozen)")
     lr_find.add_argument("--plot", default=None, help="write the plot to this PNG file")
 
     evaluate = commands.add_parser("evaluate", help="per-class precision / recall / F1 of a model on labelled images",

@@ -50,6 +50,9 @@ __all__ = ["TransferLearner", "discriminative_lrs", "transfer_learner"]
 DEFAULT_HEAD_LR = 3e-3
 
 
+FROZEN_LR_FIND_IT = 100  # fastai's default; on cached features it takes seconds
+# measured on flowers5, unfrozen: valley 4.8e-4 with 100 steps (47 s), 3.3e-4 with 50 (24 s), 1.6e-4 with 30
+UNFROZEN_LR_FIND_IT = 50
 DEFAULT_DECAY = 0.1  # measured: 0.3 (3e-4 for the top body group) wrecked EfficientNet-Lite0 on textiles
 
 
@@ -202,12 +205,12 @@ class TransferLearner(Learner):
     def _body_is_frozen(self) -> bool:
         return not any(p.requires_grad for group in self.layer_groups.params(self.model)[:-1] for p in group)
 
-    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True, *,
-                decay: float | None = None) -> LRFinderResult:
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int | None = None, stop_div: bool = True,
+                *, decay: float | None = None) -> LRFinderResult:
         """Sweep the learning rate and suggest one; the model and optimizer are restored exactly afterwards.
 
-        With the body frozen it sweeps the head on cached features (seconds); unfrozen it stops as soon as
-        the loss diverges (4x its best).
+        With the body frozen it sweeps the head on cached features (seconds, `num_it` default 100); unfrozen it
+        stops as soon as the loss diverges (4x its best) and `num_it` defaults to 50 (`UNFROZEN_LR_FIND_IT`).
 
         Works frozen (the head's rate) and unfrozen: then every trainable group is swept together, group k from
         the head at ``decay**k`` times the head's rate (default `DEFAULT_DECAY`; ``decay=1`` for one rate), and
@@ -219,6 +222,8 @@ class TransferLearner(Learner):
 
         >>> res = learn.lr_find(); res.plot(); learn.fit_frozen(3, lr=res.valley)  # doctest: +SKIP
         """
+        if num_it is None:
+            num_it = FROZEN_LR_FIND_IT if self._body_is_frozen() else UNFROZEN_LR_FIND_IT
         cache = self._feature_cache_or_none(cache_views=1) if self._body_is_frozen() else None
         if cache is not None:
             with self._on_features(cache):

@@ -355,3 +355,18 @@ def test_diagnose_says_which_epochs_weights_the_model_has():
     assert "weights of epoch 0, the best one (valid loss 0.4000, valid accuracy 92.0%)" in str(
         diagnose(_history(rows), restored_epoch=0))
     assert "weights of epoch" not in str(diagnose(_history(rows), restored_epoch=2))
+
+
+def test_lr_find_default_length_frozen_and_unfrozen(learn):
+    from easytransfer.learner import FROZEN_LR_FIND_IT, UNFROZEN_LR_FIND_IT
+
+    spy = AllGroupLrs()
+    learn.add_cb(spy)
+    learn.lr_find(stop_div=False)
+    assert len(spy.lrs) == len(learn.lr_find_result.lrs) == FROZEN_LR_FIND_IT
+    assert {len(group_lrs) for group_lrs in spy.lrs} == {1}  # frozen: the head alone, on cached features
+    learn.unfreeze()
+    spy.lrs.clear()
+    result = learn.lr_find(stop_div=False)
+    assert len(result.lrs) == len(spy.lrs) == UNFROZEN_LR_FIND_IT == 50
+    assert {len(group_lrs) for group_lrs in spy.lrs} == {learn.n_groups}
