@@ -77,3 +77,22 @@ def test_resume_checks_the_fit_and_the_folder(folder, tmp_path):
     learn.checkpoint_dir = None
     with pytest.raises(EasyTransferError, match="checkpoint_dir"):
         learn.fit_discriminative(1, resume=True)
+
+
+def test_a_cached_frozen_fit_resumes_too(folder, tmp_path):
+    full = _learner(folder, tmp_path / "full")
+    full.freeze()
+    spy_full = LrSpy()
+    full.fit_frozen(4, patience=None, cbs=[spy_full])
+    first = _learner(folder, tmp_path / "run")
+    first.freeze()
+    with pytest.raises(KeyboardInterrupt):
+        first.fit_frozen(4, patience=None, cbs=[InterruptAt(1)])
+    assert read_checkpoint(tmp_path / "run" / LAST_NAME)[2]["cached"] is True
+    resumed = _learner(folder, tmp_path / "run")
+    resumed.freeze()
+    spy = LrSpy()
+    resumed.fit_frozen(4, patience=None, cbs=[spy], resume=True)
+    assert resumed.history["epoch"].tolist() == [0, 1, 2, 3]
+    per_epoch = len(spy_full.lrs) // 4
+    np.testing.assert_allclose(spy.lrs, spy_full.lrs[per_epoch:], rtol=1e-9)
