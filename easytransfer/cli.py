@@ -153,7 +153,7 @@ def _train(args) -> None:
         learn.plot_history().savefig(out / "history.png", dpi=100)
     interp = learn.interpret()
     interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
-    learn.save_report(out / "report.html")
+    learn.save_report(out / "report.html", interp=interp)
     interp.report()
     print(learn.diagnose())
     print(f"written to {out.resolve()} (model/, history.csv, history.png, confusion_matrix.png, report.html)")

@@ -217,10 +217,6 @@ def _check_items(items: pd.DataFrame, source: str, n_candidates: int) -> None:
         raise DataError(f"Classes {missing} in {source} have no training images; add some or remove them.")
 
 
-def _split_labels(items: pd.DataFrame) -> pd.Series:
-    return items["split"].fillna("-")
-
-
 def _checked(items: pd.DataFrame, *, check: bool, max_pixels: int):
     """Run the file check on `items`; returns (kept items, excluded rows, converted rows)."""
     empty = pd.DataFrame(columns=["path", "label", "note"])
@@ -325,7 +321,7 @@ class ImageData(DataLoaders):
         kept, excluded, converted = _checked(items, check=check, max_pixels=max_pixels)
         if pre_excluded is not None and len(pre_excluded):
             excluded = pd.concat([pre_excluded, excluded], ignore_index=True)
-        excluded = excluded.assign(split=_split_labels(excluded))[["path", "label", "split", "reason"]]
+        excluded = excluded.assign(split=excluded["split"].fillna("-"))[["path", "label", "split", "reason"]]
         for label in sorted(set(excluded["label"]) - set(kept["label"])):
             if label_delim is None:
                 messages.append(f"class {label!r} has no usable images left; it is not a class")

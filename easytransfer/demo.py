@@ -79,7 +79,7 @@ def run_demo(
     interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
     learn.history.to_csv(out / "history.csv", index=False)
     learn.plot_history().savefig(out / "history.png", dpi=100)
-    learn.save_report(out / "report.html")
+    learn.save_report(out / "report.html", interp=interp)  # the held-out test set
     learn.export(out / "model")
     print(f"\noutputs written to {out.resolve()} (confusion_matrix.png, history.csv, history.png, report.html, model/)")
     print(f"test accuracy: {interp.accuracy:.4f}")

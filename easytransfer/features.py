@@ -98,10 +98,6 @@ class FeatureCache:
     valid_targets: torch.Tensor
     path: str | None = None
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.train.nbytes + self.valid.nbytes)
-
     def dataloaders(self, like: DataLoaders) -> DataLoaders:
         """Feature DataLoaders with the batch size, shuffling and drop_last of `like` (the image DataLoaders)."""
         train = DataLoader(_FeatureDataset(self.train, self.train_targets), bs=like.train.bs,

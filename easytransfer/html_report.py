@@ -109,17 +109,17 @@ def _lr_section(learn) -> str:
     return f"<p>Suggestions: {html.escape(shown)}.</p>" + _figure_html(result.plot(), "LR finder")
 
 
-def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9) -> Path:
+def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=None) -> Path:
     """Write one self-contained HTML file (images embedded as PNG data, no network) about `learn`'s run.
 
     Predictions on `dl` (the validation set by default) are computed once for the confusion matrix, the top
-    losses and the per-class table.
+    losses and the per-class table; pass an `Interpretation` you already have as `interp` to reuse it.
 
     >>> save_report(learn, "report.html")  # doctest: +SKIP
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    interp = learn.interpret(dl)
+    interp = learn.interpret(dl) if interp is None else interp
     warnings_html = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in interp.warnings())
     per_class = _table_html(interp.per_class()) + warnings_html
     confused = interp.most_confused()

@@ -16,13 +16,13 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from torch import nn
 
+from .data import _RESAMPLE, _candidate_files
 from .errors import EasyTransferError, WeightsMismatchError
 from .images import open_rgb, to_rgb
 
 __all__ = ["PREDICT_BS", "Predictor", "load_model"]
 
 PREDICT_BS = 8  # measured: channels-last batches of 4-8 are the fastest per image on 2 CPU cores
-_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, or torch's zip format
 
 
@@ -43,7 +43,7 @@ class Predictor:
         self.multilabel = bool(config.get("multilabel", False))
         self.threshold = threshold
         pre = config["preprocessing"]
-        resample = _RESAMPLE.get(pre.get("interpolation", "bilinear"), 2)
+        resample = _RESAMPLE.get(pre.get("interpolation", "bilinear"), Image.Resampling.BILINEAR)
         self._resize = Resize(int(pre["size"]), method=ResizeMethod.Crop, resamples=(resample, 0))
         self._mean = torch.tensor(pre["mean"], dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(pre["std"], dtype=torch.float32).view(3, 1, 1)
@@ -62,21 +62,19 @@ class Predictor:
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         return (x - self._mean) / self._std
 
-    def _activation(self, logits: torch.Tensor) -> torch.Tensor:
+    def _probabilities(self, tensors) -> torch.Tensor:
+        """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label)."""
+        x = torch.stack(list(tensors)).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            logits = self.model(x).float()
         return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
+
+    def _labels_above_threshold(self, probs: torch.Tensor) -> list[str]:
+        return [self.vocab[i] for i in torch.nonzero(probs > self.threshold).flatten().tolist()]
 
     def predict_batch(self, images: Iterable) -> torch.Tensor:
         """Probabilities (images x classes) for a batch of images."""
-        x = torch.stack([self.preprocess(im) for im in images]).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return self._activation(self.model(x).float())
-
-    def _decode(self, probs: torch.Tensor):
-        if self.multilabel:
-            labels = [self.vocab[i] for i in torch.nonzero(probs > self.threshold).flatten().tolist()]
-            return labels, probs
-        i = int(probs.argmax())
-        return self.vocab[i], float(probs[i])
+        return self._probabilities(self.preprocess(im) for im in images)
 
     def predict(self, image):
         """``(label, probability, probs)`` for one image: a path, a PIL image or an array.
@@ -86,10 +84,9 @@ class Predictor:
         """
         probs = self.predict_batch([image])[0]
         if self.multilabel:
-            labels = [self.vocab[i] for i in torch.nonzero(probs > self.threshold).flatten().tolist()]
-            return labels, probs[probs > self.threshold], probs
-        label, probability = self._decode(probs)
-        return label, probability, probs
+            return self._labels_above_threshold(probs), probs[probs > self.threshold], probs
+        i = int(probs.argmax())
+        return self.vocab[i], float(probs[i]), probs
 
     def predict_folder(self, path, bs: int = PREDICT_BS, csv: str | os.PathLike | None = None,
                        progress: bool = True) -> pd.DataFrame:
@@ -98,8 +95,6 @@ class Predictor:
         Returns one row per file: ``path``, ``label``, ``probability`` and one column per class. Files that
         cannot be read get an ``error`` and no prediction; they do not stop the run.
         """
-        from .data import _candidate_files
-
         root = Path(path)
         files = [root] if root.is_file() else _candidate_files(root)
         rows = []
@@ -124,24 +119,19 @@ class Predictor:
         return out
 
     def _predict_loaded(self, loaded):
-        good = [(p, x) for p, x, err in loaded if err is None]
-        probs = {}
-        if good:
-            x = torch.stack([x for _, x in good]).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                out = self._activation(self.model(x).float())
-            probs = {p: out[i] for i, (p, _) in enumerate(good)}
+        good = [x for _, x, err in loaded if err is None]
+        probs = iter(self._probabilities(good) if good else ())
         rows = []
         for p, _, err in loaded:
             if err is not None:
                 rows.append([p, None, np.nan] + [np.nan] * len(self.vocab) + [err])
                 continue
-            pr = probs[p]
+            pr = next(probs)
             if self.multilabel:
-                label = " ".join(self.vocab[i] for i in torch.nonzero(pr > self.threshold).flatten().tolist())
-                probability = float(pr.max())
+                label, probability = " ".join(self._labels_above_threshold(pr)), float(pr.max())
             else:
-                label, probability = self._decode(pr)
+                i = int(pr.argmax())
+                label, probability = self.vocab[i], float(pr[i])
             rows.append([p, label, probability] + [float(v) for v in pr] + [None])
         return rows
 

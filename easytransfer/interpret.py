@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,8 @@ import torch
 from fastai.interpret import Interpretation as FastaiInterpretation
 from matplotlib.figure import Figure
 from PIL import Image
+
+from .images import open_rgb
 
 __all__ = ["Interpretation", "confusion_matrix", "multilabel_confusion_matrix", "per_class_report"]
 
@@ -260,8 +264,6 @@ class Interpretation(FastaiInterpretation):
         return None
 
     def _item_image(self, i: int, size: int = 256) -> np.ndarray:
-        from .images import open_rgb
-
         path = self._item_path(i)
         if path is not None:
             img = open_rgb(path)
@@ -297,9 +299,6 @@ def _losses_from_probs(probs: torch.Tensor, targs: torch.Tensor) -> torch.Tensor
 
 def _as_dataloader(learn, dl):
     """The validation set, a DataLoader as given, or one built from a folder or a list of files."""
-    import os
-    from pathlib import Path
-
     if dl is None:
         return learn.dls.valid
     if isinstance(dl, int):

@@ -39,7 +39,7 @@ from .errors import EasyTransferError
 from .features import DEFAULT_CACHE_VIEWS, cache_key, compute_feature_cache, feature_head
 from .history import plot_history
 from .images import open_rgb
-from .interpret import Interpretation
+from .interpret import Interpretation, _as_dataloader
 from .lr_finder import LRFinderResult, find_lr
 from .models import ModelSpec, build_model
 from .probe import fit_logistic_probe
@@ -292,6 +292,10 @@ class TransferLearner(Learner):
         lrs = np.full(self.n_groups, lr)
         kwargs = dict(warmup_pct=warmup_pct, phase="frozen", monitor=monitor, patience=patience,
                       restore_best=restore_best, cbs=cbs, resume=resume)
+        return self._fit_head(features, epochs, lrs, **kwargs)
+
+    def _fit_head(self, features, epochs: int, lrs: np.ndarray, **kwargs):
+        """A fit of the head alone: on cached `features` when there are some, else through the frozen body."""
         if features is None:
             return self._fit_scheduled(epochs, lrs, **kwargs)
         with self._on_features(features):
@@ -376,12 +380,8 @@ class TransferLearner(Learner):
         common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best, cbs=cbs)
         self.freeze()
         head = float(self._resolve_lr(head_lr, DEFAULT_HEAD_LR))
-        features = self._feature_cache_or_none(DEFAULT_CACHE_VIEWS)  # the head alone trains on cached features
-        if features is None:
-            self._fit_scheduled(epochs_per_stage, np.full(self.n_groups, head), phase="stage 0", **common)
-        else:
-            with self._on_features(features):
-                self._fit_scheduled(epochs_per_stage, np.full(self.n_groups, head), phase="stage 0", **common)
+        self._fit_head(self._feature_cache_or_none(DEFAULT_CACHE_VIEWS), epochs_per_stage,
+                       np.full(self.n_groups, head), phase="stage 0", **common)
         for k in range(1, last + 1):
             if getattr(self, "stop_reason", None):
                 break
@@ -421,8 +421,6 @@ class TransferLearner(Learner):
 
         >>> probs, targs = learn.tta(learn.dls.valid)  # doctest: +SKIP
         """
-        from .interpret import _as_dataloader
-
         loader = _as_dataloader(self, dl if dl is not None else kwargs.pop("ds_idx", 1))
         loader = loader.new(shuffle=False, drop_last=False)
         return super().tta(dl=loader, n=n, beta=beta, **kwargs)
@@ -459,14 +457,14 @@ class TransferLearner(Learner):
         return {"n_images": len(interp.losses), "loss": float(interp.losses.mean()), "accuracy": interp.accuracy,
                 "macro_f1": float(table.loc["macro avg", "f1"]), "weighted_f1": float(table.loc["weighted avg", "f1"])}
 
-    def save_report(self, path, dl=None) -> Path:
+    def save_report(self, path, dl=None, interp: Interpretation | None = None) -> Path:
         """One self-contained HTML file: data, model, layer groups, history, LR finder, mistakes, diagnosis.
 
         >>> learn.save_report("report.html")  # doctest: +SKIP
         """
         from .html_report import save_report
 
-        return save_report(self, path, dl=dl)
+        return save_report(self, path, dl=dl, interp=interp)
 
     def export(self, path, **kwargs):
         """Write a model bundle (safetensors weights + JSON) to folder `path`; no pickle is involved."""

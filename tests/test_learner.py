@@ -17,10 +17,11 @@ def _trainable_groups(learn):
     return [all(p.requires_grad for p in g) for g in learn.layer_groups.params(learn.model)]
 
 
-def test_fit_frozen_trains_only_the_head_with_frozen_bn_statistics(learn):
+@pytest.mark.parametrize("cache", [False, True])  # without the cache the body runs in training mode each batch
+def test_fit_frozen_trains_only_the_head_with_frozen_bn_statistics(learn, cache):
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
     head = set(learn.layer_groups.names[-1])
-    learn.fit_frozen(1, lr=1e-2)
+    learn.fit_frozen(1, lr=1e-2, cache=cache)
     after = learn.model.state_dict()
     body_keys = [k for k in before if k not in head]
     assert all(torch.equal(before[k], after[k]) for k in body_keys)  # incl. BN running stats

@@ -77,11 +77,12 @@ def _trainable(learn):
     return [all(p.requires_grad for p in g) for g in learn.layer_groups.params(learn.model)]
 
 
-def test_fit_frozen_body_gets_no_gradient_and_default_lr_is_in_range(learn):
+@pytest.mark.parametrize("cache", [False, True])
+def test_fit_frozen_body_gets_no_gradient_and_default_lr_is_in_range(learn, cache):
     assert 1e-3 <= DEFAULT_HEAD_LR <= 1e-2
     body = [p for g in learn.layer_groups.params(learn.model)[:-1] for p in g]
     before = [p.detach().clone() for p in body]
-    learn.fit_frozen(1)
+    learn.fit_frozen(1, cache=cache)
     assert all(not p.requires_grad and (p.grad is None or not p.grad.any()) for p in body)
     assert all(torch.equal(a, p) for a, p in zip(before, body))
     assert learn.history["lr_0"].max() == pytest.approx(learn.history[f"lr_{learn.n_groups - 1}"].max())
