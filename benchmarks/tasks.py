@@ -148,7 +148,7 @@ def task_predict_raw(train_valid, test):
     import timm
     import torch
 
-    from easytransfer.inference import Predictor
+    from easytransfer.deploy.predictor import Predictor
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=5).eval()
     config = {"classes": list("abcde"), "preprocessing": {"size": SIZE, "interpolation": "bicubic",

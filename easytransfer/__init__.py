@@ -5,29 +5,40 @@
 >>> learn = transfer_learner(dls, "efficientnet_lite0"); learn.fit_frozen(3)  # doctest: +SKIP
 """
 
-from .callbacks import BestWeightsCallback as BestWeightsCallback
-from .callbacks import StopOnNaNCallback as StopOnNaNCallback
-from .data import ImageData as ImageData
-from .diagnosis import Diagnosis as Diagnosis
-from .diagnosis import diagnose as diagnose
+import warnings
+
+# fastai decorates a few functions with torch.jit.script when it is imported, and torch 2.14 warns about that
+# on every `easytransfer` command; importing fastai's layers once here, with that one warning silenced, keeps
+# the output clean without hiding the warning from the user's own code.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    import fastai.layers  # noqa: F401
+
+from .data.loaders import ImageData as ImageData
+from .deploy.bundle import BundleConfig as BundleConfig
+from .deploy.predictor import Predictor as Predictor
+from .deploy.predictor import load_model as load_model
 from .errors import DataError as DataError
 from .errors import EasyTransferError as EasyTransferError
 from .errors import UnknownModelError as UnknownModelError
 from .errors import WeightsMismatchError as WeightsMismatchError
 from .errors import WeightsUnavailableError as WeightsUnavailableError
-from .history import plot_history as plot_history
-from .inference import Predictor as Predictor
-from .inference import load_model as load_model
-from .interpret import Interpretation as Interpretation
-from .learner import TransferLearner as TransferLearner
-from .learner import discriminative_lrs as discriminative_lrs
-from .learner import transfer_learner as transfer_learner
-from .lr_finder import LRFinderResult as LRFinderResult
-from .models import ModelSpec as ModelSpec
-from .models import build_model as build_model
-from .models import create_model as create_model
-from .models import describe_model as describe_model
-from .models import get_model_spec as get_model_spec
-from .models import list_models as list_models
-from .splitters import split_layer_groups as split_layer_groups
+from .evaluate.diagnosis import Diagnosis as Diagnosis
+from .evaluate.diagnosis import diagnose as diagnose
+from .evaluate.interpret import Interpretation as Interpretation
+from .models.factory import ModelSpec as ModelSpec
+from .models.factory import build_model as build_model
+from .models.factory import create_model as create_model
+from .models.factory import describe_model as describe_model
+from .models.factory import get_model_spec as get_model_spec
+from .models.factory import list_models as list_models
+from .models.heads import HeadConfig as HeadConfig
+from .models.layer_groups import split_layer_groups as split_layer_groups
+from .train.callbacks import BestWeightsCallback as BestWeightsCallback
+from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
+from .train.history import plot_history as plot_history
+from .train.learner import TransferLearner as TransferLearner
+from .train.learner import discriminative_lrs as discriminative_lrs
+from .train.learner import transfer_learner as transfer_learner
+from .train.lr_finder import LRFinderResult as LRFinderResult
 from .version import __version__ as __version__

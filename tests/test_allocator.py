@@ -1,4 +1,4 @@
-import easytransfer.allocator as allocator
+import easytransfer.cli.allocator as allocator
 
 
 def test_the_cli_reexecutes_itself_under_jemalloc_once(monkeypatch):

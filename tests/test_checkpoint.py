@@ -7,8 +7,8 @@ from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
 
 from easytransfer import ImageData, transfer_learner
-from easytransfer.checkpoint import LAST_NAME, read_checkpoint
 from easytransfer.errors import EasyTransferError
+from easytransfer.train.checkpoint import LAST_NAME, read_checkpoint
 
 
 class LrSpy(Callback):

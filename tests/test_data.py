@@ -68,7 +68,7 @@ def test_stratified_split_keeps_a_training_image_per_class():
 def test_validation_images_are_decoded_once_per_run(image_folder, monkeypatch):
     import torch
 
-    import easytransfer.images as images
+    import easytransfer.data.images as images
 
     dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=32)
     calls = []

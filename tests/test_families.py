@@ -7,7 +7,7 @@ from conftest import make_image_folder
 from torch import nn
 
 from easytransfer import ImageData, WeightsUnavailableError, build_model, describe_model, transfer_learner
-from easytransfer import weights as weights_module
+from easytransfer.models import weights as weights_module
 
 FAMILIES = [
     "test_resnet", "resnext50_32x4d",
@@ -112,7 +112,7 @@ def test_torchvision_offline_is_a_clear_error(monkeypatch):
 
 
 def test_model_without_a_matcher_falls_back_to_module_order_with_a_warning():
-    from easytransfer.splitters import split_layer_groups
+    from easytransfer.models.layer_groups import split_layer_groups
 
     model = nn.Sequential()
     model.add_module("stem", nn.Conv2d(3, 4, 3))

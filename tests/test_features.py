@@ -9,9 +9,9 @@ import torch
 from conftest import make_image_folder
 from fastai.torch_core import set_seed
 
-import easytransfer.features as features
+import easytransfer.train.features as features
 from easytransfer import ImageData, transfer_learner
-from easytransfer.probe import PROBE_CS
+from easytransfer.train.probe import PROBE_CS
 
 
 class ForwardCounter:

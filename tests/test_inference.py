@@ -12,8 +12,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from easytransfer import ImageData, load_model, transfer_learner
+from easytransfer.deploy.convert import export_onnx, export_torchscript
 from easytransfer.errors import EasyTransferError, UnknownModelError, WeightsMismatchError
-from easytransfer.export import export_onnx, export_torchscript
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_bundle_is_safetensors_and_json(trained):
     _, bundle, _ = trained
     config = json.loads((bundle / "easytransfer.json").read_text())
     assert config["task"] == "single-label" and config["classes"] == ["cat", "dog", "fox"]
-    assert config["preprocessing"]["size"] == 48 and config["head"] == {"type": "linear", "dropout": None}
+    assert config["preprocessing"]["size"] == 48 and config["head"] == {"type": "linear", "dropout": None, "hidden": 512}
     assert "easytransfer_version" in config and config["source"] == "timm"
     assert sorted(p.name for p in bundle.iterdir()) == ["easytransfer.json", "model.safetensors"]
 

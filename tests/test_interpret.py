@@ -14,8 +14,9 @@ from sklearn.metrics import classification_report
 from sklearn.metrics import multilabel_confusion_matrix as sk_multilabel_confusion_matrix
 
 from easytransfer import ImageData, transfer_learner
-from easytransfer.html_report import SECTIONS
-from easytransfer.interpret import Interpretation, multilabel_confusion_matrix, per_class_report
+from easytransfer.evaluate.html_report import SECTIONS
+from easytransfer.evaluate.interpret import Interpretation
+from easytransfer.evaluate.metrics import multilabel_confusion_matrix, per_class_report
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from easytransfer import ImageData, discriminative_lrs, transfer_learner
-from easytransfer.callbacks import warmup_cosine
+from easytransfer.train.callbacks import warmup_cosine
 
 
 @pytest.fixture

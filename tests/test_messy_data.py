@@ -14,8 +14,8 @@ from fastai.callback.mixup import CutMix
 from PIL import Image
 
 from easytransfer import DataError, ImageData, transfer_learner
+from easytransfer.data.images import open_rgb
 from easytransfer.errors import DataWarning
-from easytransfer.images import open_rgb
 
 
 def _jpeg_bytes(size=(40, 40), colour=(200, 30, 30), **kw) -> bytes:

@@ -2,7 +2,7 @@ import pytest
 
 from easytransfer import UnknownModelError, create_model, get_model_spec, list_models
 from easytransfer.models import resolve_arch
-from easytransfer.splitters import split_layer_groups
+from easytransfer.models.layer_groups import split_layer_groups
 
 
 def test_spec_comes_from_the_pretrained_config():

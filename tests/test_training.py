@@ -11,8 +11,8 @@ from fastai.metrics import Metric
 from matplotlib.figure import Figure
 
 from easytransfer import ImageData, transfer_learner
-from easytransfer.diagnosis import diagnose
-from easytransfer.learner import DEFAULT_HEAD_LR
+from easytransfer.evaluate.diagnosis import diagnose
+from easytransfer.train.learner import DEFAULT_HEAD_LR
 
 
 @pytest.fixture
@@ -330,7 +330,7 @@ class AllGroupLrs(Callback):
 
 
 def test_every_groups_rate_follows_decay_warmup_and_cosine_at_every_step(learn):
-    from easytransfer.callbacks import warmup_cosine
+    from easytransfer.train.callbacks import warmup_cosine
 
     learn.unfreeze()
     spy = AllGroupLrs()
@@ -359,7 +359,7 @@ def test_diagnose_says_which_epochs_weights_the_model_has():
 
 
 def test_lr_find_default_length_frozen_and_unfrozen(learn):
-    from easytransfer.learner import FROZEN_LR_FIND_IT, UNFROZEN_LR_FIND_IT
+    from easytransfer.train.learner import FROZEN_LR_FIND_IT, UNFROZEN_LR_FIND_IT
 
     spy = AllGroupLrs()
     learn.add_cb(spy)

@@ -8,8 +8,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from easytransfer import WeightsMismatchError, WeightsUnavailableError, build_model, create_model
-from easytransfer import weights as weights_module
-from easytransfer.weights import PACKAGED_WEIGHTS, load_pretrained, map_state_dict_in_order
+from easytransfer.models import weights as weights_module
+from easytransfer.models.weights import PACKAGED_WEIGHTS, load_pretrained, map_state_dict_in_order
 
 
 def test_packaged_lite0_weights_are_real_imagenet_weights():
@@ -103,7 +103,7 @@ def test_pretrained_false_touches_no_source(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a weights source was touched")
 
-    monkeypatch.setattr("easytransfer.models.load_pretrained", fail)
+    monkeypatch.setattr("easytransfer.models.factory.load_pretrained", fail)
     model, spec = build_model("efficientnet_lite0", 4, pretrained=False)
     assert spec.weights == "random init"
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)

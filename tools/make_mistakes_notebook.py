@@ -11,7 +11,7 @@ nb.cells = [
     code("%matplotlib inline\nfrom fastai.torch_core import set_seed\n"
          "from easytransfer import ImageData, transfer_learner\n"
          "from easytransfer.datasets import textile_items\n"
-         "from easytransfer.demo import split_train_valid_test\n\n"
+         "from easytransfer.data import split_train_valid_test\n\n"
          "train_valid, test = split_train_valid_test(textile_items(limit=60, seed=0), seed=0)\n"
          "dls = ImageData.from_df(train_valid, valid_col=\"is_valid\")\n"
          "set_seed(0)\nlearn = transfer_learner(dls, \"efficientnet_lite0\")\n"

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .errors import WeightsMismatchError, WeightsUnavailableError
+from ..errors import WeightsMismatchError, WeightsUnavailableError
 
 __all__ = [
     "PACKAGED_WEIGHTS",
@@ -32,6 +32,7 @@ __all__ = [
     "has_packaged_weights",
     "load_pretrained",
     "load_state_dict_file",
+    "load_state_dict_strict",
     "map_state_dict_in_order",
 ]
 
@@ -115,6 +116,33 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], *, where: str,
+                           arch: str | None = None) -> None:
+    """Load `state` into `model` only when every tensor is there with its shape; else `WeightsMismatchError`.
+
+    The error names how many tensors are missing, unexpected or of another shape, with examples, and `where`
+    the weights came from.
+
+    >>> from torch import nn
+    >>> load_state_dict_strict(nn.Linear(2, 1), {"weight": torch.zeros(1, 2)}, where="a test")
+    Traceback (most recent call last):
+    ...
+    easytransfer.errors.WeightsMismatchError: The weights in a test do not fit the model: 1 missing (e.g. ['bias']).
+    """
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
+                 f"{len(wrong)} with another shape (e.g. {wrong[:3]})" if wrong else ""]
+        target = repr(arch) if arch else "the model"
+        raise WeightsMismatchError(f"The weights in {where} do not fit {target}: "
+                                   + ", ".join(p for p in parts if p) + ".")
+    model.load_state_dict(state, strict=True)
+
+
 def map_state_dict_in_order(
     source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
@@ -176,7 +204,8 @@ def _load_local(model: nn.Module, path: str | os.PathLike, head: str | None = No
 
 def _load_packaged(model: nn.Module, packaged: PackagedWeights) -> None:
     state = torch.load(packaged.path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(map_state_dict_in_order(state, model.state_dict()), strict=True)
+    load_state_dict_strict(model, map_state_dict_in_order(state, model.state_dict()),
+                           where=f"package {packaged.package}")
 
 
 def _hub_host(model: nn.Module) -> str | None:

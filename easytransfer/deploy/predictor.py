@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,14 +15,15 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from torch import nn
 
-from .data import _RESAMPLE, _candidate_files
-from .errors import EasyTransferError, WeightsMismatchError
-from .images import open_rgb, to_rgb
+from ..data.images import open_rgb, resample_filter, to_rgb
+from ..data.sources import candidate_files
+from ..models.factory import build_model
+from ..models.weights import load_state_dict_strict
+from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_config, read_bundle_weights
 
 __all__ = ["PREDICT_BS", "Predictor", "load_model"]
 
 PREDICT_BS = 8  # measured: channels-last batches of 4-8 are the fastest per image on 2 CPU cores
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, or torch's zip format
 
 
 class Predictor:
@@ -36,17 +36,17 @@ class Predictor:
     >>> label, probability, probs = predictor.predict("photo.jpg")  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, config: dict, threshold: float = 0.5):
+    def __init__(self, model: nn.Module, config: BundleConfig, threshold: float = 0.5):
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
-        self.vocab = list(config["classes"])
-        self.multilabel = bool(config.get("multilabel", False))
+        self.vocab = list(config.classes)
+        self.multilabel = config.multilabel
         self.threshold = threshold
-        pre = config["preprocessing"]
-        resample = _RESAMPLE.get(pre.get("interpolation", "bilinear"), Image.Resampling.BILINEAR)
-        self._resize = Resize(int(pre["size"]), method=ResizeMethod.Crop, resamples=(resample, 0))
-        self._mean = torch.tensor(pre["mean"], dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(pre["std"], dtype=torch.float32).view(3, 1, 1)
+        pre = config.preprocessing
+        resample = resample_filter(pre.interpolation)
+        self._resize = Resize(pre.size, method=ResizeMethod.Crop, resamples=(resample, 0))
+        self._mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
 
     def preprocess(self, image) -> torch.Tensor:
         """One image (path, PIL image or HxWx3 uint8 array) as a normalised (3, size, size) tensor."""
@@ -96,7 +96,7 @@ class Predictor:
         cannot be read get an ``error`` and no prediction; they do not stop the run.
         """
         root = Path(path)
-        files = [root] if root.is_file() else _candidate_files(root)
+        files = [root] if root.is_file() else candidate_files(root)
         rows = []
         batches = [files[i:i + bs] for i in range(0, len(files), bs)]
         # decoding in a second thread while torch runs measured slower on 2 cores (they fight for them)
@@ -136,23 +136,6 @@ class Predictor:
         return rows
 
 
-def _read_config(folder: Path) -> dict:
-    from .export import CONFIG_NAME
-
-    config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
-        raise EasyTransferError(f"{str(folder)!r} is not an easytransfer model bundle: {CONFIG_NAME} is missing. "
-                                "Create one with learn.export(path).")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise EasyTransferError(f"{str(config_path)!r} is not valid JSON: {e}") from None
-    missing = [k for k in ("arch", "classes", "preprocessing") if k not in config]
-    if missing:
-        raise EasyTransferError(f"{str(config_path)!r} lacks {missing}; re-export the model with learn.export().")
-    return config
-
-
 def load_model(path: str | os.PathLike, threshold: float = 0.5) -> Predictor:
     """Rebuild an exported model (``learn.export(path)``) as a `Predictor`; nothing is unpickled.
 
@@ -161,41 +144,8 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5) -> Predictor:
 
     >>> predictor = load_model("runs/textile-model"); predictor.predict("photo.jpg")  # doctest: +SKIP
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .export import WEIGHTS_NAME
-    from .models import build_model
-
-    folder = Path(path)
-    if folder.is_file():
-        with open(folder, "rb") as f:
-            head = f.read(4)
-        kind = "a pickle / torch checkpoint" if head.startswith(_PICKLE_MAGIC) else "a file"
-        raise EasyTransferError(f"{str(folder)!r} is {kind}, not a model bundle folder. easytransfer never "
-                                "unpickles files (they can run code); load a folder written by learn.export().")
-    if not folder.is_dir():
-        raise EasyTransferError(f"Model bundle {str(folder)!r} does not exist.")
-    config = _read_config(folder)
-    head = config.get("head", {})
-    model, _ = build_model(config["arch"], len(config["classes"]), pretrained=False,
-                           head=head.get("type", "linear"), dropout=head.get("dropout"))
-    weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise WeightsMismatchError(f"{str(weights)!r} is missing from the bundle.")
-    try:
-        state = load_file(str(weights), device="cpu")
-    except SafetensorError as e:
-        raise WeightsMismatchError(f"{str(weights)!r} is not a readable safetensors file: {e}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
-                 f"{len(wrong)} with another shape (e.g. {wrong[:3]})" if wrong else ""]
-        raise WeightsMismatchError(f"The weights in {str(weights)!r} do not fit {config['arch']!r}: "
-                                   + ", ".join(p for p in parts if p) + ".")
-    model.load_state_dict(state)
+    config = read_bundle_config(path)
+    model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head)
+    state = read_bundle_weights(path)
+    load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
     return Predictor(model, config, threshold=threshold)

@@ -23,8 +23,8 @@ import torch
 import torchvision.models
 from torch import nn
 
-from .errors import UnknownModelError
-from .heads import find_last_linear, replace_linear_head
+from ..errors import UnknownModelError
+from .heads import HeadConfig, find_last_linear, replace_linear_head
 from .weights import has_packaged_weights, load_pretrained
 
 __all__ = [
@@ -294,14 +294,13 @@ def build_model(
     *,
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
-    head: str = "linear",
+    head: str | HeadConfig = "linear",
     dropout: float | None = None,
 ) -> tuple[nn.Module, ModelSpec]:
     """Like `create_model`, but also returns the `ModelSpec` (with the weights' source filled in)."""
     if n_out < 1:
         raise ValueError(f"n_out must be at least 1, got {n_out}")
-    if dropout is not None and not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    head_config = head if isinstance(head, HeadConfig) else HeadConfig(head, dropout)
     source, source_arch = resolve_arch(arch)
     load = pretrained or weights is not None
     if source == "torchvision":
@@ -310,20 +309,21 @@ def build_model(
         if load:
             spec = replace(spec, weights=load_pretrained(
                 model, source_arch, weights=weights, source="torchvision", head=spec.classifier))
-        replace_linear_head(model, spec.classifier, n_out, head=head, dropout=dropout)
+        replace_linear_head(model, spec.classifier, n_out, head_config)
         return model, spec
     # a linear head's dropout is timm's own drop_rate (applied before the classifier in forward_head)
-    timm_kwargs = {"drop_rate": dropout} if head == "linear" and dropout else {}
+    linear = head_config.type == "linear"
+    timm_kwargs = {"drop_rate": head_config.dropout} if linear and head_config.dropout else {}
     model = timm.create_model(source_arch, pretrained=False, **timm_kwargs)
     spec = _spec_from_timm(arch, source_arch, model)
     if load:
         spec = replace(spec, weights=load_pretrained(model, source_arch, weights=weights))
     # timm's own head replacement keeps pretrained head parts that are not the final layer (head.norm)
     model.reset_classifier(n_out)
-    if head != "linear":
+    if not linear:
         if not spec.classifier or "," in spec.classifier:
-            raise ValueError(f"head={head!r} is not supported for {arch!r}; use head='linear'.")
-        replace_linear_head(model, spec.classifier, n_out, head=head, dropout=dropout)
+            raise ValueError(f"head={head_config.type!r} is not supported for {arch!r}; use head='linear'.")
+        replace_linear_head(model, spec.classifier, n_out, head_config)
     return model, spec
 
 

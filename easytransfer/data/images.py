@@ -11,9 +11,9 @@ from fastai.vision.core import PILImage
 from fastai.vision.data import IntToFloatTensor
 from PIL import Image, ImageOps
 
-from .errors import DataError
+from ..errors import DataError
 
-__all__ = ["ImageBlockRGB", "load_rgb_image", "open_rgb", "to_rgb"]
+__all__ = ["RESAMPLE_FILTERS", "ImageBlockRGB", "load_rgb_image", "open_rgb", "resample_filter", "to_rgb"]
 
 _HIGH_DEPTH = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -97,3 +97,22 @@ def load_rgb_image(path) -> PILImage:
 def ImageBlockRGB() -> TransformBlock:  # noqa: N802 (named like fastai's ImageBlock)
     """fastai's `ImageBlock`, loading with `load_rgb_image` (upright RGB from any mode, clear errors)."""
     return TransformBlock(type_tfms=load_rgb_image, batch_tfms=IntToFloatTensor)
+
+
+RESAMPLE_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+def resample_filter(name: str) -> Image.Resampling:
+    """The PIL filter for a resize-filter name (``"bicubic"`` ...); bilinear for a name PIL does not have.
+
+    >>> resample_filter("bicubic").name
+    'BICUBIC'
+    """
+    return RESAMPLE_FILTERS.get(name, Image.Resampling.BILINEAR)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .history import metric_columns
+from ..train.history import metric_columns
 
 __all__ = ["Diagnosis", "diagnose"]
 

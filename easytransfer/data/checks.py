@@ -7,12 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from fastprogress.fastprogress import progress_bar
 from PIL import Image, UnidentifiedImageError
 
 from .images import to_rgb
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FileCheck", "check_files", "check_image_file"]
+__all__ = ["DEFAULT_MAX_PIXELS", "FileCheck", "check_files", "check_image_file", "check_items"]
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold
 _JPEG_EXTS = {".jpg", ".jpeg", ".jpe", ".jfif"}
@@ -99,3 +101,15 @@ def check_files(paths, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None
             results = progress_bar(results, total=len(paths))
             results.comment = "checking image files"
         return list(results)
+
+
+def check_items(items: pd.DataFrame, *, check: bool, max_pixels: int):
+    """Run the file check on the ``path`` column of `items`; returns (kept items, excluded rows, converted rows)."""
+    empty = pd.DataFrame(columns=["path", "label", "note"])
+    if not check or len(items) == 0:
+        return items, items.iloc[:0].assign(reason=[]), empty
+    results = check_files(items["path"], max_pixels=max_pixels)
+    ok = np.array([r.ok for r in results], dtype=bool)
+    excluded = items[~ok].assign(reason=[r.reason for r, k in zip(results, ok) if not k])
+    notes = [(row.path, row.label, note) for row, r in zip(items.itertuples(), results) if r.ok for note in r.notes]
+    return items[ok].reset_index(drop=True), excluded, pd.DataFrame(notes, columns=["path", "label", "note"])

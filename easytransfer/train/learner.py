@@ -24,7 +24,16 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from .augment import uses_cutmix
+from ..data.augment import uses_cutmix
+from ..data.images import open_rgb
+from ..data.loaders import ImageData
+from ..deploy.bundle import BundleConfig, Preprocessing, write_bundle
+from ..errors import EasyTransferError
+from ..evaluate.diagnosis import Diagnosis, diagnose
+from ..evaluate.interpret import Interpretation, as_dataloader
+from ..models.factory import ModelSpec, build_model
+from ..models.heads import HeadConfig
+from ..models.layer_groups import LayerGroups, split_layer_groups
 from .callbacks import (
     BestWeightsCallback,
     FrozenBatchNormCallback,
@@ -33,17 +42,10 @@ from .callbacks import (
     warmup_cosine,
 )
 from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, read_checkpoint, restore_optimizer
-from .data import ImageData
-from .diagnosis import Diagnosis, diagnose
-from .errors import EasyTransferError
 from .features import DEFAULT_CACHE_VIEWS, cache_key, compute_feature_cache, feature_head
 from .history import plot_history
-from .images import open_rgb
-from .interpret import Interpretation, _as_dataloader
 from .lr_finder import LRFinderResult, find_lr
-from .models import ModelSpec, build_model
 from .probe import fit_logistic_probe
-from .splitters import LayerGroups, split_layer_groups
 
 __all__ = ["TransferLearner", "discriminative_lrs", "transfer_learner"]
 
@@ -90,6 +92,7 @@ class TransferLearner(Learner):
     """
 
     def __init__(self, dls: DataLoaders, model: nn.Module, *, spec: ModelSpec, layer_groups: LayerGroups,
+                 head_config: HeadConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
                  train_bn: bool = False, freeze_bn_stats: bool = True, channels_last: bool = True, **kwargs):
         cbs = list(kwargs.pop("cbs", None) or [])
         if not train_bn:
@@ -99,8 +102,9 @@ class TransferLearner(Learner):
             cbs.append(ChannelsLast())
         super().__init__(dls, model, splitter=layer_groups.splitter, train_bn=train_bn, cbs=cbs, **kwargs)
         self.spec = spec
+        self.head_config = head_config if head_config is not None else _head_config_of(model, spec)
         self.feature_cache = None
-        self.checkpoint_dir = None  # set by transfer_learner(checkpoint_dir=...): last / best epoch checkpoints
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.layer_groups = layer_groups
         self.history = pd.DataFrame()
         self.lr_find_result = None
@@ -421,7 +425,7 @@ class TransferLearner(Learner):
 
         >>> probs, targs = learn.tta(learn.dls.valid)  # doctest: +SKIP
         """
-        loader = _as_dataloader(self, dl if dl is not None else kwargs.pop("ds_idx", 1))
+        loader = as_dataloader(self, dl if dl is not None else kwargs.pop("ds_idx", 1))
         loader = loader.new(shuffle=False, drop_last=False)
         return super().tta(dl=loader, n=n, beta=beta, **kwargs)
 
@@ -462,15 +466,27 @@ class TransferLearner(Learner):
 
         >>> learn.save_report("report.html")  # doctest: +SKIP
         """
-        from .html_report import save_report
+        from ..evaluate.html_report import save_report
 
         return save_report(self, path, dl=dl, interp=interp)
 
-    def export(self, path, **kwargs):
-        """Write a model bundle (safetensors weights + JSON) to folder `path`; no pickle is involved."""
-        from .export import export_bundle
+    def bundle_config(self) -> BundleConfig:
+        """What `export` writes beside the weights: architecture, classes, head and preprocessing."""
+        spec, recipe = self.spec, getattr(self.dls, "recipe", None)
+        source = recipe if recipe is not None else spec
+        size = recipe.size if recipe is not None else spec.size
+        return BundleConfig(
+            arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(str(c) for c in self.dls.vocab),
+            multilabel=bool(getattr(self.dls, "is_multilabel", False)), head=self.head_config,
+            preprocessing=Preprocessing(int(size), source.interpolation, tuple(source.mean), tuple(source.std)),
+        )
 
-        return export_bundle(self, path)
+    def export(self, path) -> Path:
+        """Write a model bundle (safetensors weights + JSON) to folder `path`; no pickle is involved.
+
+        >>> learn.export("runs/textile-model")  # doctest: +SKIP
+        """
+        return write_bundle(path, self.model, self.bundle_config())
 
 
 _MIXES = {"mixup": MixUp, "cutmix": CutMix}
@@ -482,6 +498,18 @@ def _continued(schedule, offset: float):
         return schedule(offset + pct * (1 - offset))
 
     return rest
+
+
+def _head_config_of(model: nn.Module, spec: ModelSpec) -> HeadConfig:
+    """The `HeadConfig` that rebuilds `model`'s head (timm keeps a linear head's dropout as ``drop_rate``)."""
+    paths = [p for p in spec.classifier.split(",") if p]
+    if len(paths) != 1:
+        return HeadConfig()
+    config = HeadConfig.from_module(model.get_submodule(paths[0]))
+    drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0) if spec.source == "timm" else 0.0
+    if config.type == "linear" and config.dropout is None and drop_rate > 0:
+        return HeadConfig("linear", dropout=drop_rate)
+    return config
 
 
 def _single_group(model: nn.Module) -> list:
@@ -574,7 +602,8 @@ def transfer_learner(
     loss_func = _loss_func(dls, label_smoothing)
     if loss_func is not None and "loss_func" not in kwargs:
         kwargs["loss_func"] = loss_func
-    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head, dropout=dropout)
+    head_config = HeadConfig(head, dropout)
+    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)
     else:
@@ -582,8 +611,7 @@ def transfer_learner(
     groups = split_layer_groups(model, n_stages, head=spec.classifier if spec.source == "torchvision" else None)
     learn = TransferLearner(
         dls, model, spec=spec, layer_groups=groups, metrics=metrics if metrics is not None else _default_metrics(dls),
-        train_bn=train_bn, freeze_bn_stats=freeze_bn_stats, wd=wd, cbs=cbs, **kwargs,
+        head_config=head_config, checkpoint_dir=checkpoint_dir, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
+        wd=wd, cbs=cbs, **kwargs,
     )
-    learn.head_config = {"type": head, "dropout": dropout}
-    learn.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     return learn

@@ -13,20 +13,12 @@ import numpy as np
 import pandas as pd
 from fastai.torch_core import set_seed
 
-from .data import ImageData, stratified_split
-from .datasets import textile_items
-from .learner import transfer_learner
+from ..data.loaders import ImageData
+from ..data.split import split_train_valid_test
+from ..datasets import textile_items
+from ..train.learner import transfer_learner
 
-__all__ = ["run_demo", "split_train_valid_test"]
-
-
-def split_train_valid_test(items: pd.DataFrame, valid_pct: float = 0.2, test_pct: float = 0.2, seed: int = 42):
-    """Stratified, seeded split into a train+valid table (with ``is_valid``) and a held-out test table."""
-    is_test = stratified_split(items["label"], test_pct, seed)
-    test = items[is_test].reset_index(drop=True)
-    rest = items[~is_test].reset_index(drop=True)
-    rest["is_valid"] = stratified_split(rest["label"], valid_pct / (1 - test_pct), seed + 1)
-    return rest, test
+__all__ = ["run_demo"]
 
 
 def _counts(train_valid: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:

@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import EasyTransferError
 from .allocator import reexec_with_jemalloc
-from .errors import EasyTransferError
 
 __all__ = ["build_parser", "main"]
 
@@ -121,8 +121,8 @@ def _lr(text):
 def _learner(args):
     from fastai.torch_core import set_seed
 
-    from .data import ImageData
-    from .learner import transfer_learner
+    from ..data.loaders import ImageData
+    from ..train.learner import transfer_learner
 
     set_seed(args.seed)
     data = Path(args.data)
@@ -173,16 +173,16 @@ def _lr_find(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from .data import _class_folder_items
-    from .errors import DataError
-    from .inference import load_model
-    from .interpret import per_class_report
+    from ..data.sources import class_folder_items
+    from ..deploy.predictor import load_model
+    from ..errors import DataError
+    from ..evaluate.metrics import per_class_report
 
     predictor = load_model(args.model)
     folder = Path(args.data)
     if not folder.is_dir():
         raise DataError(f"Data folder {str(folder)!r} does not exist or is not a folder.")
-    items = _class_folder_items(folder, "test", [])
+    items = class_folder_items(folder, "test", [])
     unseen = sorted(set(items["label"]) - set(predictor.vocab))
     if unseen:
         raise DataError(f"Labels {unseen} in {str(folder)!r} are not classes of the model ({predictor.vocab}).")
@@ -201,7 +201,7 @@ def _evaluate(args) -> None:
 def _predict(args) -> None:
     import pandas as pd
 
-    from .inference import load_model
+    from ..deploy.predictor import load_model
 
     predictor = load_model(args.model)
     tables = []
@@ -220,11 +220,11 @@ def _predict(args) -> None:
 
 
 def _export(args) -> None:
-    from .export import export_onnx, export_torchscript
-    from .inference import load_model
+    from ..deploy.convert import export_onnx, export_torchscript
+    from ..deploy.predictor import load_model
 
     predictor = load_model(args.model)
-    size = int(predictor.config["preprocessing"]["size"])
+    size = predictor.config.preprocessing.size
     if args.onnx is not None:
         path = export_onnx(predictor.model, args.onnx or Path(args.model) / "model.onnx", size)
     else:
@@ -233,14 +233,14 @@ def _export(args) -> None:
 
 
 def _models(args) -> None:
-    from .models import list_models
+    from ..models.factory import list_models
 
     names = list_models(args.pattern, offline_only=args.offline)
     print("\n".join(names) if names else f"no architecture matches {args.pattern!r}")
 
 
 def _describe(args) -> None:
-    from .models import describe_model
+    from ..models.factory import describe_model
 
     describe_model(args.arch)
 
@@ -271,5 +271,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,31 +21,23 @@ from fastai.callback.data import WeightedDL
 from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import ColReader, ColSplitter, Normalize
-from PIL import Image
 
+from ..errors import DataError, DataWarning
 from .augment import AUG_PRESETS, batch_augmentations, item_transforms
-from .checks import DEFAULT_MAX_PIXELS, check_files
-from .errors import DataError, DataWarning
-from .images import ImageBlockRGB
+from .checks import DEFAULT_MAX_PIXELS, check_items
+from .images import ImageBlockRGB, resample_filter
+from .paths import resolve_paths
 from .report import IMBALANCE_RATIO, DataReport, class_counts
+from .sources import VALID_NAMES, class_folder_items, find_split_folder
+from .split import stratified_split
 
-__all__ = ["BALANCE_MODES", "IMAGENET_STATS", "DataRecipe", "ImageData", "stratified_split"]
+__all__ = ["BALANCE_MODES", "IMAGENET_STATS", "DataRecipe", "ImageData", "MemoizedDL"]
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DEFAULT_BS = 16  # measured: batches of 4-16 are as fast per image on CPU and keep buffers small
-VALID_NAMES = ("valid", "val", "validation")
 BALANCE_MODES = (None, "weights", "sampler")
-_IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 MEMO_LIMIT = 512 * 2**20  # bytes of decoded validation images kept per DataLoader
 
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 
 
 @dataclass(frozen=True)
@@ -86,113 +78,6 @@ class DataRecipe:
     report: DataReport | None = field(default=None, compare=False)
 
 
-def stratified_split(labels: Sequence[str], valid_pct: float, seed: int) -> np.ndarray:
-    """A boolean mask choosing about `valid_pct` of each class for validation, reproducibly.
-
-    Every class with at least two images keeps at least one in each split.
-
-    >>> stratified_split(["a"] * 8 + ["b"] * 2, 0.25, seed=0).sum()
-    3
-    """
-    if not 0 < valid_pct < 1:
-        raise ValueError(f"valid_pct must be between 0 and 1, got {valid_pct}")
-    labels = np.asarray(labels, dtype=object)
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), dtype=bool)
-    for label in sorted(set(labels)):
-        idx = np.flatnonzero(labels == label)
-        n_valid = int(round(len(idx) * valid_pct))
-        if len(idx) >= 2:
-            n_valid = min(max(n_valid, 1), len(idx) - 1)
-        else:
-            n_valid = 0
-        mask[rng.permutation(idx)[:n_valid]] = True
-    return mask
-
-
-# ---------------------------------------------------------------------------------------------- gathering files
-
-
-def _candidate_files(folder: Path) -> list[Path]:
-    """Every non-hidden file under `folder` (the file check decides which are images)."""
-    files = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if not name.startswith(".") and name.lower() not in _IGNORED_FILES:
-                files.append(Path(root) / name)
-    return files
-
-
-def _class_folder_items(folder: Path, split: str | None, messages: list[str]) -> pd.DataFrame:
-    """One row per file in `folder`'s class sub-folders (label = sub-folder name); notes empty classes."""
-    rows = []
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for class_dir in class_dirs:
-        files = _candidate_files(class_dir)
-        if not files:
-            messages.append(f"class folder {class_dir.name!r} in {str(folder)!r} is empty; it is not a class")
-        rows += [(str(f.resolve()), class_dir.name, split) for f in files]
-    loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    if loose and class_dirs:
-        messages.append(f"{len(loose)} file(s) directly in {str(folder)!r} are ignored: images must be in one "
-                        "sub-folder per class")
-    return pd.DataFrame(rows, columns=["path", "label", "split"])
-
-
-def _find_split_folder(path: Path, names: Sequence[str]) -> Path | None:
-    for name in names:
-        if (path / name).is_dir():
-            return path / name
-    return None
-
-
-def _path_parts(name: str) -> tuple[str, ...]:
-    pure = PureWindowsPath(name) if "\\" in name or (len(name) > 1 and name[1] == ":") else PurePosixPath(name)
-    return tuple(p for p in pure.parts if p not in ("\\", "/") and not p.endswith(":\\"))
-
-
-def _resolve_paths(names: Sequence, base: Path, messages: list[str]) -> list[str | None]:
-    """Each name as an absolute path: as written (relative to `base`), else found by file name inside `base`.
-
-    Paths from another machine (``C:\\Users\\me\\data\\cat\\1.jpg``) are matched by their longest tail of folder
-    names that exists under `base`. ``None`` where nothing matches (or several files match equally).
-    """
-    out, index, by_name = [], None, []
-    for raw in names:
-        name = str(raw)
-        direct = Path(name) if Path(name).is_absolute() else base / name
-        if direct.is_file():
-            out.append(str(direct.resolve()))
-            continue
-        if index is None:
-            index = {}
-            for f in _candidate_files(base) if base.is_dir() else []:
-                index.setdefault(f.name, []).append(f)
-        parts = _path_parts(name)
-        candidates = index.get(parts[-1], []) if parts else []
-        best, best_score, tie = None, -1, False
-        for c in candidates:
-            rel = c.relative_to(base).parts
-            score = 0
-            while score < min(len(rel), len(parts)) and rel[-1 - score] == parts[-1 - score]:
-                score += 1
-            if score > best_score:
-                best, best_score, tie = c, score, False
-            elif score == best_score:
-                tie = True
-        if best is not None and not tie:
-            out.append(str(best.resolve()))
-            by_name.append((name, best))
-        else:
-            out.append(None)
-    if by_name:
-        name, found = by_name[0]
-        messages.append(f"{len(by_name)} path(s) in the table do not exist as written and were found by file name "
-                        f"inside {str(base)!r} (e.g. {name!r} -> {str(found)!r})")
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ building
 
 
@@ -215,18 +100,6 @@ def _check_items(items: pd.DataFrame, source: str, n_candidates: int) -> None:
     missing = [c for c in classes if c not in train_labels]
     if missing:
         raise DataError(f"Classes {missing} in {source} have no training images; add some or remove them.")
-
-
-def _checked(items: pd.DataFrame, *, check: bool, max_pixels: int):
-    """Run the file check on `items`; returns (kept items, excluded rows, converted rows)."""
-    empty = pd.DataFrame(columns=["path", "label", "note"])
-    if not check or len(items) == 0:
-        return items, items.iloc[:0].assign(reason=[]), empty
-    results = check_files(items["path"], max_pixels=max_pixels)
-    ok = np.array([r.ok for r in results], dtype=bool)
-    excluded = items[~ok].assign(reason=[r.reason for r, k in zip(results, ok) if not k])
-    notes = [(row.path, row.label, note) for row, r in zip(items.itertuples(), results) if r.ok for note in r.notes]
-    return items[ok].reset_index(drop=True), excluded, pd.DataFrame(notes, columns=["path", "label", "note"])
 
 
 class MemoizedDL(TfmdDL):
@@ -276,7 +149,7 @@ class ImageData(DataLoaders):
     def from_recipe(cls, recipe: DataRecipe, *, device=None) -> ImageData:
         """Build the DataLoaders a `DataRecipe` describes (no file check: the recipe's items are trusted)."""
         multilabel = recipe.label_delim is not None
-        resample = _RESAMPLE.get(recipe.interpolation, Image.Resampling.BILINEAR)
+        resample = resample_filter(recipe.interpolation)
         block = (
             MultiCategoryBlock(vocab=_multilabel_vocab(recipe.items["label"], recipe.label_delim))
             if multilabel
@@ -318,7 +191,7 @@ class ImageData(DataLoaders):
         if balance == "sampler" and label_delim is not None:
             raise ValueError("balance='sampler' is for single-label data; use balance='weights' for multi-label.")
         n_candidates = len(items) + (len(pre_excluded) if pre_excluded is not None else 0)
-        kept, excluded, converted = _checked(items, check=check, max_pixels=max_pixels)
+        kept, excluded, converted = check_items(items, check=check, max_pixels=max_pixels)
         if pre_excluded is not None and len(pre_excluded):
             excluded = pd.concat([pre_excluded, excluded], ignore_index=True)
         excluded = excluded.assign(split=excluded["split"].fillna("-"))[["path", "label", "split", "reason"]]
@@ -394,17 +267,17 @@ class ImageData(DataLoaders):
         if not path.is_dir():
             raise DataError(f"Image folder {str(path)!r} does not exist or is not a folder.")
         messages: list[str] = []
-        train_dir = _find_split_folder(path, ("train",))
-        valid_dir = _find_split_folder(path, VALID_NAMES)
+        train_dir = find_split_folder(path, ("train",))
+        valid_dir = find_split_folder(path, VALID_NAMES)
         if train_dir is not None and valid_dir is not None:
-            parts = [_class_folder_items(train_dir, "train", messages),
-                     _class_folder_items(valid_dir, "valid", messages)]
-            test_dir = _find_split_folder(path, ("test",))
+            parts = [class_folder_items(train_dir, "train", messages),
+                     class_folder_items(valid_dir, "valid", messages)]
+            test_dir = find_split_folder(path, ("test",))
             if test_dir is not None:
-                parts.append(_class_folder_items(test_dir, "test", messages))
+                parts.append(class_folder_items(test_dir, "test", messages))
             items = pd.concat(parts, ignore_index=True)
         else:
-            items = _class_folder_items(path, None, messages)
+            items = class_folder_items(path, None, messages)
         return cls._build(items, source=repr(str(path)), messages=messages, valid_pct=valid_pct, seed=seed,
                           label_delim=None, size=size, bs=bs, num_workers=num_workers, aug=aug, balance=balance,
                           item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
@@ -460,7 +333,7 @@ class ImageData(DataLoaders):
             raise DataError(f"{_source} has no rows.")
         base = Path(folder).expanduser() if folder is not None else Path(".")
         messages: list[str] = []
-        paths = _resolve_paths(df[fn_col].tolist(), base, messages)
+        paths = resolve_paths(df[fn_col].tolist(), base, messages)
         labels = df[label_col]
         no_label = labels.isna() | (labels.astype(str).str.strip() == "")
         split = (np.where(df[valid_col].astype(bool), "valid", "train") if valid_col
@@ -563,8 +436,8 @@ class ImageData(DataLoaders):
             if not folder.is_dir():
                 raise DataError(f"Test folder {str(folder)!r} does not exist or is not a folder.")
             messages: list[str] = []
-            found = _class_folder_items(folder, "test", messages)
-            items, excluded, _ = _checked(found, check=True, max_pixels=DEFAULT_MAX_PIXELS)
+            found = class_folder_items(folder, "test", messages)
+            items, excluded, _ = check_items(found, check=True, max_pixels=DEFAULT_MAX_PIXELS)
             if len(excluded):
                 warnings.warn(f"Excluded {len(excluded)} of {len(found)} test files: "
                               + "; ".join(f"{p}: {r}" for p, r in zip(excluded["path"][:3], excluded["reason"][:3])),

@@ -18,7 +18,7 @@ from fastai.callback.core import Callback
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import EasyTransferError
+from ..errors import EasyTransferError
 
 __all__ = ["BEST_NAME", "LAST_NAME", "CheckpointCallback", "read_checkpoint", "restore_optimizer"]
 

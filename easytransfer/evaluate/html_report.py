@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .version import __version__
+from ..files import atomic_write_text
+from ..version import __version__
 
 __all__ = ["SECTIONS", "save_report"]
 
@@ -143,7 +144,4 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
            f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
            f"<p class=\"muted\">easytransfer {__version__}, {time.strftime('%Y-%m-%d %H:%M')}</p>\n"
            + "\n".join(body) + "\n</body></html>\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, doc)

@@ -1,0 +1,7 @@
+"""Data: image files gathered from folders and tables, checked, split, and served as fastai DataLoaders."""
+
+from .loaders import DataRecipe as DataRecipe
+from .loaders import ImageData as ImageData
+from .report import DataReport as DataReport
+from .split import split_train_valid_test as split_train_valid_test
+from .split import stratified_split as stratified_split

@@ -1,0 +1,101 @@
+"""New classification heads, and replacing a backbone's head whatever the family calls it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+__all__ = ["HEAD_TYPES", "HeadConfig", "find_last_linear", "mlp_head", "replace_linear_head"]
+
+HEAD_TYPES = ("linear", "mlp")
+MLP_HIDDEN = 512
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Which new head a model has: what `replace_linear_head` builds and a bundle records.
+
+    Attributes:
+        type: ``"linear"`` (one Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
+        dropout: dropout before the last Linear layer (``None``: none for linear, 0.5 for mlp).
+        hidden: width of the MLP's hidden layer.
+
+    >>> HeadConfig.from_module(mlp_head(64, 3, hidden=32, dropout=0.2))
+    HeadConfig(type='mlp', dropout=0.2, hidden=32)
+    """
+
+    type: str = "linear"
+    dropout: float | None = None
+    hidden: int = MLP_HIDDEN
+
+    def __post_init__(self):
+        if self.type not in HEAD_TYPES:
+            raise ValueError(f"head must be one of {HEAD_TYPES}, got {self.type!r}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadConfig:
+        return cls(type=data.get("type", "linear"), dropout=data.get("dropout"),
+                   hidden=int(data.get("hidden", MLP_HIDDEN)))
+
+    @classmethod
+    def from_module(cls, head: nn.Module) -> HeadConfig:
+        """The config that rebuilds `head` (a Linear, Dropout + Linear, or an `mlp_head`)."""
+        if isinstance(head, nn.Linear):
+            return cls("linear")
+        layers = list(head.children()) if isinstance(head, nn.Sequential) else []
+        if len(layers) == 2 and isinstance(layers[0], nn.Dropout) and isinstance(layers[1], nn.Linear):
+            return cls("linear", dropout=layers[0].p)
+        kinds = [type(m) for m in layers]
+        if kinds == [nn.Dropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout, nn.Linear]:
+            return cls("mlp", dropout=layers[4].p, hidden=layers[1].out_features)
+        raise ValueError(f"A {type(head).__name__} head cannot be described as a HeadConfig; build the learner "
+                         "with transfer_learner(..., head='linear' or 'mlp').")
+
+
+def mlp_head(n_in: int, n_out: int, *, hidden: int = MLP_HIDDEN, dropout: float = 0.5) -> nn.Sequential:
+    """fastai-style bigger head: dropout, linear, ReLU, BatchNorm, dropout, linear.
+
+    >>> mlp_head(1280, 3)[-1]
+    Linear(in_features=512, out_features=3, bias=True)
+    """
+    return nn.Sequential(
+        nn.Dropout(dropout / 2),
+        nn.Linear(n_in, hidden),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(hidden),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_out),
+    )
+
+
+def find_last_linear(model: nn.Module) -> str:
+    """Module path of the last ``nn.Linear`` in `model` (torchvision: ``fc``, ``classifier.1``, ``heads.head``)."""
+    path = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            path = name
+    if path is None:
+        raise ValueError(f"{type(model).__name__} has no Linear layer to replace as its head.")
+    return path
+
+
+def replace_linear_head(model: nn.Module, path: str, n_out: int, head: HeadConfig = HeadConfig()) -> nn.Module:
+    """Replace the Linear layer at `path` with a new head for `n_out` outputs; returns the new head."""
+    old = model.get_submodule(path)
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"{path!r} in {type(model).__name__} is a {type(old).__name__}, not a Linear layer.")
+    if head.type == "linear":
+        new = nn.Linear(old.in_features, n_out)
+        if head.dropout:
+            new = nn.Sequential(nn.Dropout(head.dropout), new)
+    else:
+        dropout = 0.5 if head.dropout is None else head.dropout
+        new = mlp_head(old.in_features, n_out, hidden=head.hidden, dropout=dropout)
+    model.set_submodule(path, new)
+    return new
