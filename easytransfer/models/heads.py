@@ -10,6 +10,7 @@ __all__ = ["HEAD_TYPES", "HeadConfig", "find_last_linear", "mlp_head", "replace_
 
 HEAD_TYPES = ("linear", "mlp")
 MLP_HIDDEN = 512
+MLP_DROPOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class HeadConfig:
 
     Attributes:
         type: ``"linear"`` (one Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
-        dropout: dropout before the last Linear layer (``None``: none for linear, 0.5 for mlp).
+        dropout: dropout before the last Linear layer (``None``: none for linear, `MLP_DROPOUT` for mlp).
         hidden: width of the MLP's hidden layer.
 
     >>> HeadConfig.from_module(mlp_head(64, 3, hidden=32, dropout=0.2))
@@ -34,6 +35,8 @@ class HeadConfig:
             raise ValueError(f"head must be one of {HEAD_TYPES}, got {self.type!r}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.type == "mlp" and self.dropout is None:
+            object.__setattr__(self, "dropout", MLP_DROPOUT)  # so equal heads compare equal
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +61,7 @@ class HeadConfig:
                          "with transfer_learner(..., head='linear' or 'mlp').")
 
 
-def mlp_head(n_in: int, n_out: int, *, hidden: int = MLP_HIDDEN, dropout: float = 0.5) -> nn.Sequential:
+def mlp_head(n_in: int, n_out: int, *, hidden: int = MLP_HIDDEN, dropout: float = MLP_DROPOUT) -> nn.Sequential:
     """fastai-style bigger head: dropout, linear, ReLU, BatchNorm, dropout, linear.
 
     >>> mlp_head(1280, 3)[-1]
@@ -95,7 +98,6 @@ def replace_linear_head(model: nn.Module, path: str, n_out: int, head: HeadConfi
         if head.dropout:
             new = nn.Sequential(nn.Dropout(head.dropout), new)
     else:
-        dropout = 0.5 if head.dropout is None else head.dropout
-        new = mlp_head(old.in_features, n_out, hidden=head.hidden, dropout=dropout)
+        new = mlp_head(old.in_features, n_out, hidden=head.hidden, dropout=head.dropout)
     model.set_submodule(path, new)
     return new
