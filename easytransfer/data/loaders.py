@@ -110,10 +110,12 @@ def _sampler_weights(train_labels: pd.Series) -> np.ndarray:
 class ImageData(DataLoaders):
     """fastai `DataLoaders` for image classification that checks its files and can rebuild itself for a model.
 
-    >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
-    >>> dls.vocab, dls.recipe.size  # doctest: +SKIP
-    (['cat', 'dog'], 224)
-    >>> print(dls.report)  # doctest: +SKIP
+    >>> from easytransfer.datasets import textile_folder
+    >>> dls = ImageData.from_folder(textile_folder(limit=4, seed=0), valid_pct=0.2, seed=42, bs=4)
+    >>> list(dls.vocab), dls.recipe.size
+    (['global', 'local', 'nominal'], 224)
+    >>> print(dls.report.summary())
+    Using 12 of 12 image files.
     """
 
     recipe: DataRecipe
@@ -191,7 +193,10 @@ class ImageData(DataLoaders):
 
         The options are checked (`LoaderOptions`) before any file is read.
 
-        >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
+        >>> from easytransfer.datasets import textile_folder
+        >>> dls = ImageData.from_folder(textile_folder(limit=4, seed=0), valid_pct=0.2, seed=42, bs=4)
+        >>> len(dls.train_ds), len(dls.valid_ds)
+        (9, 3)
         """
         options = LoaderOptions(valid_pct=valid_pct, seed=seed, bs=bs, size=size, aug=aug, balance=balance,
                                 item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
@@ -237,7 +242,11 @@ class ImageData(DataLoaders):
             label_delim: separator for multi-label labels (``"cat dog"`` with ``" "``).
             Other arguments as in `from_folder`.
 
-        >>> dls = ImageData.from_df(pd.DataFrame({"path": files, "label": labels}))  # doctest: +SKIP
+        >>> from easytransfer.datasets import textile_items
+        >>> table = textile_items(limit=4, seed=0)  # columns path and label
+        >>> dls = ImageData.from_df(table, valid_pct=0.25, seed=42, bs=4)
+        >>> dls.report.counts["valid"].to_dict()
+        {'global': 1, 'local': 1, 'nominal': 1}
         """
         options = LoaderOptions(valid_pct=valid_pct, seed=seed, bs=bs, size=size, aug=aug, balance=balance,
                                 item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
