@@ -1,9 +1,12 @@
+import warnings
+
 import pandas as pd
 import pytest
 from conftest import make_image_folder
 
 from easytransfer import DataError, ImageData, get_model_spec
-from easytransfer.data import stratified_split
+from easytransfer.data import LoaderOptions, stratified_split
+from easytransfer.errors import DataWarning
 
 
 def test_from_folder_class_subfolders_is_a_stratified_seeded_split(image_folder):
@@ -82,3 +85,52 @@ def test_validation_images_are_decoded_once_per_run(image_folder, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     list(dls.train)
     assert len(calls) > n  # training images (random augmentation) are read every epoch
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(aug="heavy"), "aug must be one of"),
+    (dict(balance="oversample"), "balance must be one of"),
+    (dict(balance="sampler", label_delim=" "), "balance='sampler' is for single-label data"),
+    (dict(valid_pct=1.5), "valid_pct must be between 0 and 1"),
+    (dict(valid_pct=0), "valid_pct must be between 0 and 1"),
+    (dict(bs=0), "bs .batch size. must be at least 1"),
+    (dict(size=-3), "size must be a positive number"),
+    (dict(num_workers=-1), "num_workers must be 0"),
+    (dict(label_delim=""), "label_delim='' cannot split labels"),
+])
+def test_loader_options_are_checked_once_with_the_fix(bad, match):
+    with pytest.raises(DataError, match=match):
+        LoaderOptions(**bad)
+
+
+def test_bad_options_fail_before_any_file_is_read(tmp_path):
+    # the folder does not exist: an option error first means the options were checked before the files
+    with pytest.raises(DataError, match="aug must be one of"):
+        ImageData.from_folder(tmp_path / "nowhere", aug="heavy")
+    with pytest.raises(DataError, match="valid_pct"):
+        ImageData.from_csv(tmp_path / "nowhere.csv", valid_pct=2)
+    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['sizes'\]"):
+        ImageData.from_csv(tmp_path / "nowhere.csv", sizes=32)
+
+
+def test_options_reach_the_recipe_and_transforms_may_be_one_or_none(image_folder):
+    from fastai.vision.augment import Dihedral
+
+    assert LoaderOptions(item_tfms=None).item_tfms == ()
+    assert LoaderOptions(batch_tfms=Dihedral()).batch_tfms[0].__class__ is Dihedral
+    dls = ImageData.from_folder(image_folder, bs=3, size=32, aug="none", balance="weights", seed=0,
+                                batch_tfms=[Dihedral()])
+    recipe = dls.recipe
+    assert (recipe.bs, recipe.size, recipe.size_given, recipe.aug, recipe.balance) == (3, 32, True, "none", "weights")
+    assert isinstance(recipe.batch_tfms, tuple) and isinstance(recipe.batch_tfms[0], Dihedral)
+
+
+def test_data_warnings_point_at_the_callers_line(tmp_path):
+    root = make_image_folder(tmp_path / "images", per_class=4)
+    table = pd.DataFrame({"path": [str(p) for p in sorted(root.rglob("*.jpg"))] + ["gone.jpg"],
+                          "label": ["cat"] * 4 + ["dog"] * 4 + ["dog"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ImageData.from_df(table, bs=2, size=32)
+    data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
+    assert data_warnings and {w.filename for w in data_warnings} == {__file__}

@@ -191,3 +191,19 @@ def test_html_report_is_self_contained_with_every_section_and_image(trained, tmp
     assert not re.search(r"(src|href)=\"https?://", text)  # nothing fetched from the network
     for word in ("Diagnosis:", "precision", "peak lr (last fit)", "test_efficientnet", "valley"):
         assert word in text
+
+
+def test_interpret_accepts_the_table_evaluate_accepts(tmp_path):
+    """Defect 8: ``learn.interpret(table)`` rejected the ``path`` / ``label`` DataFrame that ``evaluate`` takes."""
+    root = make_image_folder(tmp_path / "images", per_class=4)
+    dls = ImageData.from_folder(root, valid_pct=0.25, seed=0, bs=4, size=32)
+    learn = transfer_learner(dls, "test_resnet", pretrained=False)
+    test = make_image_folder(tmp_path / "test", per_class=2, seed=5)
+    table = pd.DataFrame({"path": [str(p) for p in sorted(test.rglob("*.jpg"))], "label": ["cat"] * 2 + ["dog"] * 2})
+    interp = learn.interpret(table)
+    assert len(interp.losses) == 4 and interp.vocab == ["cat", "dog"]
+    assert interp.targs.tolist() == [0, 0, 1, 1]
+    assert interp.top_losses()["path"].map(str).isin(table["path"]).all()
+    assert learn.evaluate(table)["accuracy"] == pytest.approx(interp.accuracy)
+    probs, _ = learn.tta(table, n=1)
+    assert probs.shape == (4, 2)

@@ -1,8 +1,19 @@
+"""Writes ``nbs/03_reading_your_models_mistakes.ipynb`` from `CELLS`: sources only, no outputs.
+
+    python tools/make_mistakes_notebook.py [OUT.ipynb]
+
+`write_notebook(path)` writes the same notebook anywhere; tests compare it with the committed one.
+"""
+
+import sys
+from pathlib import Path
+
 import nbformat as nbf
 
-nb = nbf.v4.new_notebook()
+NOTEBOOK = Path(__file__).resolve().parent.parent / "nbs/03_reading_your_models_mistakes.ipynb"
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
-nb.cells = [
+CELLS = [
     md("# Reading your model's mistakes\n\n"
        "Accuracy is one number; a model that is 90% right can still miss every image of the class you care about. "
        "`learn.interpret()` runs the model once over a set of images and keeps the probabilities, the predictions "
@@ -41,5 +52,23 @@ nb.cells = [
     code("path = learn.save_report(\"textile_report.html\")\nprint(path, path.stat().st_size // 1024, \"KiB\")"),
     code("print(learn.diagnose())"),
 ]
-nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nbf.write(nb, "nbs/03_reading_your_models_mistakes.ipynb")
+
+
+def build_notebook() -> nbf.NotebookNode:
+    """The notebook: `CELLS` with a Python 3 kernel, no outputs."""
+    nb = nbf.v4.new_notebook()
+    nb.cells = list(CELLS)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    return nb
+
+
+def write_notebook(path: str | Path = NOTEBOOK) -> Path:
+    """Write the notebook to `path` (default the committed one in nbs/); nothing is executed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbf.write(build_notebook(), path)
+    return path
+
+
+if __name__ == "__main__":
+    print(write_notebook(sys.argv[1] if len(sys.argv) > 1 else NOTEBOOK))

@@ -1,8 +1,19 @@
+"""Writes ``nbs/00_quickstart.ipynb`` from `CELLS`: sources only, no outputs.
+
+    python tools/make_quickstart_notebook.py [OUT.ipynb]
+
+`write_notebook(path)` writes the same notebook anywhere; tests compare it with the committed one.
+"""
+
+import sys
+from pathlib import Path
+
 import nbformat as nbf
 
-nb = nbf.v4.new_notebook()
+NOTEBOOK = Path(__file__).resolve().parent.parent / "nbs/00_quickstart.ipynb"
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
-nb.cells = [
+CELLS = [
     md("# Quickstart: transfer learning in three lines\n\n"
        "A pre-trained EfficientNet-Lite0 (real ImageNet weights, installed with easytransfer, no download) "
        "learns to tell nominal textile images from ones with a local or a global defect.\n\n"
@@ -34,5 +45,23 @@ nb.cells = [
     md("30 images per class is very little for this task (a local defect is a speck a few pixels wide); "
        "`make demo` trains on more images and reports on a held-out test set."),
 ]
-nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nbf.write(nb, "nbs/00_quickstart.ipynb")
+
+
+def build_notebook() -> nbf.NotebookNode:
+    """The notebook: `CELLS` with a Python 3 kernel, no outputs."""
+    nb = nbf.v4.new_notebook()
+    nb.cells = list(CELLS)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    return nb
+
+
+def write_notebook(path: str | Path = NOTEBOOK) -> Path:
+    """Write the notebook to `path` (default the committed one in nbs/); nothing is executed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbf.write(build_notebook(), path)
+    return path
+
+
+if __name__ == "__main__":
+    print(write_notebook(sys.argv[1] if len(sys.argv) > 1 else NOTEBOOK))

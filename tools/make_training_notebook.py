@@ -1,8 +1,19 @@
+"""Writes ``nbs/02_feature_extraction_or_fine_tuning.ipynb`` from `CELLS`: sources only, no outputs.
+
+    python tools/make_training_notebook.py [OUT.ipynb]
+
+`write_notebook(path)` writes the same notebook anywhere; tests compare it with the committed one.
+"""
+
+import sys
+from pathlib import Path
+
 import nbformat as nbf
 
-nb = nbf.v4.new_notebook()
+NOTEBOOK = Path(__file__).resolve().parent.parent / "nbs/02_feature_extraction_or_fine_tuning.ipynb"
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
-nb.cells = [
+CELLS = [
     md("# Feature extraction or fine-tuning?\n\n"
        "Two ways to reuse a pre-trained network:\n\n"
        "- **feature extraction**: the body stays frozen, only the new head learns (`fit_frozen`). Fast, hard to "
@@ -49,5 +60,23 @@ nb.cells = [
        "images: `make demo` and `benchmarks/recipe_vs_fastai.py` train on more. `fit_gradual(epochs_per_stage=2)` "
        "is the cautious middle way: it opens one more layer group per stage."),
 ]
-nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nbf.write(nb, "nbs/02_feature_extraction_or_fine_tuning.ipynb")
+
+
+def build_notebook() -> nbf.NotebookNode:
+    """The notebook: `CELLS` with a Python 3 kernel, no outputs."""
+    nb = nbf.v4.new_notebook()
+    nb.cells = list(CELLS)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    return nb
+
+
+def write_notebook(path: str | Path = NOTEBOOK) -> Path:
+    """Write the notebook to `path` (default the committed one in nbs/); nothing is executed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbf.write(build_notebook(), path)
+    return path
+
+
+if __name__ == "__main__":
+    print(write_notebook(sys.argv[1] if len(sys.argv) > 1 else NOTEBOOK))

@@ -2,6 +2,7 @@
 
 from .loaders import DataRecipe as DataRecipe
 from .loaders import ImageData as ImageData
+from .options import LoaderOptions as LoaderOptions
 from .report import DataReport as DataReport
 from .split import split_train_valid_test as split_train_valid_test
 from .split import stratified_split as stratified_split

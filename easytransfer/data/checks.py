@@ -48,8 +48,13 @@ def check_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXE
     (a decompression bomb or a huge scan), truncated or corrupt data. Notes: wrong extension, and each
     conversion to upright RGB the file will need (see `to_rgb`).
 
-    >>> check_image_file("broken.jpg").reason  # doctest: +SKIP
-    'truncated or corrupt: image file is truncated (4 bytes not processed)'
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> text = Path(tempfile.mkdtemp()) / "photo.jpg"
+    >>> text.write_text("not an image")
+    12
+    >>> check_image_file(text).reason
+    'not an image: a text file'
     """
     path = str(path)
     check = FileCheck(path)

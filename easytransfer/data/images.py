@@ -67,7 +67,11 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image file as upright 8-bit RGB (see `to_rgb`).
 
-    >>> open_rgb("photo.jpg").mode  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> grey = Path(tempfile.mkdtemp()) / "grey.png"
+    >>> Image.new("L", (8, 8)).save(grey)
+    >>> open_rgb(grey).mode
     'RGB'
     """
     with Image.open(path) as img:

@@ -9,7 +9,6 @@ what cannot be used is excluded and listed in ``dls.report``.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,22 +21,20 @@ from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import ColReader, ColSplitter, Normalize
 
-from ..errors import DataError, DataWarning
-from .augment import AUG_PRESETS, batch_augmentations, item_transforms
+from ..errors import DataError
+from .augment import batch_augmentations, item_transforms
 from .checks import DEFAULT_MAX_PIXELS, check_items
 from .images import ImageBlockRGB, resample_filter
-from .paths import resolve_paths
-from .report import IMBALANCE_RATIO, DataReport, class_counts
-from .sources import VALID_NAMES, class_folder_items, find_split_folder
+from .options import BALANCE_MODES, DEFAULT_BS, LoaderOptions
+from .report import IMBALANCE_RATIO, DataReport, class_counts, warn_data
+from .sources import FoundItems, class_folder_items, folder_items
 from .split import stratified_split
+from .tables import table_items
 
 __all__ = ["BALANCE_MODES", "IMAGENET_STATS", "DataRecipe", "ImageData", "MemoizedDL"]
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-DEFAULT_BS = 16  # measured: batches of 4-16 are as fast per image on CPU and keep buffers small
-BALANCE_MODES = (None, "weights", "sampler")
 MEMO_LIMIT = 512 * 2**20  # bytes of decoded validation images kept per DataLoader
-
 
 
 @dataclass(frozen=True)
@@ -78,30 +75,6 @@ class DataRecipe:
     report: DataReport | None = field(default=None, compare=False)
 
 
-# ------------------------------------------------------------------------------------------------ building
-
-
-def _check_items(items: pd.DataFrame, source: str, n_candidates: int) -> None:
-    if len(items) == 0:
-        if n_candidates:
-            raise DataError(f"None of the {n_candidates} files in {source} is a usable image; "
-                            "see the reasons in the warning above, or check the folder.")
-        raise DataError(
-            f"No images found in {source}. Put one sub-folder per class with images inside "
-            "(e.g. images/cat/1.jpg, images/dog/2.jpg), or train/ and valid/ folders laid out that way."
-        )
-    classes = sorted(set(items["label"]))
-    if len(classes) < 2:
-        raise DataError(
-            f"Only one class ({classes[0]!r}) found in {source}; a classifier needs at least two. "
-            "Add a sub-folder (or rows) for each other class."
-        )
-    train_labels = set(items.loc[~items["is_valid"], "label"])
-    missing = [c for c in classes if c not in train_labels]
-    if missing:
-        raise DataError(f"Classes {missing} in {source} have no training images; add some or remove them.")
-
-
 class MemoizedDL(TfmdDL):
     """A validation DataLoader that decodes and resizes each image once per run, then reuses the result.
 
@@ -137,10 +110,12 @@ def _sampler_weights(train_labels: pd.Series) -> np.ndarray:
 class ImageData(DataLoaders):
     """fastai `DataLoaders` for image classification that checks its files and can rebuild itself for a model.
 
-    >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
-    >>> dls.vocab, dls.recipe.size  # doctest: +SKIP
-    (['cat', 'dog'], 224)
-    >>> print(dls.report)  # doctest: +SKIP
+    >>> from easytransfer.datasets import textile_folder
+    >>> dls = ImageData.from_folder(textile_folder(limit=4, seed=0), valid_pct=0.2, seed=42, bs=4)
+    >>> list(dls.vocab), dls.recipe.size
+    (['global', 'local', 'nominal'], 224)
+    >>> print(dls.report.summary())
+    Using 12 of 12 image files.
     """
 
     recipe: DataRecipe
@@ -148,22 +123,7 @@ class ImageData(DataLoaders):
     @classmethod
     def from_recipe(cls, recipe: DataRecipe, *, device=None) -> ImageData:
         """Build the DataLoaders a `DataRecipe` describes (no file check: the recipe's items are trusted)."""
-        multilabel = recipe.label_delim is not None
-        resample = resample_filter(recipe.interpolation)
-        block = (
-            MultiCategoryBlock(vocab=_multilabel_vocab(recipe.items["label"], recipe.label_delim))
-            if multilabel
-            else CategoryBlock(vocab=sorted(set(recipe.items["label"])))
-        )
-        datablock = DataBlock(
-            blocks=(ImageBlockRGB, block),
-            get_x=ColReader("path"),
-            get_y=ColReader("label", label_delim=recipe.label_delim),
-            splitter=ColSplitter("is_valid"),
-            item_tfms=item_transforms(recipe.aug, recipe.size, resample) + list(recipe.item_tfms),
-            batch_tfms=batch_augmentations(recipe.aug) + list(recipe.batch_tfms)
-            + [Normalize.from_stats(recipe.mean, recipe.std, cuda=False)],
-        )
+        datablock = _datablock(recipe)
         items = recipe.items.reset_index(drop=True)
         kwargs = dict(bs=recipe.bs, num_workers=recipe.num_workers, device=device)
         if recipe.balance == "sampler":
@@ -179,49 +139,19 @@ class ImageData(DataLoaders):
         return obj
 
     @classmethod
-    def _build(cls, items: pd.DataFrame, *, source: str, messages: list[str], valid_pct: float, seed: int,
-               label_delim: str | None, size: int | None, bs: int, num_workers: int, aug: str,
-               balance: str | None, item_tfms, batch_tfms, check: bool, max_pixels: int, device,
-               pre_excluded: pd.DataFrame | None = None) -> ImageData:
+    def _build(cls, found: FoundItems, options: LoaderOptions) -> ImageData:
         """Check the files, split what has no split yet, report, and build."""
-        if aug not in AUG_PRESETS:
-            raise ValueError(f"aug must be one of {AUG_PRESETS}, got {aug!r}")
-        if balance not in BALANCE_MODES:
-            raise ValueError(f"balance must be one of {BALANCE_MODES}, got {balance!r}")
-        if balance == "sampler" and label_delim is not None:
-            raise ValueError("balance='sampler' is for single-label data; use balance='weights' for multi-label.")
-        n_candidates = len(items) + (len(pre_excluded) if pre_excluded is not None else 0)
-        kept, excluded, converted = check_items(items, check=check, max_pixels=max_pixels)
-        if pre_excluded is not None and len(pre_excluded):
-            excluded = pd.concat([pre_excluded, excluded], ignore_index=True)
-        excluded = excluded.assign(split=excluded["split"].fillna("-"))[["path", "label", "split", "reason"]]
-        for label in sorted(set(excluded["label"]) - set(kept["label"])):
-            if label_delim is None:
-                messages.append(f"class {label!r} has no usable images left; it is not a class")
-        unsplit = kept["split"].isna()
-        if unsplit.any():
-            labels = kept.loc[unsplit, "label"]
-            if label_delim is None:
-                mask = stratified_split(labels, valid_pct, seed)
-            else:
-                mask = np.random.default_rng(seed).random(len(labels)) < valid_pct
-            kept.loc[unsplit, "split"] = np.where(mask, "valid", "train")
+        kept, report = _checked_items(found, options)
+        kept = _assign_splits(kept, options)
         test = kept[kept["split"] == "test"][["path", "label"]].reset_index(drop=True)
         kept = kept[kept["split"] != "test"].reset_index(drop=True)
         kept["is_valid"] = kept["split"] == "valid"
-        report = DataReport(excluded=excluded.reset_index(drop=True), converted=converted,
-                            counts=class_counts(kept, label_delim, test), messages=messages, n_files=n_candidates)
-        if len(excluded) or len(converted) or messages:
-            warnings.warn(f"{report.summary()} See dls.report for every file and reason.", DataWarning, stacklevel=3)
-        _check_items(kept[["path", "label", "is_valid"]], source, n_candidates)
-        _warn_imbalance(report, messages)
-        recipe = DataRecipe(
-            items=kept[["path", "label", "is_valid"]], size=size or 224, size_given=size is not None,
-            label_delim=label_delim, bs=bs, num_workers=num_workers, aug=aug, balance=balance,
-            item_tfms=tuple(item_tfms or ()), batch_tfms=tuple(batch_tfms or ()),
-            test_items=test if len(test) else None, report=report,
-        )
-        return cls.from_recipe(recipe, device=device)
+        report.counts = class_counts(kept, options.label_delim, test)
+        if len(report.excluded) or len(report.converted) or report.messages:
+            warn_data(f"{report.summary()} See dls.report for every file and reason.")
+        _require_usable(kept[["path", "label", "is_valid"]], found.source, found.n_candidates)
+        _warn_imbalance(report)
+        return cls.from_recipe(_recipe(kept, test, report, options), device=options.device)
 
     @classmethod
     def from_folder(
@@ -261,27 +191,17 @@ class ImageData(DataLoaders):
             max_pixels: larger images are excluded (decompression bombs, huge scans).
             num_workers: DataLoader worker processes (0 is fastest on a small CPU).
 
-        >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
+        The options are checked (`LoaderOptions`) before any file is read.
+
+        >>> from easytransfer.datasets import textile_folder
+        >>> dls = ImageData.from_folder(textile_folder(limit=4, seed=0), valid_pct=0.2, seed=42, bs=4)
+        >>> len(dls.train_ds), len(dls.valid_ds)
+        (9, 3)
         """
-        path = Path(path).expanduser()
-        if not path.is_dir():
-            raise DataError(f"Image folder {str(path)!r} does not exist or is not a folder.")
-        messages: list[str] = []
-        train_dir = find_split_folder(path, ("train",))
-        valid_dir = find_split_folder(path, VALID_NAMES)
-        if train_dir is not None and valid_dir is not None:
-            parts = [class_folder_items(train_dir, "train", messages),
-                     class_folder_items(valid_dir, "valid", messages)]
-            test_dir = find_split_folder(path, ("test",))
-            if test_dir is not None:
-                parts.append(class_folder_items(test_dir, "test", messages))
-            items = pd.concat(parts, ignore_index=True)
-        else:
-            items = class_folder_items(path, None, messages)
-        return cls._build(items, source=repr(str(path)), messages=messages, valid_pct=valid_pct, seed=seed,
-                          label_delim=None, size=size, bs=bs, num_workers=num_workers, aug=aug, balance=balance,
-                          item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
-                          device=device)
+        options = LoaderOptions(valid_pct=valid_pct, seed=seed, bs=bs, size=size, aug=aug, balance=balance,
+                                item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
+                                num_workers=num_workers, device=device)
+        return cls._build(folder_items(path), options)
 
     @classmethod
     def from_df(
@@ -305,7 +225,6 @@ class ImageData(DataLoaders):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         num_workers: int = 0,
         device=None,
-        _source: str = "the table",
     ) -> ImageData:
         """DataLoaders from a table with a file column and a label column (multi-label with `label_delim`).
 
@@ -323,41 +242,17 @@ class ImageData(DataLoaders):
             label_delim: separator for multi-label labels (``"cat dog"`` with ``" "``).
             Other arguments as in `from_folder`.
 
-        >>> dls = ImageData.from_df(pd.DataFrame({"path": files, "label": labels}))  # doctest: +SKIP
+        >>> from easytransfer.datasets import textile_items
+        >>> table = textile_items(limit=4, seed=0)  # columns path and label
+        >>> dls = ImageData.from_df(table, valid_pct=0.25, seed=42, bs=4)
+        >>> dls.report.counts["valid"].to_dict()
+        {'global': 1, 'local': 1, 'nominal': 1}
         """
-        for col in [fn_col, label_col] + ([valid_col] if valid_col else []):
-            if col not in df.columns:
-                raise DataError(f"Column {col!r} is not in {_source}; its columns are {list(df.columns)}. "
-                                f"Pass fn_col=, label_col= (and valid_col=) with the right names.")
-        if len(df) == 0:
-            raise DataError(f"{_source} has no rows.")
-        base = Path(folder).expanduser() if folder is not None else Path(".")
-        messages: list[str] = []
-        paths = resolve_paths(df[fn_col].tolist(), base, messages)
-        labels = df[label_col]
-        no_label = labels.isna() | (labels.astype(str).str.strip() == "")
-        split = (np.where(df[valid_col].astype(bool), "valid", "train") if valid_col
-                 else np.full(len(df), None, dtype=object))
-        rows = pd.DataFrame({"path": [p if p is not None else str(n) for p, n in zip(paths, df[fn_col])],
-                             "label": labels.astype(str).str.strip().to_numpy(), "split": split})
-        missing = np.array([p is None for p in paths])
-        if missing.all():
-            raise DataError(f"None of the {len(df)} files named in {_source} exists (looked in {str(base)!r}, "
-                            f"also by file name), e.g. {rows['path'].head(3).tolist()}. Pass folder= with the "
-                            "folder the images are in.")
-        bad = missing | no_label.to_numpy()
-        reasons = np.where(missing, "file not found", "no label")
-        pre_excluded = rows[bad].assign(reason=reasons[bad], split=rows["split"][bad])
-        if missing.any():
-            first = rows["path"][missing].head(3).tolist()
-            text = (f"{int(missing.sum())} of {len(df)} rows of {_source} name files that do not exist, "
-                    f"e.g. {first}; they are excluded")
-            messages.append(text)
-            warnings.warn(text + ".", DataWarning, stacklevel=2 if _source == "the table" else 3)
-        return cls._build(rows[~bad].reset_index(drop=True), source=_source, messages=messages, valid_pct=valid_pct,
-                          seed=seed, label_delim=label_delim, size=size, bs=bs, num_workers=num_workers, aug=aug,
-                          balance=balance, item_tfms=item_tfms, batch_tfms=batch_tfms, check=check,
-                          max_pixels=max_pixels, device=device, pre_excluded=pre_excluded)
+        options = LoaderOptions(valid_pct=valid_pct, seed=seed, bs=bs, size=size, aug=aug, balance=balance,
+                                item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
+                                num_workers=num_workers, device=device, label_delim=label_delim)
+        found = table_items(df, folder, fn_col=fn_col, label_col=label_col, valid_col=valid_col)
+        return cls._build(found, options)
 
     @classmethod
     def from_csv(cls, csv: str | os.PathLike, folder: str | os.PathLike | None = None, *, fn_col: str = "path",
@@ -365,11 +260,12 @@ class ImageData(DataLoaders):
                  **kwargs) -> ImageData:
         """DataLoaders from a CSV file with a file column and a label column; see `from_df`.
 
-        `folder` defaults to the CSV's own folder.
+        `folder` defaults to the CSV's own folder; `kwargs` are the other options of `from_folder`.
 
         >>> dls = ImageData.from_csv("labels.csv", "images/", fn_col="file", label_col="tags",
         ...                          label_delim=" ")  # doctest: +SKIP
         """
+        options = _options_from_kwargs(kwargs, label_delim=label_delim)
         csv = Path(csv).expanduser()
         try:
             df = pd.read_csv(csv)
@@ -377,8 +273,9 @@ class ImageData(DataLoaders):
             raise DataError(f"CSV file {str(csv)!r} does not exist.") from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise DataError(f"Could not read {str(csv)!r} as a CSV table: {e}") from None
-        return cls.from_df(df, csv.parent if folder is None else folder, fn_col=fn_col, label_col=label_col,
-                           valid_col=valid_col, label_delim=label_delim, _source=f"CSV {str(csv)!r}", **kwargs)
+        found = table_items(df, csv.parent if folder is None else folder, fn_col=fn_col, label_col=label_col,
+                            valid_col=valid_col, source=f"CSV {str(csv)!r}")
+        return cls._build(found, options)
 
     def for_model(self, spec) -> ImageData:
         """The same data, resized, filtered and normalised the way `spec`'s weights were trained.
@@ -439,9 +336,8 @@ class ImageData(DataLoaders):
             found = class_folder_items(folder, "test", messages)
             items, excluded, _ = check_items(found, check=True, max_pixels=DEFAULT_MAX_PIXELS)
             if len(excluded):
-                warnings.warn(f"Excluded {len(excluded)} of {len(found)} test files: "
-                              + "; ".join(f"{p}: {r}" for p, r in zip(excluded["path"][:3], excluded["reason"][:3])),
-                              DataWarning, stacklevel=2)
+                warn_data(f"Excluded {len(excluded)} of {len(found)} test files: "
+                          + "; ".join(f"{p}: {r}" for p, r in zip(excluded["path"][:3], excluded["reason"][:3])))
             if len(items) == 0:
                 raise DataError(f"No usable images found in test folder {str(folder)!r}.")
         elif not isinstance(items, pd.DataFrame):
@@ -461,7 +357,68 @@ class ImageData(DataLoaders):
         return self.test_dl(items, with_labels=True)
 
 
-def _warn_imbalance(report: DataReport, messages: list[str]) -> None:
+# ------------------------------------------------------------------------------------------------ building
+
+
+def _options_from_kwargs(kwargs: dict, **given) -> LoaderOptions:
+    """`LoaderOptions` from a constructor's ``**kwargs``, naming the unknown ones."""
+    unknown = sorted(set(kwargs) - set(LoaderOptions.__dataclass_fields__) - set(given))
+    if unknown:
+        raise TypeError(f"Unknown option(s) {unknown}; the options are {sorted(LoaderOptions.__dataclass_fields__)}.")
+    return LoaderOptions(**kwargs, **given)
+
+
+def _checked_items(found: FoundItems, options: LoaderOptions) -> tuple[pd.DataFrame, DataReport]:
+    """The files that pass the check, and a report of what was excluded or converted (counts come later)."""
+    kept, excluded, converted = check_items(found.items, check=options.check, max_pixels=options.max_pixels)
+    if len(found.excluded):
+        excluded = pd.concat([found.excluded, excluded], ignore_index=True)
+    excluded = excluded.assign(split=excluded["split"].fillna("-"))[["path", "label", "split", "reason"]]
+    messages = list(found.messages)
+    if options.label_delim is None:
+        messages += [f"class {label!r} has no usable images left; it is not a class"
+                     for label in sorted(set(excluded["label"]) - set(kept["label"]))]
+    report = DataReport(excluded=excluded.reset_index(drop=True), converted=converted, messages=messages,
+                        n_files=found.n_candidates)
+    return kept, report
+
+
+def _assign_splits(kept: pd.DataFrame, options: LoaderOptions) -> pd.DataFrame:
+    """Rows without a split from their source go to train or valid: stratified for single-label data."""
+    unsplit = kept["split"].isna()
+    if unsplit.any():
+        labels = kept.loc[unsplit, "label"]
+        if options.label_delim is None:
+            mask = stratified_split(labels, options.valid_pct, options.seed)
+        else:
+            mask = np.random.default_rng(options.seed).random(len(labels)) < options.valid_pct
+        kept.loc[unsplit, "split"] = np.where(mask, "valid", "train")
+    return kept
+
+
+def _require_usable(items: pd.DataFrame, source: str, n_candidates: int) -> None:
+    """At least two classes, each with training images; otherwise an error that says what to add."""
+    if len(items) == 0:
+        if n_candidates:
+            raise DataError(f"None of the {n_candidates} files in {source} is a usable image; "
+                            "see the reasons in the warning above, or check the folder.")
+        raise DataError(
+            f"No images found in {source}. Put one sub-folder per class with images inside "
+            "(e.g. images/cat/1.jpg, images/dog/2.jpg), or train/ and valid/ folders laid out that way."
+        )
+    classes = sorted(set(items["label"]))
+    if len(classes) < 2:
+        raise DataError(
+            f"Only one class ({classes[0]!r}) found in {source}; a classifier needs at least two. "
+            "Add a sub-folder (or rows) for each other class."
+        )
+    train_labels = set(items.loc[~items["is_valid"], "label"])
+    missing = [c for c in classes if c not in train_labels]
+    if missing:
+        raise DataError(f"Classes {missing} in {source} have no training images; add some or remove them.")
+
+
+def _warn_imbalance(report: DataReport) -> None:
     ratio = report.imbalance
     if ratio is None or ratio >= IMBALANCE_RATIO:
         return
@@ -469,8 +426,35 @@ def _warn_imbalance(report: DataReport, messages: list[str]) -> None:
     small, large = train.idxmin(), train.idxmax()
     text = (f"Class {small!r} has {int(train[small])} training images, {ratio:.0%} of the largest class {large!r} "
             f"({int(train[large])}). Consider balance='weights' or balance='sampler', and read the per-class recall.")
-    messages.append(text)
-    warnings.warn(text, DataWarning, stacklevel=4)
+    report.messages.append(text)
+    warn_data(text)
+
+
+def _recipe(kept: pd.DataFrame, test: pd.DataFrame, report: DataReport, options: LoaderOptions) -> DataRecipe:
+    return DataRecipe(
+        items=kept[["path", "label", "is_valid"]], size=options.size or 224, size_given=options.size is not None,
+        label_delim=options.label_delim, bs=options.bs, num_workers=options.num_workers, aug=options.aug,
+        balance=options.balance, item_tfms=options.item_tfms, batch_tfms=options.batch_tfms,
+        test_items=test if len(test) else None, report=report,
+    )
+
+
+def _datablock(recipe: DataRecipe) -> DataBlock:
+    """The fastai `DataBlock` of a recipe: RGB images, (multi-)category labels, its split and transforms."""
+    resample = resample_filter(recipe.interpolation)
+    if recipe.label_delim is not None:
+        block = MultiCategoryBlock(vocab=_multilabel_vocab(recipe.items["label"], recipe.label_delim))
+    else:
+        block = CategoryBlock(vocab=sorted(set(recipe.items["label"])))
+    return DataBlock(
+        blocks=(ImageBlockRGB, block),
+        get_x=ColReader("path"),
+        get_y=ColReader("label", label_delim=recipe.label_delim),
+        splitter=ColSplitter("is_valid"),
+        item_tfms=item_transforms(recipe.aug, recipe.size, resample) + list(recipe.item_tfms),
+        batch_tfms=batch_augmentations(recipe.aug) + list(recipe.batch_tfms)
+        + [Normalize.from_stats(recipe.mean, recipe.std, cuda=False)],
+    )
 
 
 def _multilabel_vocab(labels: pd.Series, delim: str) -> list[str]:

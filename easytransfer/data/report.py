@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["IMBALANCE_RATIO", "DataReport", "class_counts"]
+from ..errors import DataWarning
+
+__all__ = ["IMBALANCE_RATIO", "DataReport", "class_counts", "warn_data"]
 
 IMBALANCE_RATIO = 0.1  # warn when the smallest training class has under 10% of the largest's images
 SPLITS = ("train", "valid", "test")
+
+
+DATA_PACKAGE = Path(__file__).resolve().parent
+
+
+def warn_data(text: str) -> None:
+    """Issue a `DataWarning` attributed to the first caller outside ``easytransfer.data`` (the user's own line).
+
+    However deep inside the data package the warning is raised, it points at the call that built the data.
+    """
+    frame, level = inspect.currentframe().f_back, 2  # level 2: the caller of warn_data
+    while frame is not None and Path(frame.f_code.co_filename).resolve().parent == DATA_PACKAGE:
+        frame, level = frame.f_back, level + 1
+    del frame  # frames hold references to every local of the stack
+    warnings.warn(text, DataWarning, stacklevel=level)
 
 
 def _split_names(items: pd.DataFrame) -> pd.Series:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["VALID_NAMES", "candidate_files", "class_folder_items", "find_split_folder"]
+from ..errors import DataError
+
+__all__ = ["VALID_NAMES", "FoundItems", "candidate_files", "class_folder_items", "find_split_folder", "folder_items"]
 
 VALID_NAMES = ("valid", "val", "validation")
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
@@ -42,7 +45,56 @@ def class_folder_items(folder: Path, split: str | None, messages: list[str]) -> 
 
 
 def find_split_folder(path: Path, names: Sequence[str]) -> Path | None:
+    """The first sub-folder of `path` named one of `names`, or ``None``."""
     for name in names:
         if (path / name).is_dir():
             return path / name
     return None
+
+
+@dataclass(frozen=True)
+class FoundItems:
+    """Labelled files gathered from a folder or a table, before the file check.
+
+    Attributes:
+        items: one row per candidate file: ``path``, ``label``, ``split`` (``"train"``, ``"valid"``, ``"test"``
+            or ``None`` when the source does not say).
+        source: how to name the source in messages (``"'images/'"``, ``"the table"``, ``"CSV 'labels.csv'"``).
+        excluded: rows already left out (``path``, ``label``, ``split``, ``reason``), e.g. files not found.
+        messages: what the gathering noticed (empty class folders, paths found by file name ...).
+    """
+
+    items: pd.DataFrame
+    source: str
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "label", "split", "reason"]))
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def n_candidates(self) -> int:
+        """Files considered: those gathered and those already excluded."""
+        return len(self.items) + len(self.excluded)
+
+
+def folder_items(path: str | os.PathLike) -> FoundItems:
+    """The files of a folder of class sub-folders, or of ``train/`` + ``valid/`` (or ``val/``) [+ ``test/``].
+
+    >>> folder_items("no/such/folder")
+    Traceback (most recent call last):
+    ...
+    easytransfer.errors.DataError: Image folder 'no/such/folder' does not exist or is not a folder.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DataError(f"Image folder {str(path)!r} does not exist or is not a folder.")
+    messages: list[str] = []
+    train_dir = find_split_folder(path, ("train",))
+    valid_dir = find_split_folder(path, VALID_NAMES)
+    if train_dir is not None and valid_dir is not None:
+        parts = [class_folder_items(train_dir, "train", messages), class_folder_items(valid_dir, "valid", messages)]
+        test_dir = find_split_folder(path, ("test",))
+        if test_dir is not None:
+            parts.append(class_folder_items(test_dir, "test", messages))
+        items = pd.concat(parts, ignore_index=True)
+    else:
+        items = class_folder_items(path, None, messages)
+    return FoundItems(items=items, source=repr(str(path)), messages=messages)

@@ -15,7 +15,7 @@ def stratified_split(labels: Sequence[str], valid_pct: float, seed: int) -> np.n
 
     Every class with at least two images keeps at least one in each split.
 
-    >>> stratified_split(["a"] * 8 + ["b"] * 2, 0.25, seed=0).sum()
+    >>> int(stratified_split(["a"] * 8 + ["b"] * 2, 0.25, seed=0).sum())
     3
     """
     if not 0 < valid_pct < 1:

@@ -57,7 +57,8 @@ class Interpretation(FastaiInterpretation):
     @classmethod
     def from_learner(cls, learn, dl=None, tta: bool = False, n_tta: int = 4) -> Interpretation:
         """Run inference once on `dl`: the validation set by default, any DataLoader, a folder of class
-        sub-folders, or a list of files (labelled by their parent folder's name).
+        sub-folders, a table with ``path`` and ``label`` columns, or a list of files (labelled by their parent
+        folder's name).
 
         ``tta=True`` averages `n_tta` augmented passes with the plain one (fastai's `tta`); the losses are then
         computed from those averaged probabilities.
@@ -239,12 +240,17 @@ def _losses_from_probs(probs: torch.Tensor, targs: torch.Tensor) -> torch.Tensor
 
 
 def as_dataloader(learn, dl):
-    """The validation set, a DataLoader as given, or one built from a folder or a list of files."""
+    """The DataLoader `dl` names: the validation set (``None``), a dataset index, a DataLoader as given, or one
+    built by ``learn.dls.labelled_dl`` from a folder of class sub-folders, a table with ``path`` and ``label``
+    columns, or a list of files (labelled by their parent folder's name).
+
+    >>> as_dataloader(learn, pd.DataFrame({"path": ["a/cat/1.jpg"], "label": ["cat"]}))  # doctest: +SKIP
+    """
     if dl is None:
         return learn.dls.valid
     if isinstance(dl, int):
         return learn.dls[dl]
-    if isinstance(dl, (str, os.PathLike)):
+    if isinstance(dl, (str, os.PathLike, pd.DataFrame)):
         return learn.dls.labelled_dl(dl)
     if isinstance(dl, (list, tuple)) and dl and isinstance(dl[0], (str, os.PathLike)):
         return learn.dls.labelled_dl(list(dl), labels=[Path(p).parent.name for p in dl])

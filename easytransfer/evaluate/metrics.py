@@ -51,7 +51,7 @@ def per_class_report(targs: np.ndarray, preds: np.ndarray, classes) -> pd.DataFr
     accuracy the share of items whose label is right, and the average rows' accuracy is the share of all
     item-label decisions that are right.
 
-    >>> per_class_report(np.array([0, 0, 1]), np.array([0, 1, 1]), ["a", "b"]).loc["a", "recall"]
+    >>> float(per_class_report(np.array([0, 0, 1]), np.array([0, 1, 1]), ["a", "b"]).loc["a", "recall"])
     0.5
     """
     targs, preds = np.asarray(targs), np.asarray(preds)
