@@ -84,3 +84,17 @@ def test_errors_are_one_line(tmp_path, data, capsys):
     assert "not an easytransfer model bundle" in err
     err = _one_line_error(capsys, main(["evaluate", str(tmp_path / "notabundle"), str(data)]))
     assert "easytransfer.json is missing" in err
+
+
+def test_a_command_prints_no_future_warning_before_its_output(tmp_path):
+    """fastai's import-time torch.jit.script used to print a FutureWarning before every command's output."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "LD_PRELOAD")}
+    env["EASYTRANSFER_ALLOCATOR"] = "system"
+    done = subprocess.run([sys.executable, "-m", "easytransfer.cli", "models", "*lite0*"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and "efficientnet_lite0" in done.stdout
+    assert "Warning" not in done.stderr, done.stderr
