@@ -55,8 +55,8 @@ def test_interrupted_fit_resumes_on_the_same_schedule(folder, tmp_path):
     first = _learner(folder, tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         first.fit_discriminative(4, lr_max=1e-3, patience=None, cbs=[InterruptAt(2)])
-    _, _, meta = read_checkpoint(tmp_path / "run" / LAST_NAME)
-    assert meta["done"] == 2 and len(meta["history"]) == 2  # the last good checkpoint: epoch 1 finished
+    state = read_checkpoint(tmp_path / "run" / LAST_NAME).state
+    assert state.done == 2 and len(state.history) == 2  # the last good checkpoint: epoch 1 finished
     assert not list((tmp_path / "run").glob("*.tmp"))
 
     resumed = _learner(folder, tmp_path / "run")  # a fresh process would start like this
@@ -65,7 +65,7 @@ def test_interrupted_fit_resumes_on_the_same_schedule(folder, tmp_path):
     assert resumed.history["epoch"].tolist() == [0, 1, 2, 3] == full.history["epoch"].tolist()
     per_epoch = len(spy_full.lrs) // 4
     np.testing.assert_allclose(spy.lrs, spy_full.lrs[2 * per_epoch:], rtol=1e-9)  # the same schedule
-    assert read_checkpoint(tmp_path / "run" / LAST_NAME)[2]["done"] == 4
+    assert read_checkpoint(tmp_path / "run" / LAST_NAME).state.done == 4
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 
@@ -88,7 +88,9 @@ def test_a_cached_frozen_fit_resumes_too(folder, tmp_path):
     first.freeze()
     with pytest.raises(KeyboardInterrupt):
         first.fit_frozen(4, patience=None, cbs=[InterruptAt(1)])
-    assert read_checkpoint(tmp_path / "run" / LAST_NAME)[2]["cached"] is True
+    checkpoint = read_checkpoint(tmp_path / "run" / LAST_NAME)
+    assert checkpoint.state.on_features is True
+    assert checkpoint.model_state.keys() == first.model.state_dict().keys()  # the whole model, not the head
     resumed = _learner(folder, tmp_path / "run")
     resumed.freeze()
     spy = LrSpy()

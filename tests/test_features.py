@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_image_folder
+from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
 
 import easytransfer.train.features as features
 from easytransfer import ImageData, transfer_learner
+from easytransfer.train.history import PhaseKind
 from easytransfer.train.probe import PROBE_CS
 
 
@@ -140,3 +142,91 @@ def test_logistic_probe_needs_a_linear_head(folder):
     learn = _learner(folder, head="mlp")
     with pytest.raises(ValueError, match="needs a linear head"):
         learn.fit_frozen(1, method="logistic")
+
+
+def test_the_probes_C_is_not_plotted_as_a_validation_metric(folder):  # defect 5
+    learn = _learner(folder)
+    learn.fit_frozen(1, method="logistic")
+    labels = [line.get_label() for line in learn.plot_history().axes[1].get_lines()]
+    assert "valid accuracy" in labels and "valid C" not in labels
+    assert learn.history.iloc[-1]["C"] in PROBE_CS  # still in the table, as an extra
+
+
+def test_a_logistic_probe_is_diagnosed_as_feature_extraction_not_fine_tuning(folder):  # defect 6
+    learn = _learner(folder)
+    learn.fit_frozen(1, method="logistic")
+    advice = learn.diagnose().advice
+    assert not any("Fine-tune less" in a or "Unfreeze more" in a for a in advice)
+    assert any("fit_discriminative" in a for a in advice)  # the next step after a probe is fine-tuning
+
+
+class SeesTheOuterLearner(Callback):
+    """What a user's callback sees during a fit on cached features, at each batch and epoch event."""
+
+    def __init__(self, learn):
+        self.outer, self.n_params = learn, sum(p.numel() for p in learn.model.parameters())
+        self.seen, self.epochs, self.batches = [], [], 0
+
+    def _look(self, event):
+        model = self.learn.model
+        groups = self.learn.layer_groups.params(model)  # works: the model has every group
+        self.seen.append((event, self.learn is self.outer, model is self.outer.model,
+                          sum(p.numel() for p in model.parameters()) == self.n_params,
+                          len(groups) == self.outer.n_groups, self.learn.opt is self.outer.opt))
+
+    def before_batch(self):
+        self._look("before_batch")
+        if self.training:
+            self.batches += 1
+            assert self.learn.xb[0].ndim == 2 and self.learn.xb[0].device == self.outer.device  # features
+            assert 0 <= self.iter < self.n_iter and self.n_epoch == 3
+
+    def after_batch(self):
+        self._look("after_batch")
+        assert self.learn.pred.shape == (len(self.learn.yb[0]), 2) and self.learn.loss is not None
+
+    def after_epoch(self):
+        self._look("after_epoch")
+        self.epochs.append(self.epoch)
+
+
+def test_callbacks_of_a_cached_fit_see_the_whole_model_and_the_loop_state(folder):
+    learn = _learner(folder)
+    counter = ForwardCounter(learn)
+    spy = SeesTheOuterLearner(learn)
+    learn.fit_frozen(3, patience=None, cbs=[spy])
+    assert counter.images == len(learn.dls.train_ds) + len(learn.dls.valid_ds)  # it did run on cached features
+    assert spy.epochs == [0, 1, 2]
+    assert spy.batches == 3 * len(learn.dls.train)
+    assert {event for event, *_ in spy.seen} == {"before_batch", "after_batch", "after_epoch"}
+    assert all(all(checks) for _, *checks in spy.seen)
+    assert learn.recorder.values and len(learn.recorder.values) == 3  # the learner's Recorder recorded the fit
+    assert learn.xb == (None,) and learn.dl is None  # no batch of the fit left behind
+
+
+def test_the_learners_attributes_are_never_swapped_during_cached_fits_lr_find_and_the_probe(folder):
+    learn = _learner(folder)
+    model, dls, opt, splitter = learn.model, learn.dls, learn.opt, learn.splitter
+
+    class Check(Callback):
+        def before_batch(self):
+            assert (learn.model, learn.dls, learn.splitter) == (model, dls, splitter) and learn.opt is opt
+
+    learn.add_cb(Check())
+    learn.fit_frozen(1)
+    learn.lr_find(num_it=10)
+    learn.fit_frozen(1, method="logistic")
+    learn.fit_gradual(epochs_per_stage=1, max_unfrozen=0)
+    assert (learn.model, learn.dls, learn.splitter) == (model, dls, splitter) and learn.opt is opt
+    assert [r.phase.kind for r in learn.fit_history] == [PhaseKind.FROZEN, PhaseKind.PROBE, PhaseKind.GRADUAL]
+
+
+def test_the_head_and_the_cached_batches_are_on_the_learners_device(folder):
+    learn = _learner(folder, device="cpu")
+    assert learn.device == torch.device("cpu")
+    learn.fit_frozen(1)
+    dls = learn.feature_cache.dataloaders(learn.dls, learn.device)
+    xb, yb = dls.train.one_batch()
+    assert xb.device == yb.device == learn.device
+    assert all(p.device == learn.device for p in learn.model.parameters())
+    assert all(p.device == learn.device for p in learn.model.get_classifier().parameters())

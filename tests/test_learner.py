@@ -5,6 +5,9 @@ from torch import nn
 
 from easytransfer import ImageData, discriminative_lrs, transfer_learner
 from easytransfer.train.callbacks import warmup_cosine
+from easytransfer.train.devices import feature_batch_size, resolve_device
+from easytransfer.train.features import FEATURE_BS
+from easytransfer.train.history import History, PhaseKind, plot_history
 
 
 @pytest.fixture
@@ -100,3 +103,82 @@ def test_bn_statistics_policy_after_unfreezing(image_folder, freeze_bn_stats):
     learn.fit_discriminative(1, lr_max=1e-2)
     assert not torch.equal(weight, bn.weight.detach())  # BN weights train once unfrozen
     assert torch.equal(stats, bn.running_mean) == freeze_bn_stats
+
+
+# ------------------------------------------------------------------------------------------------ devices
+
+
+@pytest.mark.parametrize("device", [None, "cpu", torch.device("cpu")])
+def test_the_learner_owns_one_device_and_everything_is_on_it(image_folder, device):
+    dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=64)
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, device=device)
+    expected = torch.device("cuda") if device is None and torch.cuda.is_available() else torch.device("cpu")
+    assert isinstance(learn.device, torch.device) and learn.device == expected
+    assert all(p.device == learn.device for p in learn.model.parameters())
+    assert learn.dls.device == learn.device
+    learn.fit_frozen(1)
+    xb, yb = learn.feature_cache.dataloaders(learn.dls, learn.device).valid.one_batch()
+    assert xb.device == yb.device == learn.device
+
+
+def test_the_datas_own_device_is_respected(image_folder, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    assert resolve_device(None) == torch.device("cuda")
+    assert resolve_device(None, data_device=torch.device("cpu")) == torch.device("cpu")
+    dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=64, device=torch.device("cpu"))
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False)  # would fail if it moved to CUDA
+    assert learn.device == torch.device("cpu") and learn.dls.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "cuda:x", "meta"])
+def test_an_unknown_device_is_a_clear_error(image_folder, bad):
+    dls = ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=4, size=64)
+    with pytest.raises(ValueError, match=rf"device='{bad}'.*'cpu', 'cuda'"):
+        transfer_learner(dls, "test_efficientnet", pretrained=False, device=bad)
+
+
+def test_cuda_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda' but torch sees no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_feature_batch_size_per_device():
+    assert feature_batch_size(torch.device("cpu")) == FEATURE_BS == 8
+    assert feature_batch_size(torch.device("cuda")) > 8
+
+
+# -------------------------------------------------------------------------------------------- typed history
+
+
+def test_fit_history_is_typed_and_history_is_the_same_table(learn):
+    learn.fit_frozen(1)
+    learn.fit_frozen(1, method="logistic")
+    learn.unfreeze(1)
+    learn.fit_discriminative(1)
+    learn.fit_gradual(epochs_per_stage=1, max_unfrozen=1)
+    kinds = [(r.phase.kind, r.phase.stage) for r in learn.fit_history]
+    assert kinds == [(PhaseKind.FROZEN, None), (PhaseKind.PROBE, None), (PhaseKind.DISCRIMINATIVE, None),
+                     (PhaseKind.GRADUAL, 0), (PhaseKind.GRADUAL, 1)]
+    assert [r.phase.trains_body for r in learn.fit_history] == [False, False, True, False, True]
+    assert learn.fit_history.metric_names == ["accuracy"]
+    probe = learn.fit_history[1]
+    assert "C" in probe.extras and "C" not in probe.metrics and probe.lrs == ()
+    table = learn.history
+    assert table["phase"].tolist() == ["frozen", "logistic", "discriminative", "stage 0", "stage 1"]
+    assert list(table.columns) == ["phase", "epoch", "train_loss", "valid_loss", "accuracy", "train_accuracy"] + [
+        f"lr_{i}" for i in range(learn.n_groups)] + ["seconds", "C"]
+    assert History.from_frame(table).to_frame().equals(table)  # a saved table reads back to the same records
+    for source in (learn.fit_history, table):
+        assert [line.get_label() for line in plot_history(source).axes[1].get_lines()] == [
+            "train accuracy (augmented batches)", "valid accuracy"]
+
+
+def test_a_frozen_fit_after_fine_tuning_leaves_the_body_alone(learn):
+    learn.unfreeze()
+    learn.fit_discriminative(1)  # leaves zero gradients on every parameter
+    learn.freeze()
+    body = [p for g in learn.layer_groups.params(learn.model)[:-1] for p in g]
+    before = [p.detach().clone() for p in body]
+    learn.fit_frozen(1, cache=False, lr=1e-2)  # weight decay must not reach a frozen weight
+    assert all(torch.equal(a, p) for a, p in zip(before, body))

@@ -96,8 +96,8 @@ def test_freeze_to_opens_groups_from_k(learn):
 
 
 def _trained_state(learn, cache):
-    """What a fit trains: the whole model, or the head alone when it trained on cached features."""
-    return (learn.model.get_classifier() if cache else learn.model).state_dict()
+    """The whole model's state: callbacks see the whole model also when the head trains on cached features."""
+    return learn.model.state_dict()
 
 
 @pytest.mark.parametrize("cache", [False, True])
@@ -365,9 +365,17 @@ def test_lr_find_default_length_frozen_and_unfrozen(learn):
     learn.add_cb(spy)
     learn.lr_find(stop_div=False)
     assert len(spy.lrs) == len(learn.lr_find_result.lrs) == FROZEN_LR_FIND_IT
-    assert {len(group_lrs) for group_lrs in spy.lrs} == {1}  # frozen: the head alone, on cached features
+    # frozen, on cached features: the learner's optimizer steps the head, every group at the head's rate
+    assert {len(group_lrs) for group_lrs in spy.lrs} == {learn.n_groups}
+    assert all(len(set(group_lrs)) == 1 for group_lrs in spy.lrs)
     learn.unfreeze()
     spy.lrs.clear()
     result = learn.lr_find(stop_div=False)
     assert len(result.lrs) == len(spy.lrs) == UNFROZEN_LR_FIND_IT == 50
     assert {len(group_lrs) for group_lrs in spy.lrs} == {learn.n_groups}
+
+
+def test_diagnose_reads_a_probe_row_as_head_only_training():  # defect 6, on a history table
+    gap = diagnose(_history([(0.5, 0.6, 0.9, 0.80), (0.1, 0.7, 1.0, 0.75)], phase="logistic"))
+    assert gap.verdict == "over-fitting"
+    assert not any("Fine-tune less" in a for a in gap.advice)

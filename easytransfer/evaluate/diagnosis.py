@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..train.history import metric_columns
+from ..train.history import History, as_history
 
 __all__ = ["Diagnosis", "diagnose"]
 
 UNDERFIT_TRAIN_ACCURACY = 0.9  # below this the model has not learnt its own training images
 OVERFIT_GAP = 0.10  # train accuracy this far above valid accuracy
 VALID_LOSS_RISE = 0.10  # the last valid loss 10% above the best one while the train loss kept falling
-FROZEN_PHASES = ("frozen", "stage 0")
 
 
 @dataclass
@@ -45,8 +44,8 @@ class Diagnosis:
     __repr__ = __str__
 
 
-def _valid_accuracy_column(history: pd.DataFrame) -> str | None:
-    names = metric_columns(history)
+def _valid_accuracy_column(history: History) -> str | None:
+    names = history.metric_names
     for name in ("accuracy", "accuracy_multi"):
         if name in names:
             return name
@@ -57,7 +56,7 @@ def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None,
+def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None,
              restored_epoch: int | None = None) -> Diagnosis:
     """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
 
@@ -66,39 +65,44 @@ def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_grou
     epoch is below 90%; over-fitting when it is more than 10 points above the validation accuracy; otherwise a
     good fit.
 
+    Fine-tuning advice depends on whether any phase trained the body (`Phase.trains_body`): a frozen fit, a
+    logistic probe and stage 0 of a gradual fit trained the head alone.
+
     Args:
-        history: ``learn.history``.
+        history: ``learn.fit_history`` (or the ``learn.history`` DataFrame).
         n_valid: number of validation images, to warn when the figures rest on very few.
         frozen_body_groups: body layer groups still frozen (``None``: unknown), to advise unfreezing them.
         restored_epoch: the epoch whose weights the model has now (``learn.best_epoch``), when not the last.
 
-    >>> print(diagnose(learn.history))  # doctest: +SKIP
+    >>> print(diagnose(learn.fit_history))  # doctest: +SKIP
     """
-    if history is None or len(history) == 0:
+    history = as_history(history)
+    if len(history) == 0:
         return Diagnosis("too early to tell", ["No epochs have been trained yet."],
                          ["Train the head first: learn.fit_frozen(3)."])
-    last = history.iloc[-1]
-    fine_tuned = any(p not in FROZEN_PHASES for p in history["phase"])
+    records = history.records
+    last = records[-1]
+    fine_tuned = any(r.phase.trains_body for r in records)
     acc_col = _valid_accuracy_column(history)
-    train_acc = last.get("train_accuracy")
-    valid_acc = last.get(acc_col) if acc_col else None
+    train_acc = last.train_accuracy
+    valid_acc = last.metrics.get(acc_col) if acc_col else None
     evidence = []
     if _finite(train_acc):
         evidence.append(f"train accuracy {train_acc:.1%} in the last epoch (on augmented batches)")
     if _finite(valid_acc):
         evidence.append(f"valid {acc_col} {valid_acc:.1%}")
-    evidence.append(f"train loss {last['train_loss']:.4f}, valid loss {last['valid_loss']:.4f} "
+    evidence.append(f"train loss {last.train_loss:.4f}, valid loss {last.valid_loss:.4f} "
                     f"after {len(history)} epoch(s)")
 
-    valid_loss = history["valid_loss"].astype(float).to_numpy()
+    valid_loss = np.array([r.valid_loss for r in records], dtype=float)
     best = int(np.nanargmin(valid_loss)) if np.isfinite(valid_loss).any() else len(history) - 1
-    best_loss = float(history["valid_loss"].iloc[best])
-    rising = (best < len(history) - 1 and float(last["valid_loss"]) > best_loss * (1 + VALID_LOSS_RISE)
-              and float(last["train_loss"]) < float(history["train_loss"].iloc[best]))
+    best_loss = float(valid_loss[best])
+    rising = (best < len(history) - 1 and last.valid_loss > best_loss * (1 + VALID_LOSS_RISE)
+              and last.train_loss < records[best].train_loss)
     if rising:
         evidence.append(f"the valid loss was lowest at epoch {best} ({best_loss:.4f}) and has risen since, "
                         "while the train loss kept falling")
-    still_falling = len(history) >= 2 and float(last["train_loss"]) < 0.95 * float(history["train_loss"].iloc[-2])
+    still_falling = len(history) >= 2 and last.train_loss < 0.95 * records[-2].train_loss
     if still_falling:
         evidence.append("the train loss was still falling by more than 5% per epoch")
     gap = train_acc - valid_acc if _finite(train_acc) and _finite(valid_acc) else None
@@ -113,10 +117,10 @@ def diagnose(history: pd.DataFrame, n_valid: int | None = None, frozen_body_grou
     else:
         verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling)
     if restored_epoch is not None and restored_epoch != len(history) - 1:
-        row = history.iloc[restored_epoch]
-        kept = f", valid {acc_col} {row[acc_col]:.1%}" if acc_col and _finite(row.get(acc_col)) else ""
+        row = records[restored_epoch]
+        kept = f", valid {acc_col} {row.metrics[acc_col]:.1%}" if acc_col and _finite(row.metrics.get(acc_col)) else ""
         evidence.append(f"the model now has the weights of epoch {restored_epoch}, the best one "
-                        f"(valid loss {row['valid_loss']:.4f}{kept})")
+                        f"(valid loss {row.valid_loss:.4f}{kept})")
     if n_valid is not None and n_valid < 100:
         evidence.append(f"only {n_valid} validation images: one image is {1 / max(n_valid, 1):.1%} of accuracy, "
                         "so small differences are noise")

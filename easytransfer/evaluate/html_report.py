@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..files import atomic_write_text
+from ..train.history import History, plot_history
 from ..version import __version__
 
 __all__ = ["SECTIONS", "save_report"]
@@ -80,26 +81,27 @@ def _model_section(learn) -> str:
     return _table_html(pd.DataFrame({"value": rows}))
 
 
-def _peak_lrs_of_last_fit(history: pd.DataFrame) -> list[float] | None:
-    if history is None or history.empty:
+def _peak_lrs_of_last_fit(history: History) -> list[float] | None:
+    """Each layer group's peak rate over the last fit's epochs; ``None`` without one (or after a probe)."""
+    rates = [r.lrs for r in history.last_run() if r.lrs]
+    if not rates:
         return None
-    last_phase = history[history["phase"] == history["phase"].iloc[-1]]
-    columns = [c for c in history.columns if c.startswith("lr_")]
-    return [float(last_phase[c].max()) for c in columns]
+    return [max(group) for group in zip(*rates)]
 
 
 def _groups_section(learn) -> str:
     table = learn.summary_groups().drop(columns=["lr"], errors="ignore")
-    peaks = _peak_lrs_of_last_fit(learn.history)
+    peaks = _peak_lrs_of_last_fit(learn.fit_history)
     if peaks is not None and len(peaks) == len(table):
         table["peak lr (last fit)"] = peaks
     return _table_html(table, digits=8)
 
 
 def _history_section(learn) -> str:
-    if learn.history.empty:
+    history = learn.fit_history
+    if len(history) == 0:
         return '<p class="muted">No training yet.</p>'
-    return _figure_html(learn.plot_history(), "training history") + _table_html(learn.history)
+    return _figure_html(plot_history(history), "training history") + _table_html(history.to_frame())
 
 
 def _lr_section(learn) -> str:

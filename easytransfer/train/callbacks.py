@@ -6,12 +6,13 @@ import math
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import SchedCos, SchedLin, combine_scheds
 from fastai.callback.tracker import TrackerCallback
 from torch import nn
+
+from .history import EpochRecord, History, Phase
 
 __all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "PhaseLogCallback", "StopOnNaNCallback", "warmup_cosine"]
 
@@ -61,13 +62,21 @@ class FrozenBatchNormCallback(Callback):
 
 
 class PhaseLogCallback(Callback):
-    """Append one row per epoch to ``learn.history``: phase, losses, metrics, peak learning rates, seconds."""
+    """Append one `EpochRecord` per epoch to a `History`: losses, metrics, train accuracy, peak rates, seconds.
+
+    Args:
+        phase: the fit's `Phase` (a name such as ``"frozen"`` is read with `Phase.from_name`).
+        history: the `History` to append to; default ``learn.fit_history``.
+
+    >>> learn.fit(3, cbs=PhaseLogCallback(Phase(PhaseKind.FROZEN), learn.fit_history))  # doctest: +SKIP
+    """
 
     order = 55  # after Recorder (50) has written the epoch's log
     run_valid = False
 
-    def __init__(self, phase: str, n_groups: int | None = None):
-        self.phase, self.n_groups = phase, n_groups
+    def __init__(self, phase: Phase | str, history: History | None = None):
+        self.phase = phase if isinstance(phase, Phase) else Phase.from_name(phase)
+        self.history = history
 
     def before_epoch(self):
         self._start = time.perf_counter()
@@ -75,7 +84,7 @@ class PhaseLogCallback(Callback):
         self._correct, self._seen = 0.0, 0
 
     def after_batch(self):
-        lrs = [float(h["lr"]) for h in self.learn.opt.hypers]
+        lrs = [float(h["lr"]) for h in self.learn.opt.hypers]  # one per layer group, stem first
         self._peak_lrs = lrs if self._peak_lrs is None else [max(a, b) for a, b in zip(self._peak_lrs, lrs)]
         self._count_correct()
 
@@ -96,29 +105,35 @@ class PhaseLogCallback(Callback):
         self._seen += len(hits)
 
     def after_epoch(self):
-        recorder = self.learn.recorder
-        names = list(recorder.metric_names)
-        log = list(recorder.log)
-        row = {"phase": self.phase}
-        for name, value in zip(names, log):
-            if name == "time":
-                continue
-            row[name] = value if name == "epoch" else (float(value) if value is not None else np.nan)
-        row["epoch"] = len(self.learn.history)
-        row["train_accuracy"] = self._correct / self._seen if self._seen else np.nan
-        peaks = self._peak_lrs or []
-        if self.n_groups and len(peaks) == 1 and self.n_groups > 1:  # head alone (cached features): frozen groups
-            peaks = peaks * self.n_groups  # share the head's rate, as in an uncached frozen fit
-        for i, lr in enumerate(peaks):
-            row[f"lr_{i}"] = lr  # the epoch's peak rate of layer group i (0 = stem)
-        row["seconds"] = time.perf_counter() - self._start
-        new = pd.DataFrame([row])
-        history = self.learn.history
-        self.learn.history = new if history.empty else pd.concat([history, new], ignore_index=True)
+        history = self.history if self.history is not None else self.learn.fit_history
+        values = dict(zip(self.learn.recorder.metric_names[1:], self.learn.recorder.log[1:]))
+        values.pop("time", None)
+        values = {k: float(v) if v is not None else np.nan for k, v in values.items()}
+        train_loss, valid_loss = values.pop("train_loss", np.nan), values.pop("valid_loss", np.nan)
+        history.append(EpochRecord(
+            self.phase, len(history), train_loss, valid_loss, metrics=values,
+            train_accuracy=self._correct / self._seen if self._seen else np.nan,
+            lrs=tuple(self._peak_lrs or ()), seconds=time.perf_counter() - self._start))
 
 
-def _copy_state(model: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def _changeable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of what training can change: parameters that require or hold a gradient, and all buffers.
+
+    A parameter that neither requires nor holds a gradient is neither touched by autograd nor stepped by
+    fastai's optimizer, so a frozen body is not copied (nor are its gigabytes for a large model).
+    """
+    state = {name: p.detach().clone() for name, p in model.named_parameters()
+             if p.requires_grad or p.grad is not None}
+    state.update({name: b.detach().clone() for name, b in model.named_buffers()})
+    return state
+
+
+def _load_changeable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    tensors = dict(model.named_parameters())
+    tensors.update(dict(model.named_buffers()))
+    with torch.no_grad():
+        for name, value in state.items():
+            tensors[name].copy_(value)
 
 
 class BestWeightsCallback(TrackerCallback):
@@ -148,15 +163,15 @@ class BestWeightsCallback(TrackerCallback):
         super().after_epoch()
         self.last_row = self._history_epoch()
         if self.new_best:
-            self.best_state, self.best_row = _copy_state(self.learn.model), self.last_row
+            self.best_state, self.best_row = _changeable_state(self.learn.model), self.last_row
 
     def _history_epoch(self) -> int:
-        history = getattr(self.learn, "history", None)
-        return len(history) - 1 if isinstance(history, pd.DataFrame) and len(history) else self.epoch
+        history = getattr(self.learn, "fit_history", None)
+        return len(history) - 1 if isinstance(history, History) and len(history) else self.epoch
 
     def after_fit(self):
         if self.run and self.best_state is not None and self.best_row != self.last_row:
-            self.learn.model.load_state_dict(self.best_state)
+            _load_changeable_state(self.learn.model, self.best_state)
             if self.verbose:
                 print(f"Restored the weights of epoch {self.best_row} (best {self.monitor}: {self.best:.4f}).")
         self.learn.best_epoch = self.best_row
@@ -175,7 +190,7 @@ class StopOnNaNCallback(Callback):
     order = 57
 
     def before_fit(self):
-        self.good_state, self.good_epoch = _copy_state(self.learn.model), None
+        self.good_state, self.good_epoch = _changeable_state(self.learn.model), None
         self.learn.stop_reason = None
 
     def after_loss(self):
@@ -187,10 +202,10 @@ class StopOnNaNCallback(Callback):
         values = [v for v in self.learn.recorder.log[1:] if isinstance(v, float)]
         if any(not math.isfinite(v) for v in values):
             self._stop(f"a non-finite loss or metric at the end of epoch {self.epoch}")
-        self.good_state, self.good_epoch = _copy_state(self.learn.model), self.epoch
+        self.good_state, self.good_epoch = _changeable_state(self.learn.model), self.epoch
 
     def _stop(self, what: str):
-        self.learn.model.load_state_dict(self.good_state)
+        _load_changeable_state(self.learn.model, self.good_state)
         where = "the start of this fit" if self.good_epoch is None else f"the end of epoch {self.good_epoch}"
         self.learn.stop_reason = (f"Stopped: {what}. Restored the weights from {where}. "
                                   "Lower the learning rate (try learn.lr_find()) or check the data for broken labels.")

@@ -1,14 +1,18 @@
 """Checkpoints of a running fit: the last and the best epoch, each one safetensors file written atomically.
 
-A checkpoint holds the weights of what is training, the optimizer state (tensors as safetensors, the rest as
-JSON in the file's metadata) and where the fit stands (phase, epochs done of how many, learning rates, warm-up,
-history, best value), so `fit_*(..., resume=True)` can continue the same schedule after an interruption.
+A checkpoint holds the whole model's weights (also when the head trains on cached features), the optimizer
+state (tensors as safetensors, the rest as JSON in the file's metadata) and a `FitState` -- where the fit
+stands: phase, epochs done of how many, learning rates, warm-up, whether it runs on cached features, monitor,
+best value, history -- so `fit_*(..., resume=True)` can continue the same schedule after an interruption.
+Tensors are written from CPU copies and read onto the device the caller asks for. The metadata carries a
+format version (`CHECKPOINT_FORMAT`); this module is the only one that writes or reads it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +23,81 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import EasyTransferError
+from .history import History, Phase
 
-__all__ = ["BEST_NAME", "LAST_NAME", "CheckpointCallback", "read_checkpoint", "restore_optimizer"]
+__all__ = ["BEST_NAME", "CHECKPOINT_FORMAT", "LAST_NAME", "Checkpoint", "CheckpointCallback", "FitState",
+           "read_checkpoint", "restore_optimizer", "save_checkpoint"]
 
 LAST_NAME = "last.safetensors"
 BEST_NAME = "best.safetensors"
+CHECKPOINT_FORMAT = 2  # 1: the unversioned dict of easytransfer <= 0.x (a cached fit saved the head alone)
+
+
+@dataclass(frozen=True)
+class FitState:
+    """Where a scheduled fit stands: what `resume=True` needs to continue it on the same schedule.
+
+    Attributes:
+        phase: the fit's `Phase`.
+        epochs: the epochs the fit was asked for; `done` of them are finished.
+        lrs: the peak learning rate of each layer group, stem first.
+        warmup_pct: the share of the fit spent warming up.
+        on_features: the head trains on cached features (the body frozen).
+        monitor: the quantity that decides the best epoch; `best` its best value so far.
+        history: every epoch of every fit up to the checkpoint.
+
+    >>> FitState(Phase.from_name("frozen"), 3, (1e-3,), 0.1, on_features=True, monitor="valid_loss").done
+    0
+    """
+
+    phase: Phase
+    epochs: int
+    lrs: tuple[float, ...]
+    warmup_pct: float
+    on_features: bool
+    monitor: str
+    done: int = 0
+    best: float | None = None
+    history: History = field(default_factory=History)
+
+    def same_fit(self, other: FitState) -> str | None:
+        """Why `other` is not a checkpoint of this fit (``None`` when it is)."""
+        for name in ("phase", "epochs", "on_features"):
+            if getattr(self, name) != getattr(other, name):
+                return f"{name} {_shown(getattr(other, name))!r}, this one {_shown(getattr(self, name))!r}"
+        return None
+
+    def to_json(self) -> dict:
+        return {"phase": self.phase.to_json(), "epochs": self.epochs, "lrs": [float(x) for x in self.lrs],
+                "warmup_pct": self.warmup_pct, "on_features": self.on_features, "monitor": self.monitor,
+                "done": self.done, "best": self.best, "history": self.history.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> FitState:
+        return cls(Phase.from_json(data["phase"]), int(data["epochs"]), tuple(float(x) for x in data["lrs"]),
+                   float(data["warmup_pct"]), bool(data["on_features"]), data["monitor"], int(data["done"]),
+                   data["best"], History.from_json(data["history"]))
+
+    @classmethod
+    def from_legacy(cls, meta: dict) -> FitState:
+        """The state of a format-1 checkpoint (a plain dict, with the history as table rows)."""
+        return cls(Phase.from_name(meta["phase"]), int(meta["epochs"]), tuple(float(x) for x in meta["lrs"]),
+                   float(meta["warmup_pct"]), bool(meta["cached"]), meta.get("monitor", "valid_loss"),
+                   int(meta["done"]), meta.get("best"), History.from_frame(pd.DataFrame(meta["history"])))
+
+
+def _shown(value):
+    return value.name if isinstance(value, Phase) else value
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back: the whole model's state, the optimizer's tensors and metadata, the `FitState`."""
+
+    model_state: dict[str, torch.Tensor]
+    optimizer_tensors: dict[str, torch.Tensor]
+    optimizer_meta: dict | None
+    state: FitState
 
 
 def _jsonable(value):
@@ -49,28 +123,50 @@ def _optimizer_tensors(opt) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"scalars": scalars, "hypers": hypers, "n_params": len(sd["state"])}
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, opt, meta: dict) -> Path:
-    """Write weights, optimizer state and `meta` to `path` atomically (temporary file, then rename)."""
-    state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_checkpoint(path: Path, model: torch.nn.Module, opt, state: FitState) -> Path:
+    """Write the weights, the optimizer state and `state` to `path` atomically (temporary file, then rename).
+
+    >>> save_checkpoint(Path("runs/last.safetensors"), learn.model, learn.opt, fit_state)  # doctest: +SKIP
+    """
+    weights = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt) if opt is not None else ({}, None)
-    meta = dict(meta, optimizer=opt_meta)
+    meta = {"format": CHECKPOINT_FORMAT, "fit": state.to_json(), "optimizer": opt_meta}
     tmp = path.with_name(path.name + ".tmp")
-    save_file({**state, **opt_tensors}, str(tmp), metadata={"easytransfer": json.dumps(meta)})
+    save_file({**weights, **opt_tensors}, str(tmp), metadata={"easytransfer": json.dumps(meta)})
     os.replace(tmp, path)
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """``(model state, optimizer tensors, metadata)`` of a checkpoint file."""
+def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> Checkpoint:
+    """The `Checkpoint` in a file, its tensors on `device`.
+
+    Raises:
+        EasyTransferError: no file, a format newer than this easytransfer, or a format-1 checkpoint of a fit on
+            cached features (it holds the head alone); the message says what to do.
+
+    >>> read_checkpoint("runs/last.safetensors", device=learn.device).state.done  # doctest: +SKIP
+    2
+    """
     path = Path(path)
     if not path.is_file():
         raise EasyTransferError(f"No checkpoint at {str(path)!r}: nothing to resume.")
     model, opt = {}, {}
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
         meta = json.loads(f.metadata()["easytransfer"])
         for key in f.keys():
             (model if key.startswith("model.") else opt)[key.split(".", 1)[1]] = f.get_tensor(key)
-    return model, opt, meta
+    version = meta.get("format", 1)
+    if version > CHECKPOINT_FORMAT:
+        raise EasyTransferError(f"The checkpoint {str(path)!r} has format {version}, newer than this easytransfer "
+                                f"reads ({CHECKPOINT_FORMAT}); upgrade easytransfer to resume it.")
+    if version == 1:
+        if meta.get("cached"):
+            raise EasyTransferError(f"The checkpoint {str(path)!r} of a fit on cached features was written by an "
+                                    "older easytransfer and holds the head alone; run the fit again without resume.")
+        state = FitState.from_legacy(meta)
+    else:
+        state = FitState.from_json(meta["fit"])
+    return Checkpoint(model, opt, meta.get("optimizer"), state)
 
 
 def restore_optimizer(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -87,17 +183,19 @@ def restore_optimizer(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None
 
 
 class CheckpointCallback(Callback):
-    """After every epoch, save ``last.safetensors`` and, when `monitor` improves, ``best.safetensors``."""
+    """After every epoch, save ``last.safetensors`` and, when the fit's monitor improves, ``best.safetensors``.
+
+    >>> learn.fit(3, cbs=CheckpointCallback("runs/ckpt", fit_state))  # doctest: +SKIP
+    """
 
     order = 59  # after the history row (55) and the best-weights tracker (58)
 
-    def __init__(self, folder: str | os.PathLike, fit_state: dict, monitor: str = "valid_loss",
-                 best: float | None = None):
+    def __init__(self, folder: str | os.PathLike, fit_state: FitState):
         self.folder = Path(folder)
-        self.fit_state = dict(fit_state)
-        self.monitor = monitor
-        self.lower_is_better = "loss" in monitor or "error" in monitor
-        self.best = best
+        self.fit_state = fit_state
+        self.monitor = fit_state.monitor
+        self.lower_is_better = "loss" in self.monitor or "error" in self.monitor
+        self.best = fit_state.best
 
     def before_fit(self):
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -111,10 +209,9 @@ class CheckpointCallback(Callback):
             self.best is None or (value < self.best if self.lower_is_better else value > self.best))
         if improved:
             self.best = value
-        done = self.fit_state["done"] + self.epoch + 1
-        history = getattr(self.learn, "history", pd.DataFrame())
-        meta = dict(self.fit_state, done=done, monitor=self.monitor, best=self.best,
-                    history=json.loads(history.to_json(orient="records")))
-        save_checkpoint(self.folder / LAST_NAME, self.learn.model, self.learn.opt, meta)
+        history = getattr(self.learn, "fit_history", None)
+        state = replace(self.fit_state, done=self.fit_state.done + self.epoch + 1, best=self.best,
+                        history=History(list(history)) if history is not None else History())
+        save_checkpoint(self.folder / LAST_NAME, self.learn.model, self.learn.opt, state)
         if improved:
-            save_checkpoint(self.folder / BEST_NAME, self.learn.model, None, meta)
+            save_checkpoint(self.folder / BEST_NAME, self.learn.model, None, state)

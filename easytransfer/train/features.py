@@ -4,6 +4,10 @@ The features are the input of the model's head module (captured with a forward p
 torchvision model works), computed in eval mode under ``torch.inference_mode`` with channels-last memory. View 0
 of every training image is the plain preprocessed image (the validation transforms); views 1..k-1 are drawn with
 the training augmentations. Each epoch draws one view per image.
+
+The features are computed on the learner's device (model and batches there), kept in CPU memory (or a
+memory-mapped file), and the feature DataLoaders yield batches on the learner's device again. The head trains
+on them in a `HeadLoop` (an inner fastai Learner); see `easytransfer.train.head_loop`.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from fastai.data.load import DataLoader
 from fastprogress.fastprogress import progress_bar
 from torch import nn
 
+from .devices import CPU_FEATURE_BS, feature_batch_size
+
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "cache_key",
            "compute_feature_cache", "feature_head"]
 
 DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
-FEATURE_BS = 8  # measured: channels-last EfficientNet-Lite0 forward is fastest per image at 4-8 on 2 cores
+FEATURE_BS = CPU_FEATURE_BS  # the CPU value; `feature_batch_size(device)` gives each device's
 CACHE_MEMORY_LIMIT = 1 << 30  # bytes: larger caches live in a memory-mapped file
 
 
@@ -98,17 +104,21 @@ class FeatureCache:
     valid_targets: torch.Tensor
     path: str | None = None
 
-    def dataloaders(self, like: DataLoaders) -> DataLoaders:
-        """Feature DataLoaders with the batch size, shuffling and drop_last of `like` (the image DataLoaders)."""
+    def dataloaders(self, like: DataLoaders, device: torch.device) -> DataLoaders:
+        """Feature DataLoaders with the batch size, shuffling and drop_last of `like`, yielding batches on `device`.
+
+        >>> cache.dataloaders(learn.dls, learn.device).one_batch()[0].shape  # doctest: +SKIP
+        torch.Size([16, 1280])
+        """
         train = DataLoader(_FeatureDataset(self.train, self.train_targets), bs=like.train.bs,
                            shuffle=like.train.shuffle, drop_last=like.train.drop_last)
         valid = DataLoader(_FeatureDataset(self.valid[None], self.valid_targets), bs=like.valid.bs,
                            shuffle=False, drop_last=False)
-        return DataLoaders(train, valid, device=torch.device("cpu"))
+        return DataLoaders(train, valid, device=device)
 
 
-def _features_of(model: nn.Module, module: nn.Module, dl, comment: str):
-    """Run `model` over `dl` and return the inputs of `module` (N, D) and the targets, in order."""
+def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: torch.device):
+    """Run `model` over `dl` on `device` and return the inputs of `module` (N, D, in CPU memory) and the targets."""
     captured = []
 
     def grab(_, args):
@@ -122,7 +132,7 @@ def _features_of(model: nn.Module, module: nn.Module, dl, comment: str):
             bar.comment = comment
             for batch in bar:
                 xb, yb = batch[0], batch[1]
-                model(xb.contiguous(memory_format=torch.channels_last))
+                model(xb.to(device).contiguous(memory_format=torch.channels_last))
                 targets.append(yb.detach().cpu())
     finally:
         handle.remove()
@@ -139,27 +149,29 @@ def _allocate(shape, cache_dir: str | None):
 
 
 def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None):
-    """Compute `views` views of the training features and one of the validation features."""
+    """Compute `views` views of the training features and one of the validation features on ``learn.device``."""
     dls = learn.dls
     recipe = dls.recipe
     items = recipe.items
     train_items = items[~items["is_valid"]].reset_index(drop=True)
-    model = learn.model
+    model, device = learn.model, learn.device
+    bs = feature_batch_size(device)
     was_training = model.training
     model.eval()
     try:
-        plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=FEATURE_BS)
-        first, train_targets = _features_of(model, module, plain_train, f"features of {len(train_items)} images")
+        plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=bs, device=device)
+        first, train_targets = _features_of(model, module, plain_train, f"features of {len(train_items)} images",
+                                            device)
         train, path = _allocate((views, *first.shape), cache_dir)
         train[0] = first
         for v in range(1, views):
-            aug_dl = dls.train.new(shuffle=False, drop_last=False, bs=FEATURE_BS)
-            feats, targets = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}")
+            aug_dl = dls.train.new(shuffle=False, drop_last=False, bs=bs, device=device)
+            feats, targets = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}", device)
             if not torch.equal(targets, train_targets):
                 raise RuntimeError("augmented views came in another order than the plain one")  # a bug, not data
             train[v] = feats
-        valid_feats, valid_targets = _features_of(model, module, dls.valid.new(bs=FEATURE_BS),
-                                                  f"features of {len(dls.valid_ds)} validation images")
+        valid_feats, valid_targets = _features_of(model, module, dls.valid.new(bs=bs, device=device),
+                                                  f"features of {len(dls.valid_ds)} validation images", device)
     finally:
         model.train(was_training)
     cache = FeatureCache(key, train, valid_feats, train_targets, valid_targets, path)

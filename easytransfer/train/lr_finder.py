@@ -11,6 +11,8 @@ import torch
 from fastai.callback.schedule import LRFinder, ParamScheduler, minimum, slide, steep, valley
 from matplotlib.figure import Figure
 
+from .head_loop import HeadLoop
+
 __all__ = ["LRFinderResult", "find_lr"]
 
 SUGGESTION_FUNCS = {"valley": valley, "steep": steep, "minimum": minimum, "slide": slide}
@@ -111,12 +113,21 @@ def _suggest(lrs: np.ndarray, losses: np.ndarray, num_it: int):
     return suggestions, points
 
 
-def find_lr(learn, start_lr=1e-7, end_lr=10.0, num_it: int = 100, stop_div: bool = True) -> LRFinderResult:
+def find_lr(learn, start_lr=1e-7, end_lr=10.0, num_it: int = 100, stop_div: bool = True, *,
+            loop: HeadLoop | None = None) -> LRFinderResult:
     """Sweep the learning rate exponentially from `start_lr` to `end_lr` and restore the learner afterwards.
 
     `start_lr` / `end_lr` may be arrays (one rate per layer group) to sweep discriminative rates together.
     Model weights, buffers (BatchNorm statistics) and the optimizer state are copied in memory before the
     sweep and put back after it, also when it is interrupted; nothing is written to disk.
+
+    Args:
+        loop: run the sweep in this `HeadLoop` (the head on cached features) instead of ``learn.fit``.
+
+    Returns:
+        an `LRFinderResult`.
+
+    >>> find_lr(learn, num_it=50).valley  # doctest: +SKIP
     """
     model_state = copy.deepcopy(learn.model.state_dict())
     had_opt = learn.opt is not None
@@ -124,10 +135,11 @@ def find_lr(learn, start_lr=1e-7, end_lr=10.0, num_it: int = 100, stop_div: bool
         learn.create_opt()
     opt_state = copy.deepcopy(learn.opt.state_dict())
     finder = _InMemoryLRFinder(start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div)
-    n_epoch = num_it // max(1, len(learn.dls.train)) + 1
+    dls, fit = (learn.dls, learn.fit) if loop is None else (loop.dls, loop.fit)
+    n_epoch = num_it // max(1, len(dls.train)) + 1
     try:
         with learn.no_logging():
-            learn.fit(n_epoch, cbs=finder)
+            fit(n_epoch, cbs=[finder])
         lrs = np.array([float(x) for x in learn.recorder.lrs])
         losses = np.array([float(x) for x in learn.recorder.losses])
     finally:
