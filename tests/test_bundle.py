@@ -70,5 +70,5 @@ def test_the_predictor_runs_on_the_device_it_was_given(dls, tmp_path):
     predictor = load_model(bundle, device="cpu")
     assert predictor.device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in predictor.model.parameters())
-    with pytest.raises(ValueError, match="not a device name"):
+    with pytest.raises(ValueError, match="not a device torch knows"):
         load_model(bundle, device="gpu")

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from easytransfer import ImageData, discriminative_lrs, transfer_learner
+from easytransfer.devices import feature_batch_size, resolve_device
 from easytransfer.train.callbacks import warmup_cosine
-from easytransfer.train.devices import feature_batch_size, resolve_device
 from easytransfer.train.features import FEATURE_BS
 from easytransfer.train.history import History, PhaseKind, plot_history
 

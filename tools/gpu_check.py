@@ -173,7 +173,7 @@ def main(argv=None) -> int:
 
     # 7. speed beside a raw timm loop over the same model
     x = torch.stack([predictor.preprocess(p) for p in train_valid["path"]])
-    y = torch.as_tensor(train_valid["label"].astype("category").cat.codes.to_numpy(), dtype=torch.long)
+    y = torch.as_tensor(train_valid["label"].astype("category").cat.codes.to_numpy().copy(), dtype=torch.long)
     raw = raw_timm_rates("tf_efficientnet_lite0", len(learn.dls.vocab), x, y, device, args.bs)
     ours = {"features": (n_train + n_valid) / cache_s, "fine-tune": (n_train + n_valid) / finetune_s,
             "predict": len(table) / predict_s}

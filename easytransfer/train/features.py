@@ -25,7 +25,7 @@ from fastai.data.load import DataLoader
 from fastprogress.fastprogress import progress_bar
 from torch import nn
 
-from .devices import CPU_FEATURE_BS, feature_batch_size
+from ..devices import CPU_FEATURE_BS, feature_batch_size
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "cache_key",
            "compute_feature_cache", "feature_head"]

@@ -28,6 +28,7 @@ from ..data.augment import uses_cutmix
 from ..data.images import open_rgb
 from ..data.loaders import ImageData
 from ..deploy.bundle import BundleConfig, Preprocessing, write_bundle
+from ..devices import resolve_device
 from ..errors import EasyTransferError
 from ..evaluate.diagnosis import Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
@@ -42,7 +43,6 @@ from .callbacks import (
     warmup_cosine,
 )
 from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, FitState, read_checkpoint, restore_optimizer
-from .devices import resolve_device
 from .features import DEFAULT_CACHE_VIEWS, FeatureCache, cache_key, compute_feature_cache, feature_head
 from .head_loop import HeadLoop
 from .history import History, Phase, PhaseKind, as_history, plot_history
