@@ -558,6 +558,8 @@ def transfer_learner(
     train_bn: bool = False,
     freeze_bn_stats: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
+    matcher: dict | None = None,
+    size: int | None = None,
     **kwargs,
 ) -> TransferLearner:
     """A `TransferLearner` for `dls` with a pre-trained `arch` whose head is replaced for the data's classes.
@@ -586,6 +588,13 @@ def transfer_learner(
             validation accuracy to chance, frozen statistics let it improve.
         checkpoint_dir: save ``last.safetensors`` and ``best.safetensors`` there after every epoch (atomically),
             so an interrupted fit can continue with ``resume=True``.
+        matcher: layer groups for a model without a group matcher of its own: timm's form, group name ->
+            regex over parameter names (``{"stem": r"^conv1", "blocks": r"^layer(\\d+)"}``); checked first.
+        size: run the model at this input size: ViT-like timm models are built for it (``img_size``), CNNs
+            take it as is; the data is resized to it unless the data was given a ``size`` itself.
+
+    Returns:
+        The learner, its body frozen (only the new head trains until `unfreeze`).
 
     >>> from easytransfer import ImageData, transfer_learner
     >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
@@ -603,12 +612,12 @@ def transfer_learner(
     if loss_func is not None and "loss_func" not in kwargs:
         kwargs["loss_func"] = loss_func
     head_config = HeadConfig(head, dropout)
-    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config)
+    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config, size=size)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)
     else:
         dls.add_tfms([Normalize.from_stats(spec.mean, spec.std, cuda=False)], "after_batch")
-    groups = split_layer_groups(model, n_stages, head=spec.classifier if spec.source == "torchvision" else None)
+    groups = split_layer_groups(model, n_stages, head=spec.classifier, matcher=matcher)
     learn = TransferLearner(
         dls, model, spec=spec, layer_groups=groups, metrics=metrics if metrics is not None else _default_metrics(dls),
         head_config=head_config, checkpoint_dir=checkpoint_dir, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
