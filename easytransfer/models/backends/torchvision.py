@@ -37,7 +37,7 @@ TORCHVISION_MATCHERS: dict[str, dict] = {
         "alexnet": dict(blocks=r"^features\.(\d+)"),
         "convnext": dict(blocks=r"^features\.(\d+)"),
         "densenet": dict(
-            stem=r"^features\.(conv0|norm0)\.",
+            stem=r"^features\.(?:conv0|norm0)\.",
             blocks=[(r"^features\.denseblock(\d+)", None), (r"^features\.transition(\d+)", (99999,)),
                     (r"^features\.norm5", (99999,))],
         ),
