@@ -174,6 +174,9 @@ TIMM_REGISTERED_OUT_OF_ORDER: dict[str, str] = {
             "stage 3's patch embedding comes before stage 1's blocks in parameter order",
     "efficientvim": "EfficientViM registers `weights` (the head's blend of every stage's output, used last in "
                     "forward) before its stem; it belongs to the last body group, after the stages",
+    "twins": "Twins registers its four patch embeddings, then the four stages' blocks, then the four position "
+             "blocks, each as a list; timm's matcher groups them per stage",
+    "visformer": "Visformer registers every stage's position embedding before the stem (top-level parameters)",
 }
 
 

@@ -39,6 +39,9 @@ HF_HUB_PREFIXES = ("hf-hub:", "hf_hub:")
 # ``group_matcher`` of their own, keyed by the model's module.
 TIMM_MATCHERS: dict[str, dict] = {
     "csatv2": validate_matcher(dict(stem=r"^stem_dct", blocks=r"^stages\.(\d+)")),
+    "metaformer": validate_matcher(dict(stem=r"^stem", blocks=r"^stages\.(\d+)")),
+    "pit": validate_matcher(dict(stem=r"^pos_embed|^cls_token|^patch_embed",
+                                 blocks=[(r"^transformers\.(\d+)", None), (r"^norm", (99999,))])),
 }
 
 
@@ -172,7 +175,10 @@ class TimmBackend(ModelBackend):
 
     def matcher_for(self, model: nn.Module) -> dict | None:
         if hasattr(model, "group_matcher"):  # the timm protocol, whoever implements it
-            return model.group_matcher(coarse=True)
+            try:
+                return model.group_matcher(coarse=True)
+            except (AssertionError, NotImplementedError):  # RDNet has only its fine-grained matcher
+                return model.group_matcher(coarse=False)
         if type(model).__module__.startswith("timm."):
             return TIMM_MATCHERS.get(type(model).__module__.rsplit(".", 1)[-1])
         return None
