@@ -103,7 +103,8 @@ def test_pretrained_false_touches_no_source(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a weights source was touched")
 
-    monkeypatch.setattr("easytransfer.models.factory.load_pretrained", fail)
+    monkeypatch.setattr("easytransfer.models.backends.timm.TimmBackend.load_pretrained", fail)
+    monkeypatch.setattr("easytransfer.models.backends.timm.load_timm_pretrained", fail)
     model, spec = build_model("efficientnet_lite0", 4, pretrained=False)
     assert spec.weights == "random init"
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)

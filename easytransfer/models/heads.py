@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-__all__ = ["HEAD_TYPES", "HeadConfig", "find_last_linear", "mlp_head", "replace_linear_head"]
+__all__ = ["HEAD_TYPES", "HeadConfig", "find_classifier_layer", "find_last_linear", "mlp_head", "replace_conv_head",
+           "replace_linear_head"]
 
 HEAD_TYPES = ("linear", "mlp")
 MLP_HIDDEN = 512
@@ -49,10 +50,10 @@ class HeadConfig:
     @classmethod
     def from_module(cls, head: nn.Module) -> HeadConfig:
         """The config that rebuilds `head` (a Linear, Dropout + Linear, or an `mlp_head`)."""
-        if isinstance(head, nn.Linear):
+        if isinstance(head, (nn.Linear, nn.Conv2d)):  # a 1x1 Conv2d is SqueezeNet's linear classifier
             return cls("linear")
         layers = list(head.children()) if isinstance(head, nn.Sequential) else []
-        if len(layers) == 2 and isinstance(layers[0], nn.Dropout) and isinstance(layers[1], nn.Linear):
+        if len(layers) == 2 and isinstance(layers[0], nn.Dropout) and isinstance(layers[1], (nn.Linear, nn.Conv2d)):
             return cls("linear", dropout=layers[0].p)
         kinds = [type(m) for m in layers]
         if kinds == [nn.Dropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout, nn.Linear]:
@@ -86,6 +87,45 @@ def find_last_linear(model: nn.Module) -> str:
     if path is None:
         raise ValueError(f"{type(model).__name__} has no Linear layer to replace as its head.")
     return path
+
+
+def find_classifier_layer(model: nn.Module) -> str:
+    """Module path of `model`'s classifier: its last ``nn.Linear``, else its last 1x1 ``nn.Conv2d`` (SqueezeNet).
+
+    >>> find_classifier_layer(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 10, 1)))
+    '2'
+    """
+    try:
+        return find_last_linear(model)
+    except ValueError:
+        pass
+    path = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
+            path = name
+    if path is None:
+        raise ValueError(f"{type(model).__name__} has no Linear or 1x1 Conv2d layer to replace as its head.")
+    return path
+
+
+def replace_conv_head(model: nn.Module, path: str, n_out: int, head: HeadConfig = HeadConfig()) -> nn.Module:
+    """Replace the 1x1 Conv2d classifier at `path` (SqueezeNet) with one of `n_out` channels; returns it.
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 10, 1))
+    >>> replace_conv_head(model, "1", 4)
+    Conv2d(8, 4, kernel_size=(1, 1), stride=(1, 1))
+    """
+    old = model.get_submodule(path)
+    if not isinstance(old, nn.Conv2d) or old.kernel_size != (1, 1):
+        raise ValueError(f"{path!r} in {type(model).__name__} is a {type(old).__name__}, not a 1x1 Conv2d.")
+    if head.type != "linear":
+        raise ValueError(f"head={head.type!r} needs a Linear classifier, and {type(model).__name__}'s is a 1x1 "
+                         "Conv2d; use head='linear' (with dropout= if you want dropout before it).")
+    new = nn.Conv2d(old.in_channels, n_out, 1)
+    if head.dropout:
+        new = nn.Sequential(nn.Dropout(head.dropout), new)
+    model.set_submodule(path, new)
+    return new
 
 
 def replace_linear_head(model: nn.Module, path: str, n_out: int, head: HeadConfig = HeadConfig()) -> nn.Module:

