@@ -249,7 +249,7 @@ def _load_torchvision_hub(model: nn.Module, arch: str) -> None:
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(weights.url).path))
     if not os.path.isfile(cached) and not _reachable(host):
         raise OSError(f"{host} cannot be reached (offline?) and {cached} is not in the cache")
-    model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
+    load_state_dict_strict(model, weights.get_state_dict(progress=True, check_hash=True), where=weights.url)
 
 
 def load_timm_pretrained(

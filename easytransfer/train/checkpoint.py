@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import EasyTransferError
+from ..files import atomic_write
 from .history import History, Phase
 
 __all__ = ["BEST_NAME", "CHECKPOINT_FORMAT", "LAST_NAME", "Checkpoint", "CheckpointCallback", "FitState",
@@ -131,10 +132,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt, state: FitState) ->
     weights = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt) if opt is not None else ({}, None)
     meta = {"format": CHECKPOINT_FORMAT, "fit": state.to_json(), "optimizer": opt_meta}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({**weights, **opt_tensors}, str(tmp), metadata={"easytransfer": json.dumps(meta)})
-    os.replace(tmp, path)
-    return path
+    tensors, metadata = {**weights, **opt_tensors}, {"easytransfer": json.dumps(meta)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> Checkpoint:

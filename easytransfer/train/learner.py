@@ -35,6 +35,7 @@ from ..evaluate.interpret import Interpretation, as_dataloader
 from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
 from ..models.layer_groups import LayerGroups, split_layer_groups
+from ..models.weights import load_state_dict_strict
 from .callbacks import (
     BestWeightsCallback,
     FrozenBatchNormCallback,
@@ -238,7 +239,7 @@ class TransferLearner(Learner):
         if other is not None:
             raise EasyTransferError(f"The checkpoint in {str(self.checkpoint_dir)!r} is of another fit "
                                     f"({other}); call the same fit.")
-        self.model.load_state_dict(last.model_state)
+        load_state_dict_strict(self.model, last.model_state, where=f"checkpoint {str(self.checkpoint_dir)!r}")
         restore_optimizer(self.opt, last.optimizer_tensors, last.optimizer_meta)
         self.fit_history = History(list(last.state.history))
         best = None
