@@ -230,3 +230,22 @@ def test_the_head_and_the_cached_batches_are_on_the_learners_device(folder):
     assert xb.device == yb.device == learn.device
     assert all(p.device == learn.device for p in learn.model.parameters())
     assert all(p.device == learn.device for p in learn.model.get_classifier().parameters())
+
+
+def test_a_head_that_pools_caches_the_input_of_its_linear_layer(folder):
+    """Sequencer's classifier is timm's ClassifierHead (pooling, dropout, fc) with a `reset(num_classes)` method."""
+    dls = ImageData.from_folder(folder, valid_pct=0.25, seed=0, bs=4, aug="none")
+    learn = transfer_learner(dls, "sequencer2d_s", pretrained=False, device="cpu")
+    assert learn.spec.classifier == "head"
+    learn.fit_frozen(1)
+    cache = learn.feature_cache
+    assert cache is not None and cache.train.shape[-1] == learn.model.get_classifier().fc.in_features
+    assert np.isfinite(learn.history["valid_loss"]).all()
+
+
+def test_a_head_the_model_never_calls_itself_trains_without_the_cache(folder):
+    """CrossViT's classifier is a ModuleList of two heads that forward indexes into: nothing to hook."""
+    dls = ImageData.from_folder(folder, valid_pct=0.25, seed=0, bs=4, aug="none")
+    learn = transfer_learner(dls, "crossvit_tiny_240", pretrained=False, device="cpu")
+    learn.fit_frozen(1)
+    assert learn.feature_cache is None and len(learn.history) == 1

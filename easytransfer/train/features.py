@@ -26,14 +26,19 @@ from fastprogress.fastprogress import progress_bar
 from torch import nn
 
 from ..devices import CPU_FEATURE_BS, feature_batch_size
+from ..errors import EasyTransferError
 from ..models.factory import head_dropout
 
-__all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "cache_key",
-           "compute_feature_cache", "feature_head"]
+__all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
+           "cache_key", "compute_feature_cache", "feature_head"]
 
 DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
 FEATURE_BS = CPU_FEATURE_BS  # the CPU value; `feature_batch_size(device)` gives each device's
 CACHE_MEMORY_LIMIT = 1 << 30  # bytes: larger caches live in a memory-mapped file
+
+
+class FeatureCacheUnsupported(EasyTransferError):
+    """This model's head does not take one feature vector per image, so its input cannot be cached."""
 
 
 def feature_head(learn) -> tuple[nn.Module, nn.Module] | None:
@@ -52,11 +57,25 @@ def feature_head(learn) -> tuple[nn.Module, nn.Module] | None:
     head_params = {id(p) for p in learn.layer_groups.params(learn.model)[-1]}
     if head_params != {id(p) for p in module.parameters()}:
         return None
+    module = _pooled_input_layer(module)
     if any(isinstance(m, nn.Conv2d) for m in module.modules()):
         return None  # a convolutional classifier (SqueezeNet) takes a feature map, not a pooled vector
+    if type(module).forward is nn.Module.forward:
+        return None  # a container the model indexes into (CrossViT's ModuleList of heads) is never called itself
     drop_rate = head_dropout(learn.model, learn.spec)
     trainable = nn.Sequential(nn.Dropout(drop_rate), module) if drop_rate > 0 else module
     return module, trainable
+
+
+def _pooled_input_layer(head: nn.Module) -> nn.Module:
+    """The layer whose input is the pooled feature vector: `head` itself, or, when `head` is timm's
+    ``ClassifierHead`` (pooling, dropout, fc) whose only parameters are its last Linear, that Linear."""
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if isinstance(head, nn.Linear) or len(linears) != 1:
+        return head
+    if {id(p) for p in head.parameters()} == {id(p) for p in linears[0].parameters()}:
+        return linears[0]
+    return head
 
 
 def cache_key(learn, head: nn.Module, views: int) -> str:
@@ -125,7 +144,9 @@ def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: 
     captured = []
 
     def grab(_, args):
-        captured.append(args[0].detach().flatten(1).float().cpu())
+        if args[0].ndim != 2:  # a head that pools or runs per token: its input is not one vector per image
+            raise FeatureCacheUnsupported(f"the head's input has shape {tuple(args[0].shape)}, not (batch, features)")
+        captured.append(args[0].detach().float().cpu())
 
     handle = module.register_forward_pre_hook(grab)
     targets = []
@@ -137,6 +158,9 @@ def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: 
                 xb, yb = batch[0], batch[1]
                 model(xb.to(device).contiguous(memory_format=torch.channels_last))
                 targets.append(yb.detach().cpu())
+                if len(captured) != len(targets):
+                    raise FeatureCacheUnsupported(f"the head was called {len(captured)} times in {len(targets)} "
+                                                  "batches")
     finally:
         handle.remove()
     return torch.cat(captured).numpy(), torch.cat(targets)

@@ -25,7 +25,7 @@ from fastai.data.core import DataLoaders
 from fastai.learner import CastToTensor, Learner
 from torch import nn
 
-__all__ = ["HeadLoop", "RelayCallback"]
+__all__ = ["HeadLoop", "InnerHead", "RelayCallback"]
 
 LOOP_STATE = ("n_epoch", "epoch", "iter", "n_iter", "training", "pct_train", "train_iter", "dl",
               "xb", "yb", "pred", "loss", "loss_grad")  # what fastai's loop sets on the learner
@@ -60,6 +60,21 @@ class RelayCallback(Callback):
         return f"RelayCallback({self.callback!r})"
 
 
+class InnerHead(nn.Module):
+    """The head as the inner learner's model, holding the very same module (and parameters).
+
+    fastai calls ``model.reset()`` before every fit when the model has one (meant for RNN state); timm's
+    ``ClassifierHead.reset(num_classes)`` means "replace the classifier", so the head is not handed over bare.
+    """
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x):
+        return self.head(x)
+
+
 class HeadLoop:
     """Fit or validate `head` on cached features with `learn`'s optimizer and callbacks, `learn` unchanged.
 
@@ -77,7 +92,7 @@ class HeadLoop:
 
     def __init__(self, learn: Learner, dls: DataLoaders, head: nn.Module):
         self.outer = learn
-        self.inner = Learner(dls, head, loss_func=learn.loss_func, opt_func=learn.opt_func, lr=learn.lr,
+        self.inner = Learner(dls, InnerHead(head), loss_func=learn.loss_func, opt_func=learn.opt_func, lr=learn.lr,
                              metrics=learn.metrics, path=learn.path, wd=learn.wd, wd_bn_bias=learn.wd_bn_bias,
                              train_bn=learn.train_bn, moms=learn.moms, default_cbs=False,
                              cbs=[TrainEvalCallback(), CastToTensor()])

@@ -44,7 +44,14 @@ from .callbacks import (
     warmup_cosine,
 )
 from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, FitState, read_checkpoint, restore_optimizer
-from .features import DEFAULT_CACHE_VIEWS, FeatureCache, cache_key, compute_feature_cache, feature_head
+from .features import (
+    DEFAULT_CACHE_VIEWS,
+    FeatureCache,
+    FeatureCacheUnsupported,
+    cache_key,
+    compute_feature_cache,
+    feature_head,
+)
 from .head_loop import HeadLoop
 from .history import History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
@@ -363,7 +370,11 @@ class TransferLearner(Learner):
         key = cache_key(self, module, cache_views)
         if self.feature_cache is None or self.feature_cache.key != key:
             self.feature_cache = None  # free the old one first
-            self.feature_cache = compute_feature_cache(self, module, cache_views, key)
+            try:
+                self.feature_cache = compute_feature_cache(self, module, cache_views, key)
+            except FeatureCacheUnsupported as e:
+                print(f"Training the head on images, not cached features: {e}.")
+                return None
         return self.feature_cache
 
     def _head_loop(self, cache: FeatureCache) -> HeadLoop:
