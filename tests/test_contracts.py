@@ -3,6 +3,7 @@ CLI commands and the notebook generators. A new entry in a table is tested witho
 
 import argparse
 import importlib.util
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def test_every_command_help_exits_0_and_prints_its_usage(command, capsys):
 
 
 def _load_generator(path: Path):
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # the generators import tools/notebook_builder.py, as when run there
     spec = importlib.util.spec_from_file_location(f"generator_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # builds the cells; writes and executes nothing

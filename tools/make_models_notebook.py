@@ -8,11 +8,11 @@
 import sys
 from pathlib import Path
 
-import nbformat as nbf
+from notebook_builder import code, markdown, notebook_writer
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "nbs/01_choosing_a_model.ipynb"
 
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+md = markdown
 CELLS = [
     md("# Choosing a pre-trained model\n\n`describe_model` prints what easytransfer knows about an architecture "
        "(nothing is downloaded), and `summary_groups` shows the layer groups that freezing and learning rates work on."),
@@ -29,20 +29,7 @@ CELLS = [
 ]
 
 
-def build_notebook() -> nbf.NotebookNode:
-    """The notebook: `CELLS` with a Python 3 kernel, no outputs."""
-    nb = nbf.v4.new_notebook()
-    nb.cells = list(CELLS)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    return nb
-
-
-def write_notebook(path: str | Path = NOTEBOOK) -> Path:
-    """Write the notebook to `path` (default the committed one in nbs/); nothing is executed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbf.write(build_notebook(), path)
-    return path
+write_notebook = notebook_writer(CELLS, NOTEBOOK)
 
 
 if __name__ == "__main__":
