@@ -1,11 +1,28 @@
+import random
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import make_image_folder
+from fastai.vision.augment import (
+    AffineCoordTfm,
+    CropPad,
+    DihedralItem,
+    RandomCrop,
+    RandomResizedCrop,
+    RandomResizedCropGPU,
+    Resize,
+    ResizeMethod,
+    SpaceTfm,
+)
+from PIL import Image
 
 from easytransfer import DataError, ImageData, get_model_spec
 from easytransfer.data import LoaderOptions, stratified_split
+from easytransfer.data.augment import batch_augmentations, item_transforms, uses_cutmix
 from easytransfer.errors import DataWarning
 
 
@@ -134,3 +151,65 @@ def test_data_warnings_point_at_the_callers_line(tmp_path):
         ImageData.from_df(table, bs=2, size=32)
     data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
     assert data_warnings and {w.filename for w in data_warnings} == {__file__}
+
+
+# ------------------------------------------------------------------------------------ the "flips" preset
+
+
+def _dihedral_images(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips / rotations by multiples of 90 degrees of a CxHxW image (square)."""
+    return [torch.rot90(y, k, dims=(-2, -1)) for y in (x, x.flip(-1)) for k in range(4)]
+
+
+def test_the_flips_preset_neither_crops_nor_zooms_nor_changes_values():
+    tfms = item_transforms("flips", 64, 3)
+    assert [type(t) for t in tfms] == [Resize, DihedralItem]
+    assert tfms[0].method == ResizeMethod.Crop and tfms[1].order > tfms[0].order  # the flips act on the resized image
+    assert not any(isinstance(t, (RandomResizedCrop, RandomCrop, CropPad, RandomResizedCropGPU, AffineCoordTfm,
+                                  SpaceTfm)) for t in tfms)
+    assert batch_augmentations("flips") == [] and not uses_cutmix("flips")
+
+
+def _marked_pixel_folder(root: Path, size: int) -> Path:
+    """PNG images of the model's size: "defect" is black with one white pixel (a different one per image)."""
+    for cls in ("defect", "ok"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            arr = np.full((size, size, 3), 0 if cls == "defect" else 90, dtype=np.uint8)
+            if cls == "defect":
+                arr[2 + i, size - 3 - 2 * i] = 255
+            Image.fromarray(arr).save(root / cls / f"{cls}_{i}.png")
+    return root
+
+
+def _item_through(dl, item) -> torch.Tensor:
+    """`item`'s image after `dl`'s item transforms, as `dl` applies them (fastai sets the split before iterating)."""
+    dl.after_item.split_idx = dl.split_idx
+    return dl.after_item(item)[0]
+
+
+def test_the_flips_preset_keeps_every_pixel_of_the_validation_image(tmp_path):
+    dls = ImageData.from_folder(_marked_pixel_folder(tmp_path / "images", 32), bs=6, size=32, aug="flips",
+                                valid_pct=0.25, seed=0)
+    random.seed(0)  # fastai's DihedralItem draws with `random`
+    drawn = set()
+    for item in dls.train_ds:
+        reference = _item_through(dls.valid, item)  # the validation-resized image
+        orbit = _dihedral_images(reference)
+        marked = int((reference == 255).all(dim=0).sum())
+        assert marked == (1 if dls.vocab[item[1]] == "defect" else 0)
+        for _ in range(16):
+            augmented = _item_through(dls.train, item)
+            matches = [k for k, y in enumerate(orbit) if torch.equal(augmented, y)]
+            assert matches, "a training image is not a flip / 90-degree rotation of the validation image"
+            if marked:  # a marked image tells the 8 transforms apart; a plain one matches them all
+                drawn.add(matches[0])
+            assert int((augmented == 255).all(dim=0).sum()) == marked  # the defect's pixel is never cut out
+    assert drawn == set(range(8))  # all 8 transforms occur (identity included)
+    # whole batches too: each normalised training image is a dihedral transform of a normalised validation one
+    from fastai.torch_core import TensorImage
+
+    references = dls.valid.after_batch(TensorImage(torch.stack([_item_through(dls.valid, it) for it in dls.train_ds])))
+    xb, _ = dls.train.one_batch()
+    for x in xb:
+        assert any(torch.equal(x, y) for ref in references for y in _dihedral_images(ref))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.augment import AUG_PRESETS
 from .arguments import non_negative_int, positive_int
 
 __all__ = ["HANDLERS", "add_parsers"]
@@ -17,7 +18,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of the split and the training (default 42)")
     p.add_argument("--bs", type=positive_int, default=16, help="batch size (default 16)")
     p.add_argument("--size", type=positive_int, default=None, help="image size (default: the model's)")
-    p.add_argument("--aug", choices=("none", "light", "strong"), default="light", help="augmentation preset")
+    p.add_argument("--aug", choices=AUG_PRESETS, default="light",
+                   help="augmentation preset (default light; flips for inspection images with small defects)")
     p.add_argument("--weights", default=None, help="a local .safetensors / .pth weights file for --arch")
     p.add_argument("--random-init", action="store_true", help="no pre-trained weights (for tests and baselines)")
 

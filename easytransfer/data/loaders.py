@@ -51,7 +51,7 @@ class DataRecipe:
         label_delim: separator of multi-label labels, ``None`` for single-label data.
         bs: batch size.
         num_workers: DataLoader worker processes.
-        aug: augmentation preset, ``"none"``, ``"light"`` or ``"strong"`` (see `easytransfer.augment`).
+        aug: augmentation preset, one of `AUG_PRESETS` (see `easytransfer.data.augment`).
         balance: ``None``, ``"weights"`` (class-weighted loss) or ``"sampler"`` (weighted sampling).
         item_tfms, batch_tfms: the user's own fastai transforms, after the preset's.
         test_items: held-out test images (``path``, ``label``), when the source had them.
@@ -183,8 +183,9 @@ class ImageData(DataLoaders):
             seed: seed of the split, so that it is the same every run.
             bs: batch size.
             size: image side; by default the chosen model's input size (224 until a model is chosen).
-            aug: ``"none"``, ``"light"`` (flip + random resized crop; default) or ``"strong"`` (also rotation,
-                colour jitter and CutMix); see `easytransfer.augment`.
+            aug: ``"none"``, ``"flips"`` (flips and 90-degree rotations, nothing cropped: inspection images),
+                ``"light"`` (flip + random resized crop; default) or ``"strong"`` (also rotation, colour jitter and
+                CutMix); see `easytransfer.data.augment`.
             balance: ``"weights"`` (class-weighted loss) or ``"sampler"`` (oversample rare classes).
             item_tfms, batch_tfms: your own fastai transforms, applied after the preset's.
             check: check every file first (``False`` trusts them: faster on huge, clean folders).

@@ -51,7 +51,7 @@ class LoaderOptions:
     >>> LoaderOptions(aug="heavy")
     Traceback (most recent call last):
     ...
-    easytransfer.errors.DataError: aug must be one of ('none', 'light', 'strong'), got 'heavy'
+    easytransfer.errors.DataError: aug must be one of ('none', 'flips', 'light', 'strong'), got 'heavy'
     """
 
     valid_pct: float = 0.2
