@@ -182,3 +182,97 @@ def test_a_frozen_fit_after_fine_tuning_leaves_the_body_alone(learn):
     before = [p.detach().clone() for p in body]
     learn.fit_frozen(1, cache=False, lr=1e-2)  # weight decay must not reach a frozen weight
     assert all(torch.equal(a, p) for a, p in zip(before, body))
+
+
+# ------------------------------------------------------------------------------------------------ fine_tune
+
+
+def _state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _spy_on_stages(learn, monkeypatch, corrupt_fine_tuned: bool = False) -> dict:
+    """Record the model's state after each stage of `fine_tune`; optionally ruin the fine-tuned head."""
+    states = {}
+    fit_frozen, fit_discriminative = learn.fit_frozen, learn.fit_discriminative
+
+    def frozen(*args, **kwargs):
+        result = fit_frozen(*args, **kwargs)
+        states["frozen"] = _state(learn.model)
+        return result
+
+    def discriminative(*args, **kwargs):
+        result = fit_discriminative(*args, **kwargs)
+        if corrupt_fine_tuned:  # every image now gets class 0 with a logit margin of 100: a huge valid loss
+            head = learn.model.get_classifier()
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.copy_(torch.tensor([100.0, 0.0]))
+        states["fine-tuned"] = _state(learn.model)
+        return result
+
+    monkeypatch.setattr(learn, "fit_frozen", frozen)
+    monkeypatch.setattr(learn, "fit_discriminative", discriminative)
+    return states
+
+
+def test_fine_tune_keeps_the_frozen_stage_when_fine_tuning_made_it_worse(learn, monkeypatch, capsys):
+    states = _spy_on_stages(learn, monkeypatch, corrupt_fine_tuned=True)
+    assert learn.fine_tune(1, frozen_epochs=1, lr=1e-2) is learn
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("fine_tune kept the frozen-stage weights (valid_loss ") and "after fine-tuning" in line
+    assert _same_state(_state(learn.model), states["frozen"])  # parameters and BN buffers, all of them
+    assert not _same_state(states["fine-tuned"], states["frozen"])
+    choice = learn.fine_tune_choice
+    assert learn.fine_tune_kept == "frozen" and choice.monitor == "valid_loss"
+    assert choice.fine_tuned_value > 10 > choice.frozen_value
+    assert learn.best_epoch == 0  # the frozen stage's row, not the fine-tuning one
+    text = str(learn.diagnose())
+    assert "fine_tune kept the frozen-stage weights" in text and "learn.fine_tune(5, lr_max=1e-4)" in text
+    learn.fit_frozen(1)  # a later fit changes the weights: the choice no longer describes them
+    assert learn.fine_tune_kept is None and "fine_tune kept" not in str(learn.diagnose())
+
+
+def test_fine_tune_keeps_the_fine_tuned_weights_when_better_and_records_both_phases(learn, monkeypatch, capsys):
+    states = _spy_on_stages(learn, monkeypatch)
+    learn.fine_tune(2, frozen_epochs=1, lr=1e-6, lr_max=1e-2, patience=None)  # a head that barely trained
+    choice = learn.fine_tune_choice
+    assert choice.fine_tuned_value < choice.frozen_value  # the premise: fine-tuning helped
+    assert learn.fine_tune_kept == "fine-tuned"
+    assert _same_state(_state(learn.model), states["fine-tuned"])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("fine_tune kept the fine-tuned weights")
+    assert learn.history["phase"].tolist() == ["frozen", "discriminative", "discriminative"]
+    assert [r.phase.kind for r in learn.fit_history] == [PhaseKind.FROZEN] + [PhaseKind.DISCRIMINATIVE] * 2
+    assert _trainable_groups(learn) == [True] * learn.n_groups
+    assert "fine_tune kept" not in str(learn.diagnose())
+
+
+@pytest.mark.parametrize(("monitor", "kept"), [("valid_loss", "fine-tuned"), ("accuracy", "frozen")])
+def test_fine_tune_compares_losses_lower_and_metrics_higher(learn, monkeypatch, capsys, monitor, kept):
+    # the fine-tuned weights have the lower loss but also the lower accuracy: the monitor decides
+    scripted = iter([[0.5, 0.9], [0.3, 0.6]])  # learn.validate() after the frozen stage, then after fine-tuning
+    monkeypatch.setattr(learn, "validate", lambda *args, **kwargs: next(scripted))
+    learn.fine_tune(1, frozen_epochs=1, monitor=monitor)
+    assert learn.fine_tune_kept == kept
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    expected = {"valid_loss": "(valid_loss 0.3000 < 0.5000 after the frozen stage)",
+                "accuracy": "(accuracy 0.9000 after the frozen stage > 0.6000 after fine-tuning)"}[monitor]
+    assert line.endswith(expected)
+
+
+def test_fine_tune_stages_may_be_skipped_and_arguments_are_checked(learn):
+    learn.fine_tune(0, frozen_epochs=1)  # the head only: nothing to choose
+    assert learn.history["phase"].tolist() == ["frozen"] and learn.fine_tune_kept is None
+    assert _trainable_groups(learn) == [False] * (learn.n_groups - 1) + [True]
+    learn.fine_tune(1, frozen_epochs=0)
+    assert learn.history["phase"].tolist() == ["frozen", "discriminative"] and learn.fine_tune_kept is None
+    with pytest.raises(ValueError, match="not both 0"):
+        learn.fine_tune(0, frozen_epochs=0)
+    with pytest.raises(ValueError, match="validation figure"):
+        learn.fine_tune(1, monitor="train_loss")
+    with pytest.raises(TypeError, match="base_lr"):
+        learn.fine_tune(1, 2e-3)  # fastai's fine_tune(epochs, base_lr)

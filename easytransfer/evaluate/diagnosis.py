@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..train.history import History, as_history
+from ..train.history import FineTuneChoice, History, as_history
 
 __all__ = ["Diagnosis", "diagnose"]
 
@@ -57,7 +57,7 @@ def _finite(x) -> bool:
 
 
 def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None,
-             restored_epoch: int | None = None) -> Diagnosis:
+             restored_epoch: int | None = None, fine_tune: FineTuneChoice | None = None) -> Diagnosis:
     """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
 
     Rules (thresholds are module constants): over-fitting when the last validation loss is 10% above its best
@@ -73,6 +73,8 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
         n_valid: number of validation images, to warn when the figures rest on very few.
         frozen_body_groups: body layer groups still frozen (``None``: unknown), to advise unfreezing them.
         restored_epoch: the epoch whose weights the model has now (``learn.best_epoch``), when not the last.
+        fine_tune: what `fine_tune` kept (``learn.fine_tune_choice``); when it kept the frozen-stage weights the
+            diagnosis says so and advises fine-tuning more gently.
 
     >>> print(diagnose(learn.fit_history))  # doctest: +SKIP
     """
@@ -121,6 +123,13 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
         kept = f", valid {acc_col} {row.metrics[acc_col]:.1%}" if acc_col and _finite(row.metrics.get(acc_col)) else ""
         evidence.append(f"the model now has the weights of epoch {restored_epoch}, the best one "
                         f"(valid loss {row.valid_loss:.4f}{kept})")
+    if fine_tune is not None and fine_tune.kept == "frozen":
+        evidence.append(f"fine-tuning made {fine_tune.monitor} worse ({fine_tune.fine_tuned_value:.4f} against "
+                        f"{fine_tune.frozen_value:.4f} after the frozen stage), so fine_tune kept the frozen-stage "
+                        "weights: the model is the head trained on the frozen body")
+        advice.insert(0, "Fine-tune more gently, or not at all: a lower lr_max (learn.fine_tune(5, lr_max=1e-4)), "
+                         "fewer unfrozen groups (learn.unfreeze(1); learn.fit_discriminative(5)), or keep the "
+                         "frozen-stage model, which is what you have now.")
     if n_valid is not None and n_valid < 100:
         evidence.append(f"only {n_valid} validation images: one image is {1 / max(n_valid, 1):.1%} of accuracy, "
                         "so small differences are noise")

@@ -14,7 +14,8 @@ from torch import nn
 
 from .history import EpochRecord, History, Phase
 
-__all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "PhaseLogCallback", "StopOnNaNCallback", "warmup_cosine"]
+__all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "PhaseLogCallback", "StopOnNaNCallback", "better",
+           "warmup_cosine"]
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -35,6 +36,23 @@ def warmup_cosine(lr_max, warmup_pct: float = 0.1, start_div: float = 100.0, fin
     if not warmup_pct < 1:
         raise ValueError(f"warmup_pct must be in [0, 1), got {warmup_pct}")
     return combine_scheds([warmup_pct, 1 - warmup_pct], [SchedLin(lr_max / start_div, lr_max), anneal])
+
+
+def better(monitor: str, value: float, other: float) -> bool:
+    """Whether `value` of `monitor` is strictly better than `other`, by fastai's `TrackerCallback` rule.
+
+    Lower is better for a monitor whose name contains ``"loss"`` or ``"error"``, higher for other metrics
+    (accuracy, F1). A finite value beats a non-finite one.
+
+    >>> better("valid_loss", 0.4, 0.5), better("accuracy", 0.4, 0.5), better("accuracy", 0.4, float("nan"))
+    (True, False, True)
+    """
+    if not math.isfinite(value):
+        return False
+    if not math.isfinite(other):
+        return True
+    comp = TrackerCallback(monitor=monitor).comp  # np.less or np.greater, as BestWeightsCallback decides
+    return bool(comp(value, other))
 
 
 class FrozenBatchNormCallback(Callback):

@@ -13,7 +13,8 @@ from enum import Enum
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["EpochRecord", "History", "Phase", "PhaseKind", "as_history", "metric_columns", "plot_history"]
+__all__ = ["EpochRecord", "FineTuneChoice", "History", "Phase", "PhaseKind", "as_history", "metric_columns",
+           "plot_history"]
 
 
 class PhaseKind(str, Enum):
@@ -136,6 +137,44 @@ def _num(x) -> float | None:
 
 def _float(x) -> float:
     return math.nan if x is None else float(x)
+
+
+@dataclass(frozen=True)
+class FineTuneChoice:
+    """Which weights `TransferLearner.fine_tune` kept, and the validation figures it chose by.
+
+    Attributes:
+        kept: ``"frozen"`` (the weights after the frozen stage) or ``"fine-tuned"``.
+        monitor: the validation figure compared (``"valid_loss"``, ``"accuracy"`` ...).
+        frozen_value: `monitor` of the weights after the frozen stage.
+        fine_tuned_value: `monitor` of the weights after fine-tuning.
+
+    >>> print(FineTuneChoice("frozen", "valid_loss", 0.53, 0.91))
+    fine_tune kept the frozen-stage weights (valid_loss 0.5300 after the frozen stage < 0.9100 after fine-tuning)
+    """
+
+    kept: str
+    monitor: str
+    frozen_value: float
+    fine_tuned_value: float
+
+    def __post_init__(self):
+        if self.kept not in ("frozen", "fine-tuned"):
+            raise ValueError(f"kept must be 'frozen' or 'fine-tuned', got {self.kept!r}")
+
+    def __str__(self) -> str:
+        frozen, tuned = self.frozen_value, self.fine_tuned_value
+        if self.kept == "frozen":
+            return (f"fine_tune kept the frozen-stage weights ({self.monitor} {frozen:.4f} after the frozen stage "
+                    f"{_relation(frozen, tuned)} {tuned:.4f} after fine-tuning)")
+        return (f"fine_tune kept the fine-tuned weights ({self.monitor} {tuned:.4f} {_relation(tuned, frozen)} "
+                f"{frozen:.4f} after the frozen stage)")
+
+
+def _relation(a: float, b: float) -> str:
+    if math.isnan(a) or math.isnan(b):
+        return "vs"
+    return "<" if a < b else ">" if a > b else "="
 
 
 _STRUCTURAL = ("phase", "epoch", "train_loss", "valid_loss", "train_accuracy", "seconds")

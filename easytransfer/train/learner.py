@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from .callbacks import (
     FrozenBatchNormCallback,
     PhaseLogCallback,
     StopOnNaNCallback,
+    better,
     warmup_cosine,
 )
 from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, FitState, read_checkpoint, restore_optimizer
@@ -53,7 +55,7 @@ from .features import (
     feature_head,
 )
 from .head_loop import HeadLoop
-from .history import History, Phase, PhaseKind, as_history, plot_history
+from .history import FineTuneChoice, History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
 from .probe import fit_logistic_probe
 
@@ -107,6 +109,8 @@ class TransferLearner(Learner):
         device: the `torch.device` everything runs on: model, data, cached features, checkpoints loaded.
         fit_history: the typed `History`: one `EpochRecord` per epoch of every fit so far.
         history: the same as a DataFrame (phase, epoch, losses, metrics, train_accuracy, lr_i, seconds).
+        fine_tune_choice: the `FineTuneChoice` of the last `fine_tune` that ran both stages, else ``None``;
+            ``fine_tune_kept`` is its ``kept`` (``"frozen"`` or ``"fine-tuned"``).
 
     >>> learn = TransferLearner(dls, model, spec=spec, layer_groups=groups, device="cpu")  # doctest: +SKIP
     """
@@ -135,11 +139,17 @@ class TransferLearner(Learner):
         self.lr_find_result = None
         self.stop_reason = None
         self.best_epoch = None
+        self.fine_tune_choice = None
         self.freeze()
 
     @property
     def n_groups(self) -> int:
         return len(self.layer_groups)
+
+    @property
+    def fine_tune_kept(self) -> str | None:
+        """``"frozen"`` or ``"fine-tuned"``: the weights the last `fine_tune` kept (``None``: it chose nothing)."""
+        return self.fine_tune_choice.kept if self.fine_tune_choice is not None else None
 
     @property
     def history(self) -> pd.DataFrame:
@@ -208,6 +218,7 @@ class TransferLearner(Learner):
         """Fit with warm-up + cosine from `lrs` (one per group); on cached `features` when given, else the images."""
         self._check_fit_args(epochs, monitor, patience)
         self.best_epoch = None
+        self.fine_tune_choice = None  # any later fit changes the weights fine_tune chose
         if self.opt is None:
             self.create_opt()
         state = FitState(phase, epochs, tuple(float(x) for x in lrs), warmup_pct, on_features=features is not None,
@@ -341,6 +352,7 @@ class TransferLearner(Learner):
         if method == "logistic":
             if features is None:
                 raise ValueError(f"method='logistic' needs cached features: {self._cache_obstacle()}")
+            self.fine_tune_choice = None
             return fit_logistic_probe(self, features)
         lr = float(self._resolve_lr(lr, DEFAULT_HEAD_LR))
         lrs = np.full(self.n_groups, lr)
@@ -403,6 +415,75 @@ class TransferLearner(Learner):
                                    monitor=monitor,
                                    patience=patience, restore_best=restore_best, cbs=cbs, resume=resume)
 
+    def fine_tune(self, epochs: int, frozen_epochs: int = 3, *, lr: float | str | None = None, lr_max=1e-3,
+                  decay: float = DEFAULT_DECAY, monitor: str = "valid_loss", patience: int | None = 5,
+                  warmup_pct: float = 0.1, restore_best: bool = True, cache: bool = True,
+                  cache_views: int = DEFAULT_CACHE_VIEWS, cbs=None) -> TransferLearner:
+        """The recipe in one call: train the head, unfreeze, fine-tune, and keep the stage that validates better.
+
+        Runs ``fit_frozen(frozen_epochs, lr=lr)``, ``unfreeze()`` and ``fit_discriminative(epochs, lr_max=lr_max,
+        decay=decay)``, each ending with its best epoch's weights. Then both stages' weights are measured on the
+        validation set by `monitor` (lower is better for a loss, higher for a metric, as in every fit) and the
+        frozen stage's weights (a copy of the whole model state kept in memory, buffers included) come back when
+        fine-tuning made `monitor` worse: on small or unusual data fine-tuning can lose what the head learnt. One
+        line says which weights were kept and both values; ``learn.fine_tune_choice`` keeps them, and
+        `diagnose` says so when the frozen-stage weights were kept. The body stays unfrozen either way. Measuring
+        costs one pass over the validation images after each stage (fastai's ``validate``).
+
+        Args:
+            epochs: epochs of fine-tuning; ``0`` trains the head only.
+            frozen_epochs: epochs of the frozen stage; ``0`` skips it (then there is nothing to choose from).
+            lr: the head's rate in the frozen stage (as in `fit_frozen`; ``"find"`` runs `lr_find`).
+            lr_max, decay: the discriminative rates of the fine-tuning stage (as in `fit_discriminative`).
+            monitor: ``"valid_loss"`` or a metric's name; early stopping, best weights and the choice use it.
+            patience, warmup_pct, restore_best, cbs: as in `fit_frozen` and `fit_discriminative`, for both stages.
+            cache, cache_views: as in `fit_frozen`, for the frozen stage.
+
+        Returns:
+            the learner. A fit stopped by a non-finite loss (``learn.stop_reason``) in the frozen stage ends the
+            recipe there, as in `fit_gradual`.
+
+        >>> learn.fine_tune(5, frozen_epochs=3)  # doctest: +SKIP
+        fine_tune kept the fine-tuned weights (valid_loss 0.4120 < 0.5300 after the frozen stage)
+        """
+        if not isinstance(epochs, Integral) or not isinstance(frozen_epochs, Integral):
+            raise TypeError(f"fine_tune(epochs, frozen_epochs) takes whole numbers of epochs, got {epochs!r}, "
+                            f"{frozen_epochs!r}; the rates are lr= (head) and lr_max= (fastai's fine_tune takes "
+                            "base_lr second)")
+        if epochs < 0 or frozen_epochs < 0 or epochs + frozen_epochs == 0:
+            raise ValueError(f"fine_tune needs epochs >= 0 and frozen_epochs >= 0, not both 0; got epochs={epochs}, "
+                             f"frozen_epochs={frozen_epochs}")
+        valid_names = self._monitor_names()[1:]
+        if monitor not in valid_names:
+            raise ValueError(f"fine_tune chooses by a validation figure; monitor={monitor!r} is not one of "
+                             f"{valid_names}.")
+        common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best, cbs=cbs)
+        self.fine_tune_choice = None
+        if frozen_epochs:
+            self.fit_frozen(frozen_epochs, lr=lr, cache=cache, cache_views=cache_views, **common)
+            if epochs == 0 or self.stop_reason:
+                return self
+            frozen_state = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
+            frozen_best_epoch = self.best_epoch if self.best_epoch is not None else len(self.fit_history) - 1
+            frozen_value = self._validation_value(monitor)
+        self.unfreeze()
+        self.fit_discriminative(epochs, lr_max=lr_max, decay=decay, **common)
+        if not frozen_epochs:
+            return self
+        tuned_value = self._validation_value(monitor)
+        kept = "frozen" if better(monitor, frozen_value, tuned_value) else "fine-tuned"
+        if kept == "frozen":
+            load_state_dict_strict(self.model, frozen_state, where="the frozen stage of fine_tune")
+            self.best_epoch = frozen_best_epoch
+        self.fine_tune_choice = FineTuneChoice(kept, monitor, frozen_value, tuned_value)
+        print(self.fine_tune_choice)
+        return self
+
+    def _validation_value(self, monitor: str) -> float:
+        """`monitor` of the current weights on the validation set (one pass over the validation images)."""
+        values = self.validate()
+        return float(dict(zip(self._monitor_names()[1:], values))[monitor])
+
     def fit_gradual(self, epochs_per_stage: int = 5, lr_max: float = 1e-3, *, head_lr: float | None = None,
                     decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1, max_unfrozen: int | None = None,
                     monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True, cbs=None):
@@ -449,7 +530,7 @@ class TransferLearner(Learner):
         """
         trainable = [any(p.requires_grad for p in g) for g in self.layer_groups.params(self.model)[:-1]]
         return diagnose(self.fit_history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False),
-                        restored_epoch=self.best_epoch)
+                        restored_epoch=self.best_epoch, fine_tune=self.fine_tune_choice)
 
     def interpret(self, dl=None, tta: bool = False) -> Interpretation:
         """Predictions on `dl`, computed once; every table and plot of the `Interpretation` reads them.
