@@ -55,7 +55,11 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "recipe": Variant(),
     "no-crop": Variant(aug="none"),
+    "decay0.3": Variant(decay=0.3),
+    "flips-decay0.3": Variant(aug="flips", decay=0.3),
     "size320": Variant(size=320, aug="none"),
+    "size320-flips-decay0.3": Variant(size=320, aug="flips", decay=0.3),
+    "size384-flips-decay0.3": Variant(size=384, aug="flips", decay=0.3),
     "size448": Variant(size=448, aug="none"),
     "size448-probe": Variant(size=448, aug="none", method="logistic"),
     "size448-decay0.3": Variant(size=448, aug="none", decay=0.3),
