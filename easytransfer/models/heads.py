@@ -10,6 +10,7 @@ __all__ = ["HEAD_TYPES", "HeadConfig", "find_classifier_layer", "find_last_linea
            "replace_linear_head"]
 
 HEAD_TYPES = ("linear", "mlp")
+POOL_TYPES = (None, "avg", "max", "avgmax")
 MLP_HIDDEN = 512
 MLP_DROPOUT = 0.5
 
@@ -22,6 +23,9 @@ class HeadConfig:
         type: ``"linear"`` (one Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
         dropout: dropout before the last Linear layer (``None``: none for linear, `MLP_DROPOUT` for mlp).
         hidden: width of the MLP's hidden layer.
+        pool: how the body's feature map becomes one vector: ``None`` (the model's own pooling), ``"avg"``,
+            ``"max"`` (keeps a small, strong response such as a small defect instead of averaging it away) or
+            ``"avgmax"`` (their mean; timm models only).
 
     >>> HeadConfig.from_module(mlp_head(64, 3, hidden=32, dropout=0.2))
     HeadConfig(type='mlp', dropout=0.2, hidden=32)
@@ -30,12 +34,15 @@ class HeadConfig:
     type: str = "linear"
     dropout: float | None = None
     hidden: int = MLP_HIDDEN
+    pool: str | None = None
 
     def __post_init__(self):
         if self.type not in HEAD_TYPES:
             raise ValueError(f"head must be one of {HEAD_TYPES}, got {self.type!r}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pool not in POOL_TYPES:
+            raise ValueError(f"pool must be one of {POOL_TYPES}, got {self.pool!r}")
         if self.type == "mlp" and self.dropout is None:
             object.__setattr__(self, "dropout", MLP_DROPOUT)  # so equal heads compare equal
 
@@ -45,7 +52,7 @@ class HeadConfig:
     @classmethod
     def from_dict(cls, data: dict) -> HeadConfig:
         return cls(type=data.get("type", "linear"), dropout=data.get("dropout"),
-                   hidden=int(data.get("hidden", MLP_HIDDEN)))
+                   hidden=int(data.get("hidden", MLP_HIDDEN)), pool=data.get("pool"))
 
     @classmethod
     def from_module(cls, head: nn.Module) -> HeadConfig:

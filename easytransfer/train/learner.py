@@ -681,6 +681,7 @@ def transfer_learner(
     n_stages: int | None = None,
     head: str = "linear",
     dropout: float | None = None,
+    pool: str | None = None,
     metrics=None,
     wd: float | None = None,
     label_smoothing: float = 0.0,
@@ -706,6 +707,9 @@ def transfer_learner(
         n_stages: number of body layer groups (default 4, fewer when the model has fewer stages).
         head: ``"linear"`` (a new Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
         dropout: dropout before the head's last layer (default none for ``"linear"``, 0.5 for ``"mlp"``).
+        pool: ``"max"``, ``"avg"`` or ``"avgmax"`` (timm) to pool the body's feature map that way instead of the
+            model's own pooling; ``"max"`` keeps a small defect's strong response that an average dilutes
+            (docs/small_defects.md). Recorded in the bundle.
         metrics: fastai metrics; default accuracy (multi-label: ``accuracy_multi``).
         wd: weight decay (fastai's default 0.01, decoupled as in AdamW).
         label_smoothing: e.g. ``0.1``: cross-entropy with label smoothing (single-label data only).
@@ -745,7 +749,7 @@ def transfer_learner(
     loss_func = _loss_func(dls, label_smoothing)
     if loss_func is not None and "loss_func" not in kwargs:
         kwargs["loss_func"] = loss_func
-    head_config = HeadConfig(head, dropout)
+    head_config = HeadConfig(head, dropout, pool=pool)
     model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config, size=size)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)

@@ -166,7 +166,14 @@ class TimmBackend(ModelBackend):
 
     def replace_head(self, model: nn.Module, spec: ModelSpec, n_out: int, head: HeadConfig) -> None:
         # timm's own head replacement keeps pretrained head parts that are not the final layer (head.norm)
-        model.reset_classifier(n_out)
+        if head.pool is None:
+            model.reset_classifier(n_out)
+        else:
+            try:
+                model.reset_classifier(n_out, global_pool=head.pool)
+            except (AssertionError, TypeError, ValueError, KeyError, NotImplementedError) as e:
+                raise ValueError(f"{spec.name!r} cannot pool its features with pool={head.pool!r} ({e}); "
+                                 "use pool=None (the model's own pooling).") from None
         if head.type != "linear":
             if len(spec.classifier_paths) != 1:
                 raise ValueError(f"head={head.type!r} is not supported for {spec.name!r}, which has "

@@ -97,6 +97,15 @@ def family_of(model: nn.Module) -> str:
     return type(model).__module__.rsplit(".", 1)[-1]
 
 
+def _set_pooling(model: nn.Module, spec: ModelSpec, pool: str) -> None:
+    """Give a torchvision CNN (an ``avgpool`` of type ``AdaptiveAvgPool2d``) average or max pooling."""
+    current = getattr(model, "avgpool", None)
+    if not isinstance(current, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or pool == "avgmax":
+        raise ValueError(f"pool={pool!r} is not supported for {spec.name!r}; torchvision CNNs with an avgpool "
+                         "layer take pool='avg' or 'max', others keep their own pooling (pool=None).")
+    model.avgpool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
+
+
 class TorchvisionBackend(ModelBackend):
     """torchvision classification models, named ``"tv:"`` + builder.
 
@@ -173,6 +182,8 @@ class TorchvisionBackend(ModelBackend):
         return load_torchvision_pretrained(model, arch, weights=weights, head=head)
 
     def replace_head(self, model: nn.Module, spec: ModelSpec, n_out: int, head: HeadConfig) -> None:
+        if head.pool is not None:
+            _set_pooling(model, spec, head.pool)
         if isinstance(model.get_submodule(spec.classifier), nn.Conv2d):
             replace_conv_head(model, spec.classifier, n_out, head)
         else:

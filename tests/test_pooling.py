@@ -1,0 +1,44 @@
+"""`pool=`: the body's feature map pooled by max (or avg) instead of the model's own pooling, kept in the bundle."""
+
+import pytest
+import torch
+from conftest import make_image_folder
+from timm.layers import SelectAdaptivePool2d
+
+from easytransfer import HeadConfig, ImageData, load_model, transfer_learner
+
+
+@pytest.fixture(scope="module")
+def dls(tmp_path_factory):
+    root = make_image_folder(tmp_path_factory.mktemp("pool"), per_class=4, size=40)
+    return ImageData.from_folder(root, valid_pct=0.25, seed=0, bs=4, size=32)
+
+
+def test_timm_max_pooling_reaches_the_model_and_the_bundle(dls, tmp_path):
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, pool="max", device="cpu")
+    assert isinstance(learn.model.global_pool, SelectAdaptivePool2d) and learn.model.global_pool.pool_type == "max"
+    assert learn.head_config == HeadConfig(pool="max")
+    x = torch.randn(2, 3, 32, 32)
+    learn.model.eval()
+    with torch.no_grad():
+        features = learn.model.forward_features(x)
+        torch.testing.assert_close(learn.model.forward_head(features, pre_logits=True), features.amax((2, 3)))
+    learn.fit_frozen(1)  # the cached features are the max-pooled ones
+    assert learn.feature_cache is not None
+    predictor = load_model(learn.export(tmp_path / "model"), device="cpu")
+    assert predictor.config.head.pool == "max"
+    learn.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.model(x), learn.model(x))
+
+
+def test_torchvision_max_pooling(dls):
+    learn = transfer_learner(dls, "tv:resnet18", pretrained=False, pool="max", device="cpu")
+    assert isinstance(learn.model.avgpool, torch.nn.AdaptiveMaxPool2d)
+
+
+def test_a_pool_the_model_cannot_take_is_a_clear_error(dls):
+    with pytest.raises(ValueError, match="pool must be one of"):
+        transfer_learner(dls, "test_resnet", pretrained=False, pool="median")
+    with pytest.raises(ValueError, match="not supported for 'tv:vit_b_16'"):
+        transfer_learner(dls, "tv:vit_b_16", pretrained=False, pool="max")
