@@ -64,6 +64,7 @@ VARIANTS: dict[str, Variant] = {
     "size448-probe": Variant(size=448, aug="none", method="logistic"),
     "size448-decay0.3": Variant(size=448, aug="none", decay=0.3),
     "size448-10ep": Variant(size=448, aug="none", epochs=10),
+    "size448-max-decay0.3": Variant(size=448, aug="none", decay=0.3, learner={"pool": "max"}),
 }
 
 
