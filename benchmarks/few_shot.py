@@ -8,8 +8,8 @@ Datasets:
   defect), that many training images per class, ``min(n, 100)`` validation and 100 test images per class;
   ``textile-protocol``: the conformal_clip benchmark's sizes, 50 / 25 / 25 (nominal / local / global) in each of
   train, valid and test. Scored as three classes and as nominal vs defective.
-- ``flowers20``: 20 training images per class of ``../shared/data/flowers5`` (the rest of its train split is the
-  validation set, its ``val/`` split the test set).
+- ``flowers20``: 20 training and `VALID_PER_CLASS` validation images per class from the train split of
+  ``../shared/data/flowers5``; its ``val/`` split is the test set.
 
 Every figure is printed beside the baseline measured in the same run: the nearest-exemplar rule (each test
 image takes the class of its most cosine-similar training image, on the pre-trained model's pooled features:
@@ -35,6 +35,7 @@ from easytransfer.datasets import textile_items
 
 FLOWERS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flowers5"
 ARCH = "efficientnet_lite0"
+VALID_PER_CLASS = 50  # flowers5: validation images drawn from the rest of its train split (all of it: 2,400)
 BASELINE = "recipe"
 
 
@@ -98,14 +99,9 @@ def flowers(per_class: int, seed: int) -> dict[str, pd.DataFrame]:
         return pd.DataFrame([(str(p), p.parent.name) for p in sorted((FLOWERS / split).glob("*/*"))],
                             columns=["path", "label"])
 
-    train = folder("train")
-    rng = np.random.default_rng(seed)
-    pick = np.zeros(len(train), dtype=bool)
-    for label in sorted(set(train["label"])):
-        idx = np.flatnonzero(train["label"].to_numpy() == label)
-        pick[rng.choice(idx, size=per_class, replace=False)] = True
-    return {"train": train[pick].reset_index(drop=True), "valid": train[~pick].reset_index(drop=True),
-            "test": folder("val")}
+    counts = {label: [per_class, VALID_PER_CLASS, 0] for label in sorted(set(folder("train")["label"]))}
+    split = _take(folder("train"), counts, seed)
+    return {"train": split["train"], "valid": split["valid"], "test": folder("val")}
 
 
 DATASETS = {
