@@ -28,7 +28,7 @@ class HeadConfig:
             ``"avgmax"`` (their mean; timm models only).
 
     >>> HeadConfig.from_module(mlp_head(64, 3, hidden=32, dropout=0.2))
-    HeadConfig(type='mlp', dropout=0.2, hidden=32)
+    HeadConfig(type='mlp', dropout=0.2, hidden=32, pool=None)
     """
 
     type: str = "linear"
