@@ -581,7 +581,7 @@ class TransferLearner(Learner):
         >>> learn.evaluate("data/test")  # doctest: +SKIP
         {'n_images': 90, 'loss': 0.41, 'accuracy': 0.87, 'macro_f1': 0.86, 'weighted_f1': 0.86}
         """
-        dl = self.dls.labelled_dl(test) if test is None or isinstance(test, pd.DataFrame) else test
+        dl = self.dls.labelled_dl() if test is None else test  # folders, tables, lists: Interpretation reads them
         interp = Interpretation.from_learner(self, dl, tta=tta)
         table = interp.per_class()
         return {"n_images": len(interp.losses), "loss": float(interp.losses.mean()), "accuracy": interp.accuracy,
