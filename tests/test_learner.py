@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from fastai.callback.core import Callback
 from torch import nn
 
 from easytransfer import ImageData, discriminative_lrs, transfer_learner
@@ -276,3 +277,34 @@ def test_fine_tune_stages_may_be_skipped_and_arguments_are_checked(learn):
         learn.fine_tune(1, monitor="train_loss")
     with pytest.raises(TypeError, match="base_lr"):
         learn.fine_tune(1, 2e-3)  # fastai's fine_tune(epochs, base_lr)
+
+
+# ---------------------------------------------------------------------------------------- never made worse
+
+
+class _RuinHeadBeforeValidation(Callback):
+    """Every epoch's validation sees class 0 with a logit margin of 100: a huge valid loss."""
+
+    def before_validate(self):
+        head = self.learn.model.get_classifier()
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([100.0, 0.0]))
+
+
+def test_a_fit_keeps_the_weights_it_started_from_when_no_epoch_beats_them(learn, capsys):
+    learn.fit_frozen(1, lr=1e-2)
+    start = _state(learn.model)
+    learn.unfreeze()
+    learn.fit_discriminative(2, cbs=[_RuinHeadBeforeValidation()], patience=None)
+    assert _same_state(_state(learn.model), start)
+    assert "No epoch of this fit beat the weights it started from (valid_loss " in capsys.readouterr().out
+    assert learn.best_epoch == 0 and len(learn.fit_history) == 3  # the frozen epoch, row 0 of the history
+
+
+def test_a_first_fit_or_a_better_fit_keeps_its_own_best_epoch(learn, capsys):
+    learn.fit_frozen(1, lr=1e-6)  # a head that barely trained: fine-tuning beats it
+    learn.unfreeze()
+    learn.fit_discriminative(2, lr_max=1e-2, patience=None)
+    assert learn.best_epoch in (1, 2)
+    assert "No epoch of this fit beat" not in capsys.readouterr().out

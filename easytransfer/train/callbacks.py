@@ -159,7 +159,10 @@ class BestWeightsCallback(TrackerCallback):
 
     Built on fastai's `TrackerCallback` (the same `monitor`, `comp` and `min_delta` as `SaveModelCallback`),
     but nothing is written to disk. The copy includes buffers such as BatchNorm statistics. When the best
-    epoch is not the last one, one line says which epoch's weights were restored.
+    epoch is not the last one, one line says which epoch's weights were restored. With `start` set to
+    ``(value, row)``, the weights the model has when the fit begins count as a candidate with that `monitor`
+    value (`row`: their epoch in the history): an epoch must beat them to be kept, so a fit never ends with
+    weights worse on validation than the ones it started from (``kept_start`` says when it kept them).
 
     >>> learn.fit(10, cbs=BestWeightsCallback(monitor="accuracy"))  # doctest: +SKIP
     """
@@ -170,12 +173,17 @@ class BestWeightsCallback(TrackerCallback):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=True)
         self.verbose = verbose
         self.initial = None  # (best value, state, history row) carried over from a resumed fit
+        self.start = None  # (value, history row) of the weights the fit starts from, to be beaten
+        self.kept_start = False
 
     def before_fit(self):
         super().before_fit()
-        self.best_state, self.best_row, self.last_row = None, None, None
+        self.best_state, self.best_row, self.last_row, self.kept_start = None, None, None, False
         if self.initial is not None:
             self.best, self.best_state, self.best_row = self.initial
+        elif self.start is not None:
+            value, row = self.start
+            self.best, self.best_state, self.best_row = value, _changeable_state(self.learn.model), row
 
     def after_epoch(self):
         super().after_epoch()
@@ -190,7 +198,11 @@ class BestWeightsCallback(TrackerCallback):
     def after_fit(self):
         if self.run and self.best_state is not None and self.best_row != self.last_row:
             _load_changeable_state(self.learn.model, self.best_state)
-            if self.verbose:
+            self.kept_start = self.start is not None and self.initial is None and self.best_row == self.start[1]
+            if self.verbose and self.kept_start:
+                print(f"No epoch of this fit beat the weights it started from ({self.monitor} {self.best:.4f}); "
+                      "kept those.")
+            elif self.verbose:
                 print(f"Restored the weights of epoch {self.best_row} (best {self.monitor}: {self.best:.4f}).")
         self.learn.best_epoch = self.best_row
         self.best_state = None

@@ -139,6 +139,7 @@ class TransferLearner(Learner):
         self.lr_find_result = None
         self.stop_reason = None
         self.best_epoch = None
+        self.fit_start: tuple[float, int] | None = None  # (monitor value, history row) the last fit had to beat
         self.fine_tune_choice = None
         self.freeze()
 
@@ -217,6 +218,8 @@ class TransferLearner(Learner):
                        features: FeatureCache | None = None):
         """Fit with warm-up + cosine from `lrs` (one per group); on cached `features` when given, else the images."""
         self._check_fit_args(epochs, monitor, patience)
+        start = self._start_candidate(monitor) if restore_best and not resume else None
+        self.fit_start = start
         self.best_epoch = None
         self.fine_tune_choice = None  # any later fit changes the weights fine_tune chose
         if self.opt is None:
@@ -234,8 +237,8 @@ class TransferLearner(Learner):
             self.opt.set_hyper("lr", lrs)
         fit_cbs = self._fit_callbacks(phase, monitor, patience, restore_best)
         for cb in fit_cbs:
-            if isinstance(cb, BestWeightsCallback) and best is not None:
-                cb.initial = best
+            if isinstance(cb, BestWeightsCallback):
+                cb.initial, cb.start = best, start
         schedule = warmup_cosine(lrs, warmup_pct)
         if state.done:
             schedule = _continued(schedule, state.done / epochs)
@@ -247,6 +250,17 @@ class TransferLearner(Learner):
         else:
             self._head_loop(features).fit(epochs - state.done, cbs=all_cbs)
         return self
+
+    def _start_candidate(self, monitor: str) -> tuple[float, int] | None:
+        """``(monitor value, history row)`` of the weights a fit starts from, when they were trained here.
+
+        A fit keeps them unless one of its epochs beats them on validation, so no fit makes a trained model
+        worse (one validation pass; nothing for a first fit or a training-loss monitor).
+        """
+        if not len(self.fit_history) or monitor == "train_loss":
+            return None
+        row = self.best_epoch if self.best_epoch is not None else len(self.fit_history) - 1
+        return self._validation_value(monitor), row
 
     def _resume(self, state: FitState):
         """Load the last checkpoint of an interrupted fit: weights, optimizer, history; (epochs done, best)."""
@@ -428,7 +442,7 @@ class TransferLearner(Learner):
         fine-tuning made `monitor` worse: on small or unusual data fine-tuning can lose what the head learnt. One
         line says which weights were kept and both values; ``learn.fine_tune_choice`` keeps them, and
         `diagnose` says so when the frozen-stage weights were kept. The body stays unfrozen either way. Measuring
-        costs one pass over the validation images after each stage (fastai's ``validate``).
+        costs one pass over the validation images before and after fine-tuning (fastai's ``validate``).
 
         Args:
             epochs: epochs of fine-tuning; ``0`` trains the head only.
@@ -465,11 +479,13 @@ class TransferLearner(Learner):
                 return self
             frozen_state = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
             frozen_best_epoch = self.best_epoch if self.best_epoch is not None else len(self.fit_history) - 1
-            frozen_value = self._validation_value(monitor)
+            frozen_value = None if restore_best else self._validation_value(monitor)
         self.unfreeze()
         self.fit_discriminative(epochs, lr_max=lr_max, decay=decay, **common)
         if not frozen_epochs:
             return self
+        if frozen_value is None:  # measured by the fit, which kept those weights unless an epoch beat them
+            frozen_value = self.fit_start[0]
         tuned_value = self._validation_value(monitor)
         kept = "frozen" if better(monitor, frozen_value, tuned_value) else "fine-tuned"
         if kept == "frozen":
