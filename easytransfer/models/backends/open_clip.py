@@ -196,7 +196,7 @@ def clip_config(arch: str, *, size: int | None = None) -> dict:
             try:
                 path = Path(hub_file(parsed.model, [CONFIG_NAME]))
             except OSError as e:
-                raise WeightsUnavailableError(OPEN_CLIP_PREFIX + arch, [("Hugging Face hub", str(e))],
+                raise WeightsUnavailableError(OPEN_CLIP_PREFIX + arch, [(f"Hugging Face hub {parsed.model}", str(e))],
                                               fix=LOCAL_DIR_FIX) from None
         data = _read_json(path, repr(str(path)))
         model_cfg = data.get("model_cfg", data)
@@ -280,7 +280,8 @@ def checkpoint_path(arch: str, *, weights: str | os.PathLike | None = None) -> t
         tag_cfg = _tag_config(parsed)
         if not tag_cfg.get("hf_hub"):
             tags = _open_clip().list_pretrained_tags_by_model(parsed.model)
-            reason = (f"no pretrained tag in the name; open_clip has {', '.join(tags)} (e.g. "
+            more = f" and {len(tags) - 5} more" if len(tags) > 5 else ""
+            reason = (f"no pretrained tag in the name; open_clip has {', '.join(tags[:5])}{more} (e.g. "
                       f"'{OPEN_CLIP_PREFIX}{parsed.model}/{tags[0]}')" if tags else "open_clip lists no weights for it")
             raise WeightsUnavailableError(name, [("open_clip's pretrained tags", reason)], fix=LOCAL_DIR_FIX)
         repo, filename = os.path.split(tag_cfg["hf_hub"])
@@ -385,8 +386,15 @@ def image_classifier(clip: nn.Module, config: dict, n_out: int | None = None,
 
 
 def _prefixed(regex: str, prefix: str) -> str:
-    # timm matches with re.match, so every regex is anchored at the start whether it says ^ or not
-    return "^" + re.escape(prefix) + regex.removeprefix("^")
+    r"""`regex` (over a trunk's parameter names) over names under `prefix`.
+
+    timm's regexes are alternations anchored by ``re.match`` (``^cls_token|pos_embed|^patch_embed``): the
+    alternatives are grouped and their own anchors dropped, so that each needs the prefix.
+
+    >>> _prefixed(r"^cls_token|^pos_embed|patch_embed", "visual.trunk.")
+    '^visual\\.trunk\\.(?:cls_token|pos_embed|patch_embed)'
+    """
+    return "^" + re.escape(prefix) + "(?:" + re.sub(r"(^|\||\()\^", r"\1", regex) + ")"
 
 
 def _timm_tower_matcher(visual: nn.Module) -> dict | None:
