@@ -44,13 +44,13 @@ def textile_subset(tmp_path_factory) -> Path:
 
 
 # A tiny random CLIP in open_clip's folder format (open_clip_config.json + open_clip_model.safetensors): a 4-block
-# ViT on 32 px images and a 1-layer text tower. The vocabulary stays CLIP's 49408 tokens: the BPE tokenizer that
-# ships in open_clip's wheel produces those ids.
+# ViT on 32 px images and a 1-layer text tower reading 16 tokens. The vocabulary stays CLIP's 49408 tokens: the
+# BPE tokenizer that ships in open_clip's wheel produces those ids.
 TINY_CLIP_CONFIG = {
     "model_cfg": {
         "embed_dim": 16,
         "vision_cfg": {"image_size": 32, "layers": 4, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
     },
     "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
                        "interpolation": "bicubic", "resize_mode": "shortest"},

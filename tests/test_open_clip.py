@@ -7,10 +7,10 @@ import time
 import huggingface_hub.constants
 import pytest
 import torch
+from conftest import TINY_CLIP_CONFIG, make_image_folder, make_tiny_clip_folder
 from safetensors.torch import load_file
 
 import easytransfer.models.weights as weights_module
-from conftest import TINY_CLIP_CONFIG, make_image_folder, make_tiny_clip_folder
 from easytransfer import (
     ImageData,
     UnknownModelError,

@@ -105,8 +105,8 @@ class Interpretation(FastaiInterpretation):
     def scores(self) -> dict:
         """Number of images, mean loss, accuracy and macro / weighted F1: what ``evaluate`` returns.
 
-        >>> scores = Interpretation.from_probabilities(torch.tensor([[0.9, 0.1]]), torch.tensor([0]), ["a", "b"]).scores()
-        >>> scores["n_images"], round(scores["loss"], 4), scores["accuracy"]
+        >>> interp = Interpretation.from_probabilities(torch.tensor([[0.9, 0.1]]), torch.tensor([0]), ["a", "b"])
+        >>> scores = interp.scores(); scores["n_images"], round(scores["loss"], 4), scores["accuracy"]
         (1, 0.1054, 1.0)
         """
         table = self.per_class()

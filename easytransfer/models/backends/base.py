@@ -76,7 +76,8 @@ class ModelBackend(ABC):
         return model
 
     def build(self, name: str, arch: str, n_out: int, *, pretrained: bool, weights: str | os.PathLike | None,
-              head: HeadConfig, size: int | None = None, arch_config: dict | None = None) -> tuple[nn.Module, ModelSpec]:
+              head: HeadConfig, size: int | None = None,
+              arch_config: dict | None = None) -> tuple[nn.Module, ModelSpec]:
         """Create `arch`, load its weights when asked, give it a new head; returns the model and its spec.
 
         `arch_config` is a recorded `ModelSpec.arch_config` (from a bundle); sources whose names rebuild their

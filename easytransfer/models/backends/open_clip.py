@@ -376,12 +376,12 @@ class OpenClipClassifier(nn.Module):
 
 
 def image_classifier(clip: nn.Module, config: dict, n_out: int | None = None,
-                     head: HeadConfig = HeadConfig()) -> OpenClipClassifier:
+                     head: HeadConfig | None = None) -> OpenClipClassifier:
     """`clip`'s image tower as an `OpenClipClassifier` (the text tower is left behind), with a new head for `n_out`
-    outputs when given."""
+    outputs when given (a linear one unless `head` says otherwise)."""
     model = OpenClipClassifier(clip.visual, int(config["model_cfg"]["embed_dim"]), arch_config=config)
     if n_out is not None:
-        model.head = new_head(model.num_features, n_out, head)
+        model.head = new_head(model.num_features, n_out, head or HeadConfig())
     return model
 
 
@@ -497,7 +497,8 @@ class OpenClipBackend(ModelBackend):
         model.head = new_head(model.num_features, n_out, head)
 
     def build(self, name: str, arch: str, n_out: int, *, pretrained: bool, weights: str | os.PathLike | None,
-              head: HeadConfig, size: int | None = None, arch_config: dict | None = None) -> tuple[nn.Module, ModelSpec]:
+              head: HeadConfig, size: int | None = None,
+              arch_config: dict | None = None) -> tuple[nn.Module, ModelSpec]:
         # the whole CLIP model is built once and its weights loaded once; the text tower is then left behind
         clip, config, where = load_clip(arch, pretrained=pretrained, weights=weights, size=size,
                                         arch_config=arch_config)
