@@ -58,7 +58,8 @@ CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safe
                     "open_clip_pytorch_model.bin")
 LOCAL_DIR_FIX = ("put the model in a folder in open_clip's format (open_clip_config.json + "
                  "open_clip_model.safetensors; e.g. `huggingface-cli download laion/CLIP-ViT-B-32-laion2B-s34B-b79K "
-                 "--local-dir clip-b32` on a machine that is online) and use 'open_clip:local-dir:PATH'")
+                 "--include 'open_clip_*' --local-dir clip-b32` on a machine that is online) and use "
+                 "'open_clip:local-dir:PATH' (docs/zero_shot.md)")
 # open_clip's preprocessing keys that a pretrained tag may set
 _TAG_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 
