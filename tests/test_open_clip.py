@@ -80,6 +80,11 @@ def test_pretrained_false_builds_from_the_config_without_weights(tmp_path, monke
     assert spec.weights == "random init" and model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
     with pytest.raises(WeightsUnavailableError, match="local-dir:"):
         build_model(f"open_clip:local-dir:{folder}", 2)
+    # a CLIP checkpoint file of the architecture, given as weights=
+    file = make_tiny_clip_folder(tmp_path / "with_weights", seed=1) / "open_clip_model.safetensors"
+    model, spec = build_model(f"open_clip:local-dir:{folder}", 2, weights=file)
+    assert spec.weights == f"file {file}"
+    assert torch.equal(model.visual.conv1.weight, load_file(str(file))["visual.conv1.weight"])
 
 
 @pytest.mark.parametrize("name", ["open_clip:ViT-B-32/openai", "open_clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"])

@@ -166,6 +166,7 @@ def test_evaluate_and_interpret_read_folders_tables_lists_and_dataloaders(classi
     assert interp.confusion_matrix().sum() == len(files) == len(interp.top_losses())
     assert set(interp.top_losses()["path"]) == set(files)
     assert list(interp.per_class().index[:2]) == CLASSES
+    assert interp.plot_top_losses(2).axes  # the images come from the items' paths
     scores = classifier.evaluate(folder, progress=False)
     assert scores == interp.scores()
     assert scores["n_images"] == len(files) and scores["accuracy"] == pytest.approx(
