@@ -18,6 +18,7 @@ from .data.loaders import ImageData as ImageData
 from .deploy.bundle import BundleConfig as BundleConfig
 from .deploy.predictor import Predictor as Predictor
 from .deploy.predictor import load_model as load_model
+from .deploy.predictor import zero_shot_classifier as zero_shot_classifier
 from .errors import DataError as DataError
 from .errors import EasyTransferError as EasyTransferError
 from .errors import UnknownModelError as UnknownModelError

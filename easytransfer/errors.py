@@ -29,15 +29,17 @@ class UnknownModelError(EasyTransferError, ValueError):
 class WeightsUnavailableError(EasyTransferError, RuntimeError):
     """No source could provide pre-trained weights for a model."""
 
-    def __init__(self, arch: str, tried: Sequence[tuple[str, str]]):
+    def __init__(self, arch: str, tried: Sequence[tuple[str, str]], fix: str | None = None):
         self.arch = arch
         self.tried = list(tried)
         lines = "\n".join(f"  - {source}: {reason}" for source, reason in self.tried)
+        if fix is None:  # a source with another way out (open_clip's local folders) says so in `fix`
+            fix = (f"pass a local file, e.g. transfer_learner(dls, {arch!r}, weights='path/to/weights.safetensors') "
+                   "(.safetensors, .pth or .pt)")
         super().__init__(
             f"No pre-trained weights could be loaded for {arch!r}. Sources tried:\n{lines}\n"
-            f"To fix it: connect to the internet once (weights are cached afterwards), or pass a local file, "
-            f"e.g. transfer_learner(dls, {arch!r}, weights='path/to/weights.safetensors') "
-            f"(.safetensors, .pth or .pt), or use pretrained=False to start from random weights."
+            f"To fix it: connect to the internet once (weights are cached afterwards), or {fix}, "
+            f"or use pretrained=False to start from random weights."
         )
 
 

@@ -52,7 +52,7 @@ def dls(tmp_path_factory):
 
 
 def test_registry_dispatches_names_to_backends():
-    assert [b.source for b in registered_backends()] == ["torchvision", "timm"]
+    assert [b.source for b in registered_backends()] == ["torchvision", "open_clip", "timm"]
     assert backend_for("tv:swin_t")[0] is get_backend("torchvision")
     assert resolve_arch("resnet50.a1_in1k") == ("timm", "resnet50.a1_in1k")
     assert resolve_arch("hf-hub:timm/resnet18.a1_in1k") == ("timm", "hf-hub:timm/resnet18.a1_in1k")
@@ -60,7 +60,7 @@ def test_registry_dispatches_names_to_backends():
     with pytest.raises(UnknownModelError, match="tv:resnet50"):
         resolve_arch("tv:resnet_50")
     with pytest.raises(ValueError, match="registered"):
-        get_backend("open_clip")
+        get_backend("keras")
 
 
 def test_no_source_branches_outside_the_backends():

@@ -31,7 +31,7 @@ from .sources import FoundItems, class_folder_items, folder_items
 from .split import stratified_split
 from .tables import table_items
 
-__all__ = ["BALANCE_MODES", "IMAGENET_STATS", "DataRecipe", "ImageData", "MemoizedDL"]
+__all__ = ["BALANCE_MODES", "IMAGENET_STATS", "DataRecipe", "ImageData", "MemoizedDL", "labelled_items"]
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MEMO_LIMIT = 512 * 2**20  # bytes of decoded validation images kept per DataLoader
@@ -329,23 +329,7 @@ class ImageData(DataLoaders):
                 raise DataError("This data has no test set: pass a folder of class sub-folders, a table or a list "
                                 "of files with labels.")
             items = self.recipe.test_items
-        elif isinstance(items, (str, os.PathLike)):
-            folder = Path(items).expanduser()
-            if not folder.is_dir():
-                raise DataError(f"Test folder {str(folder)!r} does not exist or is not a folder.")
-            messages: list[str] = []
-            found = class_folder_items(folder, "test", messages)
-            items, excluded, _ = check_items(found, check=True, max_pixels=DEFAULT_MAX_PIXELS)
-            if len(excluded):
-                warn_data(f"Excluded {len(excluded)} of {len(found)} test files: "
-                          + "; ".join(f"{p}: {r}" for p, r in zip(excluded["path"][:3], excluded["reason"][:3])))
-            if len(items) == 0:
-                raise DataError(f"No usable images found in test folder {str(folder)!r}.")
-        elif not isinstance(items, pd.DataFrame):
-            if labels is None:
-                raise ValueError("labels are required when items is a list of files")
-            items = pd.DataFrame({"path": [str(Path(p).resolve()) for p in items], "label": list(labels)})
-        items = items[["path", "label"]].reset_index(drop=True)
+        items = labelled_items(items, labels)
         seen = set(map(str, self.vocab))
         if self.is_multilabel:
             used = {lab for row in items["label"].astype(str) for lab in row.split(self.recipe.label_delim) if lab}
@@ -356,6 +340,39 @@ class ImageData(DataLoaders):
             raise DataError(f"Test labels {unseen} never appear in training (classes: {list(self.vocab)}). "
                             "Remove those images or add training images for them.")
         return self.test_dl(items, with_labels=True)
+
+
+def labelled_items(items, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """The ``path`` and ``label`` table of labelled images given as a folder, a table or a list of files.
+
+    Args:
+        items: a folder of class sub-folders (its files are checked; unreadable ones are excluded with a warning),
+            a table with ``path`` and ``label`` columns, or a list of files with `labels`.
+        labels: the labels of a list of files.
+
+    >>> labelled_items(["a/cat/1.jpg"], ["cat"])["label"].tolist()
+    ['cat']
+    """
+    if isinstance(items, (str, os.PathLike)):
+        folder = Path(items).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"Test folder {str(folder)!r} does not exist or is not a folder.")
+        messages: list[str] = []
+        found = class_folder_items(folder, "test", messages)
+        items, excluded, _ = check_items(found, check=True, max_pixels=DEFAULT_MAX_PIXELS)
+        if len(excluded):
+            warn_data(f"Excluded {len(excluded)} of {len(found)} test files: "
+                      + "; ".join(f"{p}: {r}" for p, r in zip(excluded["path"][:3], excluded["reason"][:3])))
+        if len(items) == 0:
+            raise DataError(f"No usable images found in test folder {str(folder)!r}.")
+    elif not isinstance(items, pd.DataFrame):
+        if labels is None:
+            raise ValueError("labels are required when items is a list of files")
+        items = pd.DataFrame({"path": [str(Path(p).resolve()) for p in items], "label": list(labels)})
+    missing = [c for c in ("path", "label") if c not in items]
+    if missing:
+        raise DataError(f"The table of labelled images lacks the column(s) {missing}; it needs 'path' and 'label'.")
+    return items[["path", "label"]].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------ building

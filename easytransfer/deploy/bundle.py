@@ -54,6 +54,9 @@ class BundleConfig:
         head: the new head's `HeadConfig`.
         preprocessing: the validation pipeline's `Preprocessing`.
         format_version: `BUNDLE_FORMAT_VERSION` when written; a newer one is refused on read.
+        arch_config: the source's own config of the architecture (`ModelSpec.arch_config`: an open_clip model's
+            ``open_clip_config.json``), so that `load_model` rebuilds it without its folder or the network;
+            ``None`` (and absent from the JSON) for timm and torchvision.
 
     >>> cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
     ...                    Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))
@@ -71,6 +74,7 @@ class BundleConfig:
     easytransfer_version: str = __version__
     format_version: int = BUNDLE_FORMAT_VERSION
     extra: dict = field(default_factory=dict, compare=False)
+    arch_config: dict | None = None
 
     @property
     def task(self) -> str:
@@ -92,6 +96,8 @@ class BundleConfig:
                               "std": list(pre.std), "resize": pre.resize},
             **self.extra,
         }
+        if self.arch_config is not None:
+            data["arch_config"] = self.arch_config
         return json.dumps(data, indent=2)
 
     @classmethod
@@ -112,7 +118,7 @@ class BundleConfig:
                                     f"({BUNDLE_FORMAT_VERSION}); upgrade easytransfer (pip install -U easytransfer).")
         pre = data["preprocessing"]
         known = {"format_version", "easytransfer_version", "arch", "source", "source_arch", "classes",
-                 "multilabel", "task", "head", "preprocessing"}
+                 "multilabel", "task", "head", "preprocessing", "arch_config"}
         return cls(
             arch=data["arch"], source=data.get("source", "timm"), source_arch=data.get("source_arch", data["arch"]),
             classes=tuple(str(c) for c in data["classes"]), multilabel=bool(data.get("multilabel", False)),
@@ -121,7 +127,7 @@ class BundleConfig:
                                         tuple(float(m) for m in pre["mean"]), tuple(float(s) for s in pre["std"]),
                                         pre.get("resize", RESIZE_RULE)),
             easytransfer_version=data.get("easytransfer_version", "unknown"), format_version=version,
-            extra={k: v for k, v in data.items() if k not in known},
+            extra={k: v for k, v in data.items() if k not in known}, arch_config=data.get("arch_config"),
         )
 
 

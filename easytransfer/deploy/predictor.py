@@ -1,14 +1,16 @@
-"""Loading an exported bundle without pickle, and predicting on images, files and folders."""
+"""Predictors: a model with its classes and preprocessing, from an exported bundle (`load_model`, no pickle) or from
+class names (`zero_shot_classifier`); predicting on images, files and folders, evaluating on labelled images."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.core import PILImage
 from fastprogress.fastprogress import progress_bar
@@ -16,13 +18,20 @@ from PIL import Image
 from torch import nn
 
 from ..data.images import open_rgb, resample_filter, to_rgb
+from ..data.loaders import labelled_items
 from ..data.sources import candidate_files
 from ..devices import predict_batch_size, resolve_device
+from ..errors import DataError, EasyTransferError
+from ..evaluate.interpret import Interpretation
 from ..models.factory import build_model
+from ..models.heads import HeadConfig
 from ..models.weights import load_state_dict_strict
-from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_config, read_bundle_weights
+from ..models.zero_shot import zero_shot_model
+from .bundle import WEIGHTS_NAME, BundleConfig, Preprocessing, read_bundle_config, read_bundle_weights, write_bundle
 
-__all__ = ["Predictor", "load_model"]
+__all__ = ["DEFAULT_ZERO_SHOT_ARCH", "Predictor", "load_model", "zero_shot_classifier"]
+
+DEFAULT_ZERO_SHOT_ARCH = "open_clip:ViT-B-32/openai"
 
 
 class Predictor:
@@ -63,13 +72,16 @@ class Predictor:
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         return (x - self._mean) / self._std
 
-    def _probabilities(self, tensors) -> torch.Tensor:
-        """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label)."""
+    def _logits(self, tensors) -> torch.Tensor:
+        """The model's outputs (on the CPU) for preprocessed image tensors."""
         x = torch.stack(list(tensors)).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            logits = self.model(x).float()
-        probs = logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
-        return probs.cpu()
+            return self.model(x).float().cpu()
+
+    def _probabilities(self, tensors) -> torch.Tensor:
+        """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label)."""
+        logits = self._logits(tensors)
+        return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
 
     def _labels_above_threshold(self, probs: torch.Tensor) -> list[str]:
         return [self.vocab[i] for i in torch.nonzero(probs > self.threshold).flatten().tolist()]
@@ -118,6 +130,58 @@ class Predictor:
             table.to_csv(csv, index=False)
         return table
 
+    def interpret(self, data, *, bs: int | None = None, progress: bool = True) -> Interpretation:
+        """Predictions on labelled images, computed once, as the `Interpretation` ``learn.interpret`` gives.
+
+        Args:
+            data: a folder of class sub-folders, a table with ``path`` and ``label`` columns, a list of files
+                (labelled by their parent folder's name), or a fastai DataLoader over such a table
+                (``dls.valid``, ``dls.labelled_dl(...)``). Every image goes through this predictor's own
+                preprocessing (`preprocess`), as in `predict`.
+            bs: images per forward pass (default `predict_batch_size`).
+            progress: show a progress bar.
+
+        Returns:
+            The `Interpretation`: ``confusion_matrix()``, ``top_losses()``, ``per_class()``, plots; the losses are
+            the cross-entropy of the model's outputs, as a learner's.
+
+        >>> interp = load_model("runs/textile-model").interpret("data/test"); interp.per_class()  # doctest: +SKIP
+        """
+        if self.multilabel:
+            raise EasyTransferError("interpret and evaluate take single-label models; for a multi-label model use "
+                                    "learn.interpret() / learn.evaluate() on the learner.")
+        items = _labelled_table(data)
+        index = {c: i for i, c in enumerate(self.vocab)}
+        unseen = sorted(set(items["label"].astype(str)) - set(index))
+        if unseen:
+            raise DataError(f"Labels {unseen} are not among this model's classes {self.vocab}; remove those images "
+                            "or give a model that knows them.")
+        targs = torch.tensor([index[str(label)] for label in items["label"]], dtype=torch.long)
+        bs = bs or predict_batch_size(self.device)
+        paths = items["path"].tolist()
+        batches = [paths[i:i + bs] for i in range(0, len(paths), bs)]
+        logits = torch.cat([self._logits(self.preprocess(p) for p in batch)
+                            for batch in (progress_bar(batches, leave=False) if progress else batches)])
+        losses = F.cross_entropy(logits, targs, reduction="none")
+        return Interpretation.from_probabilities(logits.softmax(dim=1), targs, self.vocab, items=items, losses=losses)
+
+    def evaluate(self, data, *, bs: int | None = None, progress: bool = True) -> dict:
+        """Loss, accuracy and macro / weighted F1 on labelled images: the dict ``learn.evaluate`` returns.
+
+        `data` is what `interpret` takes (a folder of class sub-folders, a table, a list of files, a DataLoader).
+
+        >>> load_model("runs/textile-model").evaluate("data/test")  # doctest: +SKIP
+        {'n_images': 90, 'loss': 0.41, 'accuracy': 0.87, 'macro_f1': 0.86, 'weighted_f1': 0.86}
+        """
+        return self.interpret(data, bs=bs, progress=progress).scores()
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write this predictor's model as a bundle folder (safetensors + JSON) that `load_model` reads.
+
+        >>> zero_shot_classifier(["cat", "dog"]).export("runs/cats-zero-shot")  # doctest: +SKIP
+        """
+        return write_bundle(path, self.model, self.config)
+
     def _load_batch(self, files):
         out = []
         for f in files:
@@ -160,7 +224,60 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | to
     >>> predictor = load_model("runs/textile-model"); predictor.predict("photo.jpg")  # doctest: +SKIP
     """
     config = read_bundle_config(path)
-    model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head)
+    model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
+                           arch_config=config.arch_config)
     state = read_bundle_weights(path)
     load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
     return Predictor(model, config, threshold=threshold, device=device)
+
+
+def _labelled_table(data) -> pd.DataFrame:
+    """``path`` and ``label`` of the labelled images `data` names (see `Predictor.interpret`)."""
+    if isinstance(data, (str, os.PathLike, pd.DataFrame)):
+        return labelled_items(data)
+    if isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, os.PathLike)):
+        return labelled_items(list(data), [Path(p).parent.name for p in data])
+    table = getattr(data, "items", None)  # a fastai DataLoader of an ImageData: its table of items
+    if isinstance(table, pd.DataFrame):
+        return labelled_items(table)
+    raise TypeError(f"Cannot read labelled images from a {type(data).__name__}; give a folder of class sub-folders, "
+                    "a table with 'path' and 'label' columns, a list of files, or a DataLoader of an ImageData.")
+
+
+def zero_shot_classifier(classes: Sequence[str], arch: str = DEFAULT_ZERO_SHOT_ARCH, *,
+                         templates: Sequence[str] | None = None,
+                         descriptions: Mapping[str, Sequence[str] | str] | None = None,
+                         device: str | torch.device | None = None) -> Predictor:
+    """A classifier from class names alone (CLIP zero-shot), as a `Predictor`: predict, evaluate, interpret, export.
+
+    Each class's embedding is the normalised mean of CLIP text embeddings of its prompts (the templates filled
+    with the class name, or its own descriptions); an image's probabilities are
+    ``softmax(logit_scale * cosine(image embedding, class embeddings))``. The model is the image tower with a
+    Linear head holding ``logit_scale * class embeddings``, so `export` writes an ordinary bundle (no text tower)
+    that `load_model` reads.
+
+    Args:
+        classes: class names, in output order (``_`` and ``-`` read as spaces in the prompts).
+        arch: an open_clip name: ``"open_clip:ViT-B-32/openai"`` (downloaded once when online),
+            ``"open_clip:hf-hub:ORG/REPO"``, or ``"open_clip:local-dir:PATH"`` (an open_clip folder; offline).
+        templates: prompt templates with ``{}`` for the class name; default `DEFAULT_TEMPLATES` (CLIP paper).
+        descriptions: class -> texts describing it, used instead of the templates for that class.
+        device: where the model runs (``None``: CUDA when available, else the CPU).
+
+    Returns:
+        A `Predictor` whose ``config.head`` is ``HeadConfig("zero_shot")``.
+
+    Raises:
+        WeightsUnavailableError: offline, for a name whose weights are not on this machine (within seconds).
+
+    >>> classifier = zero_shot_classifier(["cat", "dog"], "open_clip:local-dir:clip-b32")  # doctest: +SKIP
+    >>> label, probability, probs = classifier.predict("photo.jpg")  # doctest: +SKIP
+    """
+    model, spec = zero_shot_model(arch, classes, templates=templates, descriptions=descriptions, device=device)
+    config = BundleConfig(
+        arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(str(c) for c in classes),
+        multilabel=False, head=HeadConfig("zero_shot"),
+        preprocessing=Preprocessing(spec.size, spec.interpolation, tuple(spec.mean), tuple(spec.std)),
+        arch_config=spec.arch_config,
+    )
+    return Predictor(model, config, device=device)

@@ -23,7 +23,10 @@ RECALL_GAP = 0.25  # a class whose recall is this far below the overall accuracy
 
 
 class Interpretation(FastaiInterpretation):
-    """Predictions of a learner on one DataLoader, computed once and kept as numpy arrays.
+    """Predictions of a model on one set of labelled images, computed once and kept as numpy arrays.
+
+    Made by `from_learner` (a learner and a DataLoader) or `from_probabilities` (predictions made elsewhere: a
+    `Predictor`'s, a zero-shot classifier's), the same tables and plots either way.
 
     Attributes:
         probs: (items, classes) probabilities.
@@ -32,15 +35,18 @@ class Interpretation(FastaiInterpretation):
         losses: loss per item.
         vocab: class names.
         multilabel: whether the data is multi-label.
+        items: the table of the items (``path`` and ``label`` columns), when known.
 
     >>> interp = learn.interpret()  # doctest: +SKIP
     >>> interp.per_class(); interp.plot_confusion_matrix(); interp.plot_top_losses(9)  # doctest: +SKIP
     """
 
     def __init__(self, learn, dl, probs: torch.Tensor, targs: torch.Tensor, losses: torch.Tensor,
-                 threshold: float = MULTILABEL_THRESHOLD):
+                 threshold: float = MULTILABEL_THRESHOLD, *, vocab=None, items: pd.DataFrame | None = None):
         super().__init__(learn, dl, losses)
-        self.vocab = [str(v) for v in learn.dls.vocab]
+        self.vocab = [str(v) for v in (vocab if vocab is not None else learn.dls.vocab)]
+        dl_items = getattr(dl, "items", None)
+        self.items = items if items is not None else (dl_items if isinstance(dl_items, pd.DataFrame) else None)
         self.probs = probs.float().numpy()
         targs = targs.numpy()
         self.multilabel = targs.ndim == 2
@@ -70,12 +76,42 @@ class Interpretation(FastaiInterpretation):
         probs, targs = learn.tta(dl=dl, n=n_tta)
         return cls(learn, dl, probs, targs, _losses_from_probs(probs, targs))
 
+    @classmethod
+    def from_probabilities(cls, probs: torch.Tensor, targs: torch.Tensor, vocab, *, items: pd.DataFrame | None = None,
+                           losses: torch.Tensor | None = None) -> Interpretation:
+        """The interpretation of predictions made without a learner (a `Predictor`'s).
+
+        Args:
+            probs: (items, classes) probabilities; targs: true class index per item.
+            vocab: class names, in the order of the columns of `probs`.
+            items: the items' table (``path``, ``label``), for `top_losses` and `plot_top_losses`.
+            losses: loss per item; default the cross-entropy of `probs`.
+
+        >>> interp = Interpretation.from_probabilities(torch.tensor([[0.9, 0.1], [0.4, 0.6]]), torch.tensor([0, 0]),
+        ...                                            ["cat", "dog"])
+        >>> interp.accuracy, interp.most_confused().values.tolist()
+        (0.5, [['cat', 'dog', 1]])
+        """
+        losses = losses if losses is not None else _losses_from_probs(probs, targs)
+        return cls(None, None, probs, targs, losses, vocab=vocab, items=items)
+
     # ------------------------------------------------------------------------------------------------ numbers
 
     @property
     def accuracy(self) -> float:
         """Share of items predicted right (multi-label: of item-label decisions)."""
         return float((self.preds == self.targs).mean())
+
+    def scores(self) -> dict:
+        """Number of images, mean loss, accuracy and macro / weighted F1: what ``evaluate`` returns.
+
+        >>> interp = Interpretation.from_probabilities(torch.tensor([[0.9, 0.1]]), torch.tensor([0]), ["a", "b"])
+        >>> scores = interp.scores(); scores["n_images"], round(scores["loss"], 4), scores["accuracy"]
+        (1, 0.1054, 1.0)
+        """
+        table = self.per_class()
+        return {"n_images": len(self.losses), "loss": float(self.losses.mean()), "accuracy": self.accuracy,
+                "macro_f1": float(table.loc["macro avg", "f1"]), "weighted_f1": float(table.loc["weighted avg", "f1"])}
 
     def confusion_matrix(self) -> np.ndarray:
         """Counts, rows = actual class, columns = predicted class; multi-label: (labels, 2, 2) per label."""
@@ -200,9 +236,8 @@ class Interpretation(FastaiInterpretation):
     # -------------------------------------------------------------------------------------------- the items
 
     def _item_path(self, i: int) -> str | None:
-        items = getattr(self.dl, "items", None)
-        if isinstance(items, pd.DataFrame) and "path" in items:
-            return str(items["path"].iloc[i])
+        if self.items is not None and "path" in self.items:
+            return str(self.items["path"].iloc[i])
         return None
 
     def _item_image(self, i: int, size: int = 256) -> np.ndarray:

@@ -146,6 +146,7 @@ def build_model(
     head: str | HeadConfig = "linear",
     dropout: float | None = None,
     size: int | None = None,
+    arch_config: dict | None = None,
 ) -> tuple[nn.Module, ModelSpec]:
     """Like `create_model`, but also returns the `ModelSpec` (with the weights' source filled in).
 
@@ -153,6 +154,8 @@ def build_model(
         arch, n_out, pretrained, weights, head, dropout: as for `create_model`.
         size: input size to build the model for (ViT-like models are rebuilt for it; CNNs take any size and
             the spec's size is set to it).
+        arch_config: a recorded `ModelSpec.arch_config` to rebuild the architecture from (what `load_model`
+            passes for an open_clip model, so that its folder or the hub is not needed); ``None``: from `arch`.
 
     Returns:
         ``(model, spec)``.
@@ -167,8 +170,12 @@ def build_model(
         raise ValueError(f"size must be a positive number of pixels, got {size!r}")
     head_config = head if isinstance(head, HeadConfig) else HeadConfig(head, dropout)
     backend, source_arch = backend_for(arch)
+    if head_config.type == "zero_shot" and not backend.text_heads:
+        raise ValueError(f"head='zero_shot' starts from CLIP text embeddings of the class names, and {arch!r} "
+                         f"({backend.source}) has no text tower; use an open_clip model "
+                         "(e.g. 'open_clip:ViT-B-32/openai') or head='linear'.")
     return backend.build(arch, source_arch, n_out, pretrained=pretrained, weights=weights, head=head_config,
-                         size=size)
+                         size=size, arch_config=arch_config)
 
 
 def head_dropout(model: nn.Module, spec: ModelSpec) -> float:

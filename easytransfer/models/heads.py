@@ -6,10 +6,12 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-__all__ = ["HEAD_TYPES", "HeadConfig", "find_classifier_layer", "find_last_linear", "mlp_head", "replace_conv_head",
-           "replace_linear_head"]
+__all__ = ["HEAD_TYPES", "HeadConfig", "find_classifier_layer", "find_last_linear", "mlp_head", "new_head",
+           "replace_conv_head", "replace_linear_head"]
 
-HEAD_TYPES = ("linear", "mlp")
+# "zero_shot": a linear head that starts as the class names' CLIP text embeddings (open_clip models only;
+# `easytransfer.models.zero_shot`); its shape is a linear head's, so a bundle rebuilds it like one
+HEAD_TYPES = ("linear", "mlp", "zero_shot")
 POOL_TYPES = (None, "avg", "max", "avgmax")
 MLP_HIDDEN = 512
 MLP_DROPOUT = 0.5
@@ -20,7 +22,8 @@ class HeadConfig:
     """Which new head a model has: what `replace_linear_head` builds and a bundle records.
 
     Attributes:
-        type: ``"linear"`` (one Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
+        type: ``"linear"`` (one Linear layer), ``"mlp"`` (hidden layer, BatchNorm and dropout) or
+            ``"zero_shot"`` (a Linear layer initialised from CLIP text embeddings of the class names).
         dropout: dropout before the last Linear layer (``None``: none for linear, `MLP_DROPOUT` for mlp).
         hidden: width of the MLP's hidden layer.
         pool: how the body's feature map becomes one vector: ``None`` (the model's own pooling), ``"avg"``,
@@ -135,16 +138,26 @@ def replace_conv_head(model: nn.Module, path: str, n_out: int, head: HeadConfig 
     return new
 
 
+def new_head(n_in: int, n_out: int, head: HeadConfig = HeadConfig()) -> nn.Module:
+    """A new head of `head`'s kind from `n_in` features to `n_out` outputs (a zero-shot head is shaped as a linear one).
+
+    >>> new_head(16, 3, HeadConfig("linear", dropout=0.1))
+    Sequential(
+      (0): Dropout(p=0.1, inplace=False)
+      (1): Linear(in_features=16, out_features=3, bias=True)
+    )
+    """
+    if head.type == "mlp":
+        return mlp_head(n_in, n_out, hidden=head.hidden, dropout=head.dropout)
+    new = nn.Linear(n_in, n_out)
+    return nn.Sequential(nn.Dropout(head.dropout), new) if head.dropout else new
+
+
 def replace_linear_head(model: nn.Module, path: str, n_out: int, head: HeadConfig = HeadConfig()) -> nn.Module:
     """Replace the Linear layer at `path` with a new head for `n_out` outputs; returns the new head."""
     old = model.get_submodule(path)
     if not isinstance(old, nn.Linear):
         raise ValueError(f"{path!r} in {type(model).__name__} is a {type(old).__name__}, not a Linear layer.")
-    if head.type == "linear":
-        new = nn.Linear(old.in_features, n_out)
-        if head.dropout:
-            new = nn.Sequential(nn.Dropout(head.dropout), new)
-    else:
-        new = mlp_head(old.in_features, n_out, hidden=head.hidden, dropout=head.dropout)
+    new = new_head(old.in_features, n_out, head)
     model.set_submodule(path, new)
     return new

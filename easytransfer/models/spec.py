@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["FAMILY_NOTES", "ModelSpec"]
 
@@ -49,6 +49,10 @@ class ModelSpec:
         num_params: parameter count of the backbone with its original head.
         offline_weights: whether pre-trained weights are on this machine (installed package or cache).
         weights: where the weights of this instance came from (``"random init"`` until some are loaded).
+        arch_config: the source's own description of the architecture when its name alone may not rebuild it
+            elsewhere (an open_clip model from a local folder or the hub: its ``open_clip_config.json``); bundles
+            keep it so that `load_model` needs neither the folder nor the network. ``None`` for timm and
+            torchvision.
 
     >>> spec = ModelSpec("m", "timm", "m", "resnet", (3, 160, 160), (0.5,) * 3, (0.5,) * 3, "bilinear", 0.9,
     ...                  "fc", 512, 1000, False)
@@ -70,6 +74,7 @@ class ModelSpec:
     num_params: int
     offline_weights: bool
     weights: str = "random init"
+    arch_config: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,6 +30,8 @@ __all__ = [
     "PACKAGED_WEIGHTS",
     "PackagedWeights",
     "has_packaged_weights",
+    "hub_file",
+    "hub_offline",
     "load_pretrained",
     "load_state_dict_file",
     "load_state_dict_strict",
@@ -226,6 +228,50 @@ def _reachable(host: str, timeout: float = HUB_TIMEOUT_S) -> bool:
         return True
     except OSError:
         return False
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face's offline mode is on (``HF_HUB_OFFLINE=1``, read now or when the hub was imported)."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_file(repo_id: str, filenames: Sequence[str]) -> str:
+    """The local path of the first of `filenames` in Hugging Face repo `repo_id`: from the cache, else downloaded.
+
+    The cache is read first, without any network request. Only when none of the files is cached is the hub
+    asked, and only after one short reachability check (`HUB_TIMEOUT_S`), so that offline the answer comes at
+    once instead of after ``huggingface_hub``'s retries with back-off.
+
+    Args:
+        repo_id: ``"org/repo"``.
+        filenames: files to look for, in order of preference (``open_clip_model.safetensors``, then ``.bin``).
+
+    Raises:
+        OSError: saying why nothing could be had (offline mode, hub unreachable, or the download's own error).
+
+    >>> hub_file("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", ["open_clip_model.safetensors"])  # doctest: +SKIP
+    '/home/me/.cache/huggingface/hub/models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K/snapshots/.../open_clip_model...'
+    """
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    for filename in filenames:
+        cached = try_to_load_from_cache(repo_id, filename)
+        if isinstance(cached, str):
+            return cached
+    if hub_offline():
+        raise OSError(f"HF_HUB_OFFLINE=1 is set and {repo_id} ({', '.join(filenames)}) is not in the local cache")
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if not _reachable(host):
+        raise OSError(f"{host} cannot be reached (offline?) and {repo_id} is not in the local cache")
+    errors = []
+    for filename in filenames:
+        try:
+            return hf_hub_download(repo_id, filename)
+        except Exception as exc:  # missing file, auth, network: try the next name, report them all
+            errors.append(f"{filename}: {type(exc).__name__}: {exc}".splitlines()[0])
+    raise OSError("; ".join(errors))
 
 
 def _load_from_hub(model: nn.Module, filter_fn=None) -> None:

@@ -37,6 +37,7 @@ from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
 from ..models.layer_groups import LayerGroups, split_layer_groups
 from ..models.weights import load_state_dict_strict
+from ..models.zero_shot import zero_shot_model
 from .callbacks import (
     BestWeightsCallback,
     FrozenBatchNormCallback,
@@ -598,10 +599,7 @@ class TransferLearner(Learner):
         {'n_images': 90, 'loss': 0.41, 'accuracy': 0.87, 'macro_f1': 0.86, 'weighted_f1': 0.86}
         """
         dl = self.dls.labelled_dl() if test is None else test  # folders, tables, lists: Interpretation reads them
-        interp = Interpretation.from_learner(self, dl, tta=tta)
-        table = interp.per_class()
-        return {"n_images": len(interp.losses), "loss": float(interp.losses.mean()), "accuracy": interp.accuracy,
-                "macro_f1": float(table.loc["macro avg", "f1"]), "weighted_f1": float(table.loc["weighted avg", "f1"])}
+        return Interpretation.from_learner(self, dl, tta=tta).scores()
 
     def save_report(self, path, dl=None, interp: Interpretation | None = None) -> Path:
         """One self-contained HTML file: data, model, layer groups, history, LR finder, mistakes, diagnosis.
@@ -621,6 +619,7 @@ class TransferLearner(Learner):
             arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(str(c) for c in self.dls.vocab),
             multilabel=bool(getattr(self.dls, "is_multilabel", False)), head=self.head_config,
             preprocessing=Preprocessing(int(size), source.interpolation, tuple(source.mean), tuple(source.std)),
+            arch_config=spec.arch_config,
         )
 
     def export(self, path) -> Path:
@@ -721,7 +720,10 @@ def transfer_learner(
         pretrained: load pre-trained weights (``False``: random initialisation, no download).
         weights: a local weights file for `arch` (``.safetensors`` or ``.pth``).
         n_stages: number of body layer groups (default 4, fewer when the model has fewer stages).
-        head: ``"linear"`` (a new Linear layer) or ``"mlp"`` (hidden layer, BatchNorm and dropout).
+        head: ``"linear"`` (a new Linear layer), ``"mlp"`` (hidden layer, BatchNorm and dropout), or for open_clip
+            models ``"zero_shot"``: a Linear layer that starts as the zero-shot classifier of the data's classes
+            (CLIP text embeddings of `DEFAULT_TEMPLATES` prompts, scaled by CLIP's logit scale), so the first
+            predictions are `zero_shot_classifier`'s and fine-tuning starts from there (docs/zero_shot.md).
         dropout: dropout before the head's last layer (default none for ``"linear"``, 0.5 for ``"mlp"``).
         pool: ``"max"``, ``"avg"`` or ``"avgmax"`` (timm) to pool the body's feature map that way instead of the
             model's own pooling; ``"max"`` keeps a small defect's strong response that an average dilutes
@@ -766,7 +768,15 @@ def transfer_learner(
     if loss_func is not None and "loss_func" not in kwargs:
         kwargs["loss_func"] = loss_func
     head_config = HeadConfig(head, dropout, pool=pool)
-    model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config, size=size)
+    if head_config.type == "zero_shot":
+        if isinstance(dls, ImageData) and dls.is_multilabel:
+            raise ValueError("head='zero_shot' starts from a softmax over the classes (single-label data); this data "
+                             "is multi-label: use head='linear'.")
+        model, spec = zero_shot_model(arch, [str(c) for c in dls.vocab], pretrained=pretrained, weights=weights,
+                                      size=size, head=head_config, device=device)
+    else:
+        model, spec = build_model(arch, _n_out(dls), pretrained=pretrained, weights=weights, head=head_config,
+                                  size=size)
     if isinstance(dls, ImageData):
         dls = dls.for_model(spec)
     else:

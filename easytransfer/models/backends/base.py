@@ -29,10 +29,13 @@ class ModelBackend(ABC):
     Attributes:
         source: the backend's name, stored in `ModelSpec.source` and bundles (``"timm"``).
         prefix: what a user types before the source's own name (``"tv:"``); ``""`` for none.
+        text_heads: whether its models can start a head from text embeddings of the class names
+            (``head="zero_shot"``: CLIP models).
     """
 
     source: str = ""
     prefix: str = ""
+    text_heads: bool = False
 
     # ------------------------------------------------------------------------------------------ names
     @abstractmethod
@@ -73,8 +76,13 @@ class ModelBackend(ABC):
         return model
 
     def build(self, name: str, arch: str, n_out: int, *, pretrained: bool, weights: str | os.PathLike | None,
-              head: HeadConfig, size: int | None = None) -> tuple[nn.Module, ModelSpec]:
-        """Create `arch`, load its weights when asked, give it a new head; returns the model and its spec."""
+              head: HeadConfig, size: int | None = None,
+              arch_config: dict | None = None) -> tuple[nn.Module, ModelSpec]:
+        """Create `arch`, load its weights when asked, give it a new head; returns the model and its spec.
+
+        `arch_config` is a recorded `ModelSpec.arch_config` (from a bundle); sources whose names rebuild their
+        models on their own (timm, torchvision) have none and ignore it.
+        """
         load = pretrained or weights is not None
         model = self.create(arch, head=head, size=size, pretrained=load)
         spec = self.spec(name, arch, model, size=size)
@@ -115,7 +123,7 @@ def registered_backends() -> tuple[ModelBackend, ...]:
     """The registered backends, those with a prefix first (they claim their names before the others).
 
     >>> [b.source for b in registered_backends()]
-    ['torchvision', 'timm']
+    ['torchvision', 'open_clip', 'timm']
     """
     return tuple(sorted(_BACKENDS.values(), key=lambda b: not b.prefix))
 
