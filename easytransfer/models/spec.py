@@ -19,7 +19,8 @@ FAMILY_NOTES: list[tuple[str, str]] = [
                        "B5-B7 for large images and big budgets."),
     ("*resne*t*", "ResNet: the baseline that runs anywhere; well understood, robust to fine-tune."),
     ("*convnext*", "ConvNeXt: ViT-level accuracy with CNN efficiency; a strong default on GPU."),
-    ("*mobilenet*", "MobileNet: smallest and fastest; for edge devices and CPU inference."),
+    ("*mobilenet*", "MobileNet: smallest and fastest; for edge devices and CPU inference. MobileNetV2 "
+                    "(tv:mobilenet_v2, mobilenetv2_100) works offline here."),
     ("*regnet*", "RegNet: ResNet-like design space with good speed/accuracy trade-offs."),
     ("*swin*", "Swin: hierarchical transformer; strong on dense tasks, more compute."),
     ("*eva*", "EVA: large-scale pre-trained ViT; very strong features, heavy."),
