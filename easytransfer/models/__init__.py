@@ -8,5 +8,7 @@ from .factory import get_model_spec as get_model_spec
 from .factory import list_models as list_models
 from .factory import resolve_arch as resolve_arch
 from .heads import HeadConfig as HeadConfig
+from .heads import KNNHead as KNNHead
+from .heads import PrototypeHead as PrototypeHead
 from .layer_groups import LayerGroups as LayerGroups
 from .layer_groups import split_layer_groups as split_layer_groups

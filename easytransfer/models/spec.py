@@ -19,7 +19,8 @@ FAMILY_NOTES: list[tuple[str, str]] = [
                        "B5-B7 for large images and big budgets."),
     ("*resne*t*", "ResNet: the baseline that runs anywhere; well understood, robust to fine-tune."),
     ("*convnext*", "ConvNeXt: ViT-level accuracy with CNN efficiency; a strong default on GPU."),
-    ("*mobilenet*", "MobileNet: smallest and fastest; for edge devices and CPU inference."),
+    ("*mobilenet*", "MobileNet: smallest and fastest; for edge devices and CPU inference. MobileNetV2 "
+                    "(tv:mobilenet_v2, mobilenetv2_100) works offline here."),
     ("*regnet*", "RegNet: ResNet-like design space with good speed/accuracy trade-offs."),
     ("*swin*", "Swin: hierarchical transformer; strong on dense tasks, more compute."),
     ("*eva*", "EVA: large-scale pre-trained ViT; very strong features, heavy."),
@@ -88,8 +89,18 @@ class ModelSpec:
 
     @property
     def notes(self) -> str:
-        """The practical note of the first `FAMILY_NOTES` pattern matching the arch or family (``""``: none)."""
-        for pattern, note in FAMILY_NOTES:
-            if fnmatch.fnmatch(self.arch.lower(), pattern) or fnmatch.fnmatch(self.family.lower(), pattern):
-                return note
+        """The practical note of the first `FAMILY_NOTES` pattern matching the arch, else the family (``""``: none).
+
+        The arch first: timm's MobileNets live in its ``efficientnet`` module, so their family says EfficientNet.
+
+        >>> from dataclasses import replace
+        >>> spec = ModelSpec("m", "timm", "mobilenetv2_100", "efficientnet", (3, 224, 224), (0.5,) * 3, (0.5,) * 3,
+        ...                  "bilinear", 0.875, "classifier", 1280, 3_500_000, True)
+        >>> spec.notes.split(":")[0], replace(spec, arch="m").notes.split(":")[0]
+        ('MobileNet', 'EfficientNet')
+        """
+        for name in (self.arch.lower(), self.family.lower()):
+            for pattern, note in FAMILY_NOTES:
+                if fnmatch.fnmatch(name, pattern):
+                    return note
         return ""

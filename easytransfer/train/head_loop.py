@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from fastai.callback.core import Callback, TrainEvalCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import CastToTensor, Learner
+from fastai.torch_core import to_device
 from torch import nn
 
-__all__ = ["HeadLoop", "InnerHead", "RelayCallback"]
+__all__ = ["HeadLoop", "InnerHead", "InnerLearner", "RelayCallback"]
 
 LOOP_STATE = ("n_epoch", "epoch", "iter", "n_iter", "training", "pct_train", "train_iter", "dl",
               "xb", "yb", "pred", "loss", "loss_grad")  # what fastai's loop sets on the learner
@@ -75,6 +76,16 @@ class InnerHead(nn.Module):
         return self.head(x)
 
 
+class InnerLearner(Learner):
+    """The inner fastai `Learner`: batches go to the feature DataLoaders' device (the outer learner's).
+
+    fastai asks the model's first parameter where a batch goes; a `KNNHead` has no parameters (only buffers).
+    """
+
+    def _set_device(self, b):
+        return to_device(b, self.dls.device)
+
+
 class HeadLoop:
     """Fit or validate `head` on cached features with `learn`'s optimizer and callbacks, `learn` unchanged.
 
@@ -84,7 +95,7 @@ class HeadLoop:
         head: the trainable head module, a sub-module of ``learn.model``.
 
     Attributes:
-        inner: the inner fastai `Learner` over `dls` and `head`.
+        inner: the inner fastai `Learner` (an `InnerLearner`) over `dls` and `head`.
 
     >>> loop = HeadLoop(learn, cache.dataloaders(learn.dls, learn.device), head)  # doctest: +SKIP
     >>> loop.fit(3, cbs=[ParamScheduler({"lr": warmup_cosine(lrs)})])  # doctest: +SKIP
@@ -92,10 +103,10 @@ class HeadLoop:
 
     def __init__(self, learn: Learner, dls: DataLoaders, head: nn.Module):
         self.outer = learn
-        self.inner = Learner(dls, InnerHead(head), loss_func=learn.loss_func, opt_func=learn.opt_func, lr=learn.lr,
-                             metrics=learn.metrics, path=learn.path, wd=learn.wd, wd_bn_bias=learn.wd_bn_bias,
-                             train_bn=learn.train_bn, moms=learn.moms, default_cbs=False,
-                             cbs=[TrainEvalCallback(), CastToTensor()])
+        self.inner = InnerLearner(dls, InnerHead(head), loss_func=learn.loss_func, opt_func=learn.opt_func,
+                                  lr=learn.lr, metrics=learn.metrics, path=learn.path, wd=learn.wd,
+                                  wd_bn_bias=learn.wd_bn_bias, train_bn=learn.train_bn, moms=learn.moms,
+                                  default_cbs=False, cbs=[TrainEvalCallback(), CastToTensor()])
 
     @property
     def dls(self) -> DataLoaders:

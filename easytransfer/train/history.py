@@ -13,20 +13,21 @@ from enum import Enum
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["EpochRecord", "FineTuneChoice", "History", "Phase", "PhaseKind", "as_history", "metric_columns",
-           "plot_history"]
+__all__ = ["PROBE_LABELS", "EpochRecord", "FineTuneChoice", "History", "Phase", "PhaseKind", "as_history",
+           "metric_columns", "plot_history"]
 
 
 class PhaseKind(str, Enum):
     """What a fit trained: the head alone (frozen body, or a probe) or some of the body too."""
 
     FROZEN = "frozen"  # `fit_frozen`: the head by gradient descent, body frozen
-    PROBE = "probe"  # `fit_frozen(method="logistic")`: the head fitted as a logistic regression
+    PROBE = "probe"  # `fit_frozen(method="logistic" | "prototype" | "knn")`: the head fitted in one go
     DISCRIMINATIVE = "discriminative"  # `fit_discriminative`: unfrozen groups with their own rates
     GRADUAL = "gradual"  # `fit_gradual`: stage 0 is the head alone, stage k has k body groups open
 
 
 _DEFAULT_NAMES = {PhaseKind.FROZEN: "frozen", PhaseKind.PROBE: "logistic", PhaseKind.DISCRIMINATIVE: "discriminative"}
+PROBE_LABELS = ("prototype", "knn")  # the other probes' phase labels (`Phase(PhaseKind.PROBE, label="knn")`)
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,14 @@ class Phase:
 
         >>> Phase.from_name("stage 0"), Phase.from_name("logistic").kind
         (Phase(kind=<PhaseKind.GRADUAL: 'gradual'>, stage=0, label=None), <PhaseKind.PROBE: 'probe'>)
+        >>> Phase.from_name("knn")
+        Phase(kind=<PhaseKind.PROBE: 'probe'>, stage=None, label='knn')
         """
         for kind, default in _DEFAULT_NAMES.items():
             if name == default:
                 return cls(kind)
+        if name in PROBE_LABELS:
+            return cls(PhaseKind.PROBE, label=str(name))
         words = str(name).split()
         if len(words) == 2 and words[0] == "stage" and words[1].isdigit():
             return cls(PhaseKind.GRADUAL, int(words[1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from numbers import Integral
@@ -58,11 +59,13 @@ from .features import (
 from .head_loop import HeadLoop
 from .history import FineTuneChoice, History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
-from .probe import fit_logistic_probe
+from .probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
 
-__all__ = ["TransferLearner", "discriminative_lrs", "transfer_learner"]
+__all__ = ["FIT_FROZEN_METHODS", "TransferLearner", "discriminative_lrs", "transfer_learner"]
 
 DEFAULT_HEAD_LR = 3e-3
+FIT_FROZEN_METHODS = ("gradient", "logistic", "prototype", "knn")
+FEW_SHOT_HEADS = ("prototype", "knn")  # head types fitted by fit_frozen(method=...), not built for training
 
 
 FROZEN_LR_FIND_IT = 100  # fastai's default; on cached features it takes seconds
@@ -219,6 +222,7 @@ class TransferLearner(Learner):
                        features: FeatureCache | None = None):
         """Fit with warm-up + cosine from `lrs` (one per group); on cached `features` when given, else the images."""
         self._check_fit_args(epochs, monitor, patience)
+        self._check_head_trains()
         start = self._start_candidate(monitor) if restore_best and not resume else None
         self.fit_start = start
         self.best_epoch = None
@@ -303,6 +307,7 @@ class TransferLearner(Learner):
 
         >>> res = learn.lr_find(); res.plot(); learn.fit_frozen(3, lr=res.valley)  # doctest: +SKIP
         """
+        self._check_head_trains()
         if num_it is None:
             num_it = FROZEN_LR_FIND_IT if self._body_is_frozen() else UNFROZEN_LR_FIND_IT
         cache = self._feature_cache_or_none(cache_views=1) if self._body_is_frozen() else None
@@ -329,8 +334,8 @@ class TransferLearner(Learner):
 
     def fit_frozen(self, epochs: int, lr: float | str | None = None, *, warmup_pct: float = 0.1,
                    monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
-                   cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, method: str = "gradient", cbs=None,
-                   resume: bool = False):
+                   cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, method: str = "gradient",
+                   k: int | None = None, cbs=None, resume: bool = False):
         """Train only the new head with the body frozen (feature extraction).
 
         The frozen body's BatchNorm layers run with their pre-trained statistics (inference mode) unless the
@@ -344,36 +349,96 @@ class TransferLearner(Learner):
         (and skipped) with ``train_bn=True``, MixUp / CutMix, or a model with more than one head module.
 
         Args:
-            epochs: number of epochs (fewer when early stopping ends the fit).
+            epochs: number of epochs (fewer when early stopping ends the fit; one fit for the other methods).
             lr: the head's peak learning rate; default `DEFAULT_HEAD_LR` (3e-3); ``"find"`` runs `lr_find` first.
             monitor: ``"valid_loss"`` (default), ``"train_loss"`` or a metric's name.
             patience: stop after this many epochs without improvement of `monitor`; ``None``: never.
             restore_best: at the end, load the weights of the epoch with the best `monitor`.
             cache: train the head on cached features when possible.
             cache_views: views per training image in the cache (1 = the plain image only).
-            method: ``"gradient"`` (default) or ``"logistic"``: a linear probe, an L2-regularised logistic
-                regression fitted on the cached features, regularisation chosen on the validation set.
+            method: how the head is made (the other three fit it in one go on the cached features of the plain
+                training images, choosing their setting by validation log-loss, and add one history row):
+
+                - ``"gradient"`` (default): trained by gradient descent;
+                - ``"logistic"``: a linear probe, an L2-regularised logistic regression written into the linear
+                  head (regularisation ``C`` chosen; a prototype or k-NN head is first replaced by a Linear);
+                - ``"prototype"``: a `PrototypeHead` replaces the head: softmax of the scaled cosine similarity
+                  to each class's mean normalised feature (the nearest class mean wins; ``scale`` chosen);
+                - ``"knn"``: a `KNNHead` replaces the head: the smoothed vote of the `k` nearest training images
+                  by cosine similarity (``k`` chosen from `KNN_KS`); it stores the training features.
+
+                Prototype and k-NN heads are for single-label data; they are exported like any head.
+            k: ``method="knn"`` only: use this many neighbours instead of choosing.
             cbs: extra fastai callbacks for this fit.
             resume: continue an interrupted fit from the last checkpoint in ``checkpoint_dir`` (same schedule).
 
         >>> learn.fit_frozen(3)  # doctest: +SKIP
+        >>> learn.fit_frozen(1, method="prototype"); learn.head_config.type  # doctest: +SKIP
+        'prototype'
         """
         self.freeze()
-        if method not in ("gradient", "logistic"):
-            raise ValueError(f"method must be 'gradient' or 'logistic', got {method!r}")
+        if method not in FIT_FROZEN_METHODS:
+            raise ValueError(f"method must be one of {FIT_FROZEN_METHODS}, got {method!r}")
+        if k is not None and method != "knn":
+            raise ValueError(f"k= is the number of neighbours of method='knn'; method={method!r} takes no k.")
         if cache_views < 1:
             raise ValueError(f"cache_views must be at least 1, got {cache_views}")
-        features = self._feature_cache_or_none(cache_views) if cache or method == "logistic" else None
-        if method == "logistic":
+        features = self._feature_cache_or_none(cache_views) if cache or method != "gradient" else None
+        if method != "gradient":
             if features is None:
-                raise ValueError(f"method='logistic' needs cached features: {self._cache_obstacle()}")
+                raise ValueError(f"method={method!r} needs cached features: {self._cache_obstacle()}")
             self.fine_tune_choice = None
-            return fit_logistic_probe(self, features)
+            if method == "logistic":
+                if self.head_config.type in FEW_SHOT_HEADS:  # the probe is written into a Linear layer
+                    self._install_head(nn.Linear(features.train.shape[-1], len(self.dls.vocab)))
+                return fit_logistic_probe(self, features)
+            start = time.perf_counter()
+            if method == "prototype":
+                head, fit = fit_prototype_head(features, len(self.dls.vocab))
+            else:
+                head, fit = fit_knn_head(features, len(self.dls.vocab), k=k)
+            self._install_head(head)
+            return record_probe(self, features, fit, start)
         lr = float(self._resolve_lr(lr, DEFAULT_HEAD_LR))
         lrs = np.full(self.n_groups, lr)
         kwargs = dict(warmup_pct=warmup_pct, phase=Phase(PhaseKind.FROZEN), monitor=monitor, patience=patience,
                       restore_best=restore_best, cbs=cbs, resume=resume)
         return self._fit_scheduled(epochs, lrs, features=features, **kwargs)
+
+    def _install_head(self, head: nn.Module) -> None:
+        """Put a fitted `head` where the cached features enter the model; groups, optimizer, config follow.
+
+        A Linear-shaped head (a `PrototypeHead`, a Linear) in place of a Linear of its shape takes over that
+        Linear's parameters (values copied), so the optimizer and layer groups are untouched; otherwise the head
+        group is re-read from ``spec.classifier`` and the optimizer is rebuilt with the body still frozen.
+        """
+        module, _ = feature_head(self)
+        path = next(name for name, m in self.model.named_modules() if m is module)
+        head = head.to(self.device)
+        keeps = (isinstance(head, nn.Linear) and isinstance(module, nn.Linear) and module.bias is not None
+                 and module.weight.shape == head.weight.shape)
+        if keeps:
+            with torch.no_grad():
+                module.weight.copy_(head.weight)
+                module.bias.copy_(head.bias)
+            head.weight, head.bias = module.weight, module.bias
+        self.model.set_submodule(path, head)
+        if not keeps:
+            paths = self.spec.classifier_paths
+            names = tuple(n for n, _ in self.model.named_parameters() if any(n.startswith(p + ".") for p in paths))
+            self.layer_groups = LayerGroups(self.layer_groups.names[:-1] + (names,))
+            self.splitter = self.layer_groups.splitter
+            self.create_opt()
+            self.freeze()
+        self.head_config = replace(HeadConfig.from_module(head), pool=self.head_config.pool)
+
+    def _check_head_trains(self) -> None:
+        """A clear error instead of autograd's when the head has nothing to train (a k-NN head)."""
+        if self.head_config.type == "knn":
+            raise EasyTransferError(
+                f"The head is a {self.head_config.type!r} head: it stores training features and has no weights "
+                "to train by gradient descent. fit_frozen(1, method='logistic') or method='prototype' gives it a "
+                "head with weights again (then fit_frozen(epochs) trains it), or build a new learner.")
 
     # ------------------------------------------------------------------------------------ cached features
 

@@ -1,29 +1,47 @@
-"""Linear probe: an L2-regularised logistic regression on cached features, written into the model's head."""
+"""Heads fitted in one go on cached features: the logistic probe, and the few-shot prototype and k-NN heads.
+
+- ``method="logistic"``: an L2-regularised logistic regression, written into the model's linear head;
+- ``method="prototype"``: a `PrototypeHead`, cosine similarity to each class's mean normalised feature, times a
+  scale chosen on the validation set;
+- ``method="knn"``: a `KNNHead`, the smoothed vote of the k nearest training images by cosine similarity, k chosen
+  on the validation set.
+
+Each choice (C, scale, k) minimises the validation log-loss. The fit is one `PhaseKind.PROBE` record of the
+history, measured like any epoch by the learner's loss and metrics.
+"""
 
 from __future__ import annotations
 
 import time
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..models.heads import KNNHead, PrototypeHead
 from .features import feature_head
 from .head_loop import HeadLoop
 from .history import EpochRecord, Phase, PhaseKind
 
-__all__ = ["PROBE_CS", "ProbeFit", "fit_logistic_head", "fit_logistic_probe"]
+__all__ = ["KNN_KS", "PROBE_CS", "PROTOTYPE_SCALES", "FitChoice", "KNNFit", "ProbeFit", "PrototypeFit",
+           "fit_knn_head", "fit_logistic_head", "fit_logistic_probe", "fit_prototype_head", "record_probe"]
 
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried; the best valid loss wins
+# cosine similarities of CNN features to class means differ by ~0.05-0.3 between classes, so the softmax needs a
+# scale of tens to hundreds to be confident; 1 to 1000 in steps of 10**0.1, the best validation log-loss wins
+PROTOTYPE_SCALES = tuple(float(s) for s in np.round(10 ** np.arange(0, 3.05, 0.1), 3))
+KNN_KS = (1, 3, 5, 10, 20)  # neighbours tried (those up to the number of training images); best valid loss wins
 
 
 def _head_linear(trainable: nn.Module) -> nn.Linear:
-    if isinstance(trainable, nn.Linear):
+    if type(trainable) is nn.Linear:  # not a PrototypeHead, which normalises its input first
         return trainable
     layers = list(trainable.children()) if isinstance(trainable, nn.Sequential) else []
-    if layers and isinstance(layers[-1], nn.Linear) and all(isinstance(m, nn.Dropout) for m in layers[:-1]):
+    if layers and type(layers[-1]) is nn.Linear and all(isinstance(m, nn.Dropout) for m in layers[:-1]):
         return layers[-1]
     raise ValueError("method='logistic' needs a linear head (head='linear'); this head is "
                      f"{type(trainable).__name__}.")
@@ -62,12 +80,46 @@ def _weights(model, multilabel: bool, n_out: int):
     return full_coef, full_intercept
 
 
+class FitChoice:
+    """What a head fitted in one go chose: `method` is its ``fit_frozen`` method, `setting` the field it chose."""
+
+    method: ClassVar[str]
+    setting: ClassVar[str]
+
+    @property
+    def extras(self) -> dict[str, float]:
+        """The choice as the history's extra column (``{"C": 0.1}``)."""
+        return {self.setting: getattr(self, self.setting)}
+
+
 @dataclass(frozen=True)
-class ProbeFit:
+class ProbeFit(FitChoice):
     """The logistic probe's choice: the regularisation `C` and the validation log-loss of every `C` tried."""
 
+    method: ClassVar[str] = "logistic"
+    setting: ClassVar[str] = "C"
     C: float
     valid_losses: dict[float, float]
+
+
+@dataclass(frozen=True)
+class PrototypeFit(FitChoice):
+    """The prototype head's choice: the softmax `scale` of the cosines and the validation log-loss of each tried."""
+
+    method: ClassVar[str] = "prototype"
+    setting: ClassVar[str] = "scale"
+    scale: float
+    valid_losses: dict[float, float]
+
+
+@dataclass(frozen=True)
+class KNNFit(FitChoice):
+    """The k-NN head's choice: the neighbours `k` and the validation log-loss of each `k` tried."""
+
+    method: ClassVar[str] = "knn"
+    setting: ClassVar[str] = "k"
+    k: int
+    valid_losses: dict[int, float]
 
 
 def fit_logistic_head(trainable: nn.Module, cache, Cs=PROBE_CS) -> ProbeFit:
@@ -95,29 +147,110 @@ def fit_logistic_head(trainable: nn.Module, cache, Cs=PROBE_CS) -> ProbeFit:
     return ProbeFit(best_C, {C: loss for C, _, loss in fits})
 
 
-def fit_logistic_probe(learn, cache, Cs=PROBE_CS):
-    """Fit `learn`'s head as a logistic probe on `cache` and append one `PhaseKind.PROBE` record to its history.
+def _single_label_features(cache, method: str):
+    """Training (plain view) and validation features and targets as tensors; single-label data only."""
+    if cache.train_targets.ndim != 1:
+        raise ValueError(f"method={method!r} is for single-label data; this data is multi-label: use "
+                         "method='logistic' or 'gradient'.")
+    if len(cache.valid_targets) == 0:
+        raise ValueError(f"method={method!r} chooses its setting on the validation set, which is empty; split "
+                         "off validation images (ImageData.from_folder(..., valid_pct=0.2)).")
+    X = torch.as_tensor(np.asarray(cache.train[0], dtype=np.float32))
+    Xv = torch.as_tensor(np.asarray(cache.valid, dtype=np.float32))
+    return X, cache.train_targets.long(), Xv, cache.valid_targets.long()
+
+
+def fit_prototype_head(cache, n_classes: int, scales=PROTOTYPE_SCALES) -> tuple[PrototypeHead, PrototypeFit]:
+    """A `PrototypeHead` from the plain-view cached training features, its scale chosen by validation log-loss.
+
+    Args:
+        cache: the `FeatureCache` (single-label data).
+        n_classes: outputs of the head (the data's classes).
+        scales: softmax scales of the cosine similarities tried.
+
+    >>> from types import SimpleNamespace  # a FeatureCache's fields: 2-d features, classes 0 and 1
+    >>> cache = SimpleNamespace(train=np.array([[[1, 0], [1, 0.2], [0, 1]]], np.float32),
+    ...                         train_targets=torch.tensor([0, 0, 1]), valid_targets=torch.tensor([0, 1]),
+    ...                         valid=np.array([[1, 0.1], [0.1, 1]], np.float32))
+    >>> head, fit = fit_prototype_head(cache, 2)
+    >>> fit.scale, head(torch.tensor([[1.0, 0.1]])).softmax(-1).argmax().item()
+    (25.119, 0)
+    """
+    X, y, Xv, yv = _single_label_features(cache, "prototype")
+    unit = PrototypeHead.from_features(X, y, n_classes, scale=1.0)
+    with torch.no_grad():
+        cosines = unit(Xv)
+    losses = {float(s): float(F.cross_entropy(s * cosines, yv)) for s in scales}
+    scale = min(losses, key=losses.get)
+    return PrototypeHead.from_features(X, y, n_classes, scale=scale), PrototypeFit(scale, losses)
+
+
+def fit_knn_head(cache, n_classes: int, ks=KNN_KS, *, k: int | None = None) -> tuple[KNNHead, KNNFit]:
+    """A `KNNHead` holding the plain-view cached training features; k chosen by validation log-loss.
+
+    Args:
+        cache: the `FeatureCache` (single-label data).
+        n_classes: outputs of the head (the data's classes).
+        ks: neighbours tried (those up to the number of training images).
+        k: use this many neighbours instead of choosing.
+
+    >>> from types import SimpleNamespace  # a FeatureCache's fields: 2-d features, classes 0 and 1
+    >>> cache = SimpleNamespace(train=np.array([[[1, 0], [1, 0.2], [0, 1]]], np.float32),
+    ...                         train_targets=torch.tensor([0, 0, 1]), valid_targets=torch.tensor([0, 1]),
+    ...                         valid=np.array([[1, 0.1], [0.1, 1]], np.float32))
+    >>> head, fit = fit_knn_head(cache, 2)
+    >>> fit.k, head.exemplars.shape, head(torch.tensor([[1.0, 0.1]])).softmax(-1)
+    (1, torch.Size([3, 2]), tensor([[0.6667, 0.3333]]))
+    """
+    X, y, Xv, yv = _single_label_features(cache, "knn")
+    if k is not None:
+        if not isinstance(k, int) or not 1 <= k <= len(y):
+            raise ValueError(f"k must be an integer between 1 and the {len(y)} training images, got {k!r}")
+        ks = (k,)
+    ks = [int(c) for c in ks if c <= len(y)] or [len(y)]
+    head = KNNHead.from_features(X, y, n_classes, k=max(ks))
+    with torch.no_grad():
+        neighbours = head.neighbour_labels(Xv, max(ks))  # nearest first: the first c columns are the c nearest
+        losses = {c: float(F.cross_entropy(head.vote(neighbours[:, :c]), yv)) for c in ks}
+    best = min(losses, key=losses.get)
+    head.k = best
+    return head, KNNFit(best, losses)
+
+
+def record_probe(learn, cache, fit: FitChoice, start: float):
+    """Append the `PhaseKind.PROBE` record of a fitted head to ``learn.fit_history``, print it; returns `learn`.
 
     The record's losses and metrics are measured by the learner's loss and metrics on the features (train loss
-    on the plain training view); the chosen ``C`` is kept as an extra, not a metric.
-
-    >>> learn.fit_frozen(1, method="logistic")  # doctest: +SKIP
+    on the plain training view); the fit's choice (``C``, ``scale``, ``k``) is kept as an extra, not a metric.
+    `start` is the ``time.perf_counter()`` when the fit began.
     """
-    start = time.perf_counter()
     _, trainable = feature_head(learn)
-    fit = fit_logistic_head(trainable, cache, Cs)
     loop = HeadLoop(learn, cache.dataloaders(learn.dls, learn.device), trainable)
     valid = loop.validate()
     train = loop.validate(dl=loop.dls.train.new(shuffle=False, drop_last=False))
     metrics = {m.name: float(v) for m, v in zip(learn.metrics, valid[1:])}
     multilabel = cache.train_targets.ndim == 2
     single_label_accuracy = not multilabel and learn.metrics and learn.metrics[0].name == "accuracy"
-    record = EpochRecord(Phase(PhaseKind.PROBE), len(learn.fit_history), float(train[0]), float(valid[0]), metrics,
+    phase = Phase(PhaseKind.PROBE) if fit.method == "logistic" else Phase(PhaseKind.PROBE, label=fit.method)
+    record = EpochRecord(phase, len(learn.fit_history), float(train[0]), float(valid[0]), metrics,
                          train_accuracy=float(train[1]) if single_label_accuracy else np.nan,
-                         seconds=time.perf_counter() - start, extras={"C": fit.C})
+                         seconds=time.perf_counter() - start, extras=dict(fit.extras))
     learn.fit_history.append(record)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in {"train_loss": record.train_loss, "valid_loss": record.valid_loss,
                                                    **metrics, "train_accuracy": record.train_accuracy}.items())
-    print(f"logistic probe: C={fit.C} (valid loss {fit.valid_losses[fit.C]:.4f} of "
+    choice = getattr(fit, fit.setting)
+    label = "logistic probe" if fit.method == "logistic" else f"{fit.method} head"
+    print(f"{label}: {fit.setting}={choice} (valid loss {fit.valid_losses[choice]:.4f} of "
           f"{[round(v, 4) for v in fit.valid_losses.values()]}), valid {shown}")
     return learn
+
+
+def fit_logistic_probe(learn, cache, Cs=PROBE_CS):
+    """Fit `learn`'s head as a logistic probe on `cache` and append one `PhaseKind.PROBE` record to its history.
+
+    >>> learn.fit_frozen(1, method="logistic")  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    _, trainable = feature_head(learn)
+    fit = fit_logistic_head(trainable, cache, Cs)
+    return record_probe(learn, cache, fit, start)

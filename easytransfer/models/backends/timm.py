@@ -20,7 +20,7 @@ from torch import nn
 from ..heads import HeadConfig, replace_linear_head
 from ..matchers import validate_matcher
 from ..spec import ModelSpec
-from ..weights import has_packaged_weights, load_timm_pretrained
+from ..weights import has_packaged_weights, load_timm_pretrained, packaged_weights_for
 from .base import ModelBackend
 
 __all__ = ["ALIASES", "HF_HUB_PREFIXES", "TIMM_MATCHERS", "TimmBackend"]
@@ -141,6 +141,10 @@ class TimmBackend(ModelBackend):
             input_size = (3, size, size)
         else:
             input_size = tuple(data_cfg["input_size"])
+        interpolation = str(data_cfg["interpolation"])
+        packaged = packaged_weights_for(arch)
+        if packaged is not None and packaged.interpolation and packaged.is_installed():
+            interpolation = packaged.interpolation  # the weights it will load were trained with this filter
         return ModelSpec(
             name=name,
             source=self.source,
@@ -149,7 +153,7 @@ class TimmBackend(ModelBackend):
             input_size=tuple(int(s) for s in input_size),
             mean=tuple(float(m) for m in data_cfg["mean"]),
             std=tuple(float(s) for s in data_cfg["std"]),
-            interpolation=str(data_cfg["interpolation"]),
+            interpolation=interpolation,
             crop_pct=float(data_cfg.get("crop_pct", 1.0)),
             classifier=",".join(classifier_paths(model)),
             num_features=int(getattr(model, "num_features", 0)),

@@ -20,7 +20,7 @@ from ...errors import UnknownModelError
 from ..heads import HeadConfig, find_classifier_layer, replace_conv_head, replace_linear_head
 from ..matchers import validate_matcher
 from ..spec import ModelSpec
-from ..weights import load_torchvision_pretrained
+from ..weights import has_packaged_weights, load_torchvision_pretrained, packaged_weights_for
 from .base import ModelBackend
 
 __all__ = ["AUXILIARY_HEADS", "TORCHVISION_MATCHERS", "TORCHVISION_PREFIX", "TorchvisionBackend"]
@@ -88,6 +88,24 @@ def default_weights(arch: str):
         return None
 
 
+def weights_to_load(arch: str):
+    """The weights entry that describes what `arch` will load: the packaged file's when one is installed
+    (``tv:mobilenet_v2``: ``IMAGENET1K_V1``, resized from 256 px), else the builder's ``DEFAULT``; or ``None``.
+
+    >>> weights_to_load("mobilenet_v2").transforms().resize_size
+    [256]
+    """
+    default = default_weights(arch)
+    packaged = packaged_weights_for(TORCHVISION_PREFIX + arch)
+    if default is None or packaged is None or not packaged.is_installed():
+        return default
+    filename = packaged.path().name
+    for entry in torchvision.models.get_model_weights(arch):
+        if os.path.basename(urlparse(entry.url).path) == filename:
+            return entry
+    return default
+
+
 def family_of(model: nn.Module) -> str:
     """The torchvision family of `model`: the module its class lives in (``"resnet"``, ``"swin_transformer"``).
 
@@ -129,6 +147,8 @@ class TorchvisionBackend(ModelBackend):
         return tuple(self.prefix + n for n in torchvision_names())
 
     def weights_on_disk(self, arch: str) -> bool:
+        if has_packaged_weights(self.prefix + arch):
+            return True
         weights = default_weights(arch)
         if weights is None:
             return False
@@ -150,7 +170,7 @@ class TorchvisionBackend(ModelBackend):
         return model
 
     def spec(self, name: str, arch: str, model: nn.Module, *, size: int | None = None) -> ModelSpec:
-        weights = default_weights(arch)
+        weights = weights_to_load(arch)
         if weights is not None:
             t = weights.transforms()
             crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
