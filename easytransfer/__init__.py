@@ -20,6 +20,7 @@ from .deploy.predictor import Predictor as Predictor
 from .deploy.predictor import load_model as load_model
 from .errors import DataError as DataError
 from .errors import EasyTransferError as EasyTransferError
+from .errors import NoBlockGroupsError as NoBlockGroupsError
 from .errors import UnknownModelError as UnknownModelError
 from .errors import WeightsMismatchError as WeightsMismatchError
 from .errors import WeightsUnavailableError as WeightsUnavailableError

@@ -149,7 +149,8 @@ def test_matcher_for_a_model_without_one(dls):
 
 
 def test_size_builds_vits_for_it_and_sets_cnn_data_size(tmp_path):
-    assert get_model_spec("vit_small_patch14_dinov2").size == 518
+    assert get_model_spec("vit_small_patch14_dinov2").size == 224  # DEFAULT_SIZES, not its config's 518
+    assert get_model_spec("vit_small_patch14_dinov2", size=518).size == 518
     spec = get_model_spec("vit_small_patch14_dinov2", size=224)
     assert spec.size == 224  # from the model built for 224, not its pretrained config's 518
     folder = make_image_folder(tmp_path, per_class=2)

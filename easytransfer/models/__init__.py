@@ -9,4 +9,5 @@ from .factory import list_models as list_models
 from .factory import resolve_arch as resolve_arch
 from .heads import HeadConfig as HeadConfig
 from .layer_groups import LayerGroups as LayerGroups
+from .layer_groups import block_layer_groups as block_layer_groups
 from .layer_groups import split_layer_groups as split_layer_groups
