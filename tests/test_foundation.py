@@ -161,6 +161,8 @@ def test_layer_decay_gives_each_block_its_rate_and_frozen_groups_stay_frozen(fol
     # afterwards: the usual layer groups, in the learner and in the optimizer
     assert learn.layer_groups is coarse and len(learn.opt.param_lists) == len(coarse)
     assert [[id(p) for p in g] for g in learn.opt.param_lists] == [[id(p) for p in g] for g in coarse.params(learn.model)]
+    rates = [h["lr"] for h in learn.opt.hypers]  # each group's top block's rate at the end of the fit
+    assert rates == sorted(rates) and len(set(rates)) == len(rates)
     learn.fit_discriminative(1, lr_max=1e-3, decay=0.1, restore_best=False)
     assert learn.fit_history[-1].phase.name == "discriminative" and len(learn.fit_history[-1].lrs) == len(coarse)
 

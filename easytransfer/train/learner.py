@@ -491,6 +491,7 @@ class TransferLearner(Learner):
                 self.opt = own_opt
             if block_opt is not None and block_opt is not own_opt:
                 _carry_optimizer_state(block_opt, self.opt)
+                _carry_top_rates(block_opt, self.opt)
 
     def fine_tune(self, epochs: int, frozen_epochs: int = 3, *, lr: float | str | None = None, lr_max=1e-3,
                   decay: float = DEFAULT_DECAY, monitor: str = "valid_loss", patience: int | None = 5,
@@ -711,6 +712,17 @@ def _carry_optimizer_state(source, target) -> None:
         state = source.state.get(p)  # a plain dict after load_state_dict: .get, not the defaultdict's []
         if state:
             target.state[p] = {**target.state.get(p, {}), **state}
+
+
+def _carry_top_rates(source, target) -> None:
+    """Give each of `target`'s parameter groups the highest rate `source` last had for one of its parameters.
+
+    After a per-block fit the layer groups' rates (`summary_groups`) are then those the fit ended with.
+    """
+    rate_of = {id(p): h["lr"] for group, h in zip(source.param_lists, source.hypers) for p in group}
+    rates = [max((rate_of[id(p)] for p in group if id(p) in rate_of), default=h["lr"])
+             for group, h in zip(target.param_lists, target.hypers)]
+    target.set_hyper("lr", rates)
 
 
 def _head_config_of(model: nn.Module, spec: ModelSpec) -> HeadConfig:
