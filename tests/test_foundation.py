@@ -13,7 +13,15 @@ from conftest import make_image_folder
 from fastai.callback.core import Callback
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from easytransfer import ImageData, NoBlockGroupsError, build_model, get_model_spec, load_model, transfer_learner
+from easytransfer import (
+    EasyTransferError,
+    ImageData,
+    NoBlockGroupsError,
+    build_model,
+    get_model_spec,
+    load_model,
+    transfer_learner,
+)
 from easytransfer.models.backends.timm import default_size
 from easytransfer.models.layer_groups import block_layer_groups, split_layer_groups
 from easytransfer.train.checkpoint import FitState
@@ -214,3 +222,28 @@ def test_layer_decay_with_lr_find_sweeps_the_blocks(folder):
         warnings.simplefilter("ignore")
         learn.fit_discriminative(1, lr_max="find", layer_decay=0.75, restore_best=False)
     assert len(learn.fit_history[-1].lrs) == 6 + 2 and len(learn.opt.param_lists) == learn.n_groups
+
+
+class InterruptAt(Callback):
+    """Ctrl-C in the middle of an epoch."""
+
+    def __init__(self, epoch):
+        self.at = epoch
+
+    def after_batch(self):
+        if self.training and self.epoch == self.at and self.iter == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_layer_decay_fit_leaves_the_layer_groups_and_resumes(folder, tmp_path):
+    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=32, aug="none")
+    learn = transfer_learner(dls, "test_vit", pretrained=False, checkpoint_dir=tmp_path / "ckpt")
+    coarse = learn.layer_groups
+    learn.unfreeze()
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit_discriminative(2, lr_max=1e-3, layer_decay=0.75, patience=None, cbs=[InterruptAt(1)])
+    assert learn.layer_groups is coarse and len(learn.opt.param_lists) == len(coarse)
+    with pytest.raises(EasyTransferError, match="of another fit"):  # the checkpoint is of a layer-decay fit
+        learn.fit_discriminative(2, lr_max=1e-3, patience=None, resume=True)
+    learn.fit_discriminative(2, lr_max=1e-3, layer_decay=0.75, patience=None, resume=True)
+    assert learn.history["epoch"].tolist() == [0, 1] and set(learn.history["phase"]) == {"layer decay 0.75"}
