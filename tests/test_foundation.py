@@ -11,6 +11,7 @@ import timm
 import torch
 from conftest import make_image_folder
 from fastai.callback.core import Callback
+from test_checkpoint import InterruptAt
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from easytransfer import (
@@ -222,17 +223,6 @@ def test_layer_decay_with_lr_find_sweeps_the_blocks(folder):
         warnings.simplefilter("ignore")
         learn.fit_discriminative(1, lr_max="find", layer_decay=0.75, restore_best=False)
     assert len(learn.fit_history[-1].lrs) == 6 + 2 and len(learn.opt.param_lists) == learn.n_groups
-
-
-class InterruptAt(Callback):
-    """Ctrl-C in the middle of an epoch."""
-
-    def __init__(self, epoch):
-        self.at = epoch
-
-    def after_batch(self):
-        if self.training and self.epoch == self.at and self.iter == 1:
-            raise KeyboardInterrupt
 
 
 def test_an_interrupted_layer_decay_fit_leaves_the_layer_groups_and_resumes(folder, tmp_path):
