@@ -21,6 +21,7 @@ from .deploy.predictor import load_model as load_model
 from .deploy.predictor import zero_shot_classifier as zero_shot_classifier
 from .errors import DataError as DataError
 from .errors import EasyTransferError as EasyTransferError
+from .errors import NoBlockGroupsError as NoBlockGroupsError
 from .errors import UnknownModelError as UnknownModelError
 from .errors import WeightsMismatchError as WeightsMismatchError
 from .errors import WeightsUnavailableError as WeightsUnavailableError

@@ -53,3 +53,15 @@ class DataError(EasyTransferError, ValueError):
 
 class DataWarning(UserWarning):
     """Something in the input data was skipped, converted or looks risky (see ``dls.report``)."""
+
+
+class NoBlockGroupsError(EasyTransferError, ValueError):
+    """A model without per-block parameter groups, asked for layer decay."""
+
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+        super().__init__(
+            f"layer_decay needs one group per block, from timm's group_matcher(coarse=False), and {model_name} has "
+            "none. Use decay= instead (one rate per layer group: learn.fit_discriminative(epochs, lr_max=1e-3, "
+            "decay=0.1)), or a timm model of this family."
+        )

@@ -149,7 +149,8 @@ def test_matcher_for_a_model_without_one(dls):
 
 
 def test_size_builds_vits_for_it_and_sets_cnn_data_size(tmp_path):
-    assert get_model_spec("vit_small_patch14_dinov2").size == 518
+    assert get_model_spec("vit_small_patch14_dinov2").size == 224  # DEFAULT_SIZES, not its config's 518
+    assert get_model_spec("vit_small_patch14_dinov2", size=518).size == 518
     spec = get_model_spec("vit_small_patch14_dinov2", size=224)
     assert spec.size == 224  # from the model built for 224, not its pretrained config's 518
     folder = make_image_folder(tmp_path, per_class=2)
@@ -159,7 +160,9 @@ def test_size_builds_vits_for_it_and_sets_cnn_data_size(tmp_path):
     learn = transfer_learner(dls, "test_resnet", pretrained=False, size=96)
     assert learn.spec.size == 96 and learn.dls.recipe.size == 96
     given = ImageData.from_folder(folder, valid_pct=0.5, seed=0, bs=2, size=48)
-    assert transfer_learner(given, "test_resnet", pretrained=False, size=96).dls.recipe.size == 48
+    with pytest.warns(UserWarning, match="size=96 is ignored"):  # the data's own size wins
+        learn = transfer_learner(given, "test_resnet", pretrained=False, size=96)
+    assert learn.dls.recipe.size == learn.spec.size == 48
     with pytest.raises(ValueError, match="size=224"):
         build_model("tv:vit_b_16", 2, pretrained=False, size=384)
 

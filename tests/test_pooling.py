@@ -37,8 +37,10 @@ def test_torchvision_max_pooling(dls):
     assert isinstance(learn.model.avgpool, torch.nn.AdaptiveMaxPool2d)
 
 
-def test_a_pool_the_model_cannot_take_is_a_clear_error(dls):
+def test_a_pool_the_model_cannot_take_is_a_clear_error(dls, tmp_path):
     with pytest.raises(ValueError, match="pool must be one of"):
         transfer_learner(dls, "test_resnet", pretrained=False, pool="median")
+    # data without a size of its own: tv:vit_b_16 is built for 224 px (data of 32 px would stop it earlier)
+    at_224 = ImageData.from_folder(make_image_folder(tmp_path, per_class=2, size=40), valid_pct=0.5, seed=0, bs=2)
     with pytest.raises(ValueError, match="not supported for 'tv:vit_b_16'"):
-        transfer_learner(dls, "tv:vit_b_16", pretrained=False, pool="max")
+        transfer_learner(at_224, "tv:vit_b_16", pretrained=False, pool="max")

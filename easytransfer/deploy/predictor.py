@@ -224,8 +224,9 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | to
     >>> predictor = load_model("runs/textile-model"); predictor.predict("photo.jpg")  # doctest: +SKIP
     """
     config = read_bundle_config(path)
+    # built for the size it was trained at: a ViT's position embeddings depend on it
     model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
-                           arch_config=config.arch_config)
+                           size=config.preprocessing.size, arch_config=config.arch_config)
     state = read_bundle_weights(path)
     load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
     return Predictor(model, config, threshold=threshold, device=device)

@@ -11,4 +11,5 @@ from .heads import HeadConfig as HeadConfig
 from .heads import KNNHead as KNNHead
 from .heads import PrototypeHead as PrototypeHead
 from .layer_groups import LayerGroups as LayerGroups
+from .layer_groups import block_layer_groups as block_layer_groups
 from .layer_groups import split_layer_groups as split_layer_groups

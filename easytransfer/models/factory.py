@@ -97,8 +97,10 @@ def get_model_spec(name: str, *, size: int | None = None) -> ModelSpec:
     >>> spec = get_model_spec("efficientnet_lite0")
     >>> spec.mean, spec.interpolation, spec.size
     ((0.5, 0.5, 0.5), 'bicubic', 224)
-    >>> get_model_spec("vit_small_patch14_dinov2", size=224).size
+    >>> get_model_spec("vit_small_patch14_dinov2").size  # its config says 518; built for 224 unless size= says so
     224
+    >>> get_model_spec("vit_small_patch14_dinov2", size=518).size
+    518
     """
     backend, arch = backend_for(name)
     try:
@@ -153,7 +155,8 @@ def build_model(
     Args:
         arch, n_out, pretrained, weights, head, dropout: as for `create_model`.
         size: input size to build the model for (ViT-like models are rebuilt for it; CNNs take any size and
-            the spec's size is set to it).
+            the spec's size is set to it); default the model's own, or the backend's default for its family
+            (DINOv2: 224 px).
         arch_config: a recorded `ModelSpec.arch_config` to rebuild the architecture from (what `load_model`
             passes for an open_clip model, so that its folder or the hub is not needed); ``None``: from `arch`.
 

@@ -4,6 +4,9 @@ One engine serves every architecture: timm's ``group_matcher(coarse=True)`` (reg
 turned into ordered groups by ``timm.models.group_parameters``) gives the model's natural stages; they are
 bucketed into `n_stages` contiguous body groups, and the new classifier forms the head group. Freezing,
 gradual unfreezing and discriminative learning rates all work on these groups.
+
+Layer decay works on finer groups, one per block (`block_layer_groups`): the model's
+``group_matcher(coarse=False)``, as timm's own ``param_groups_layer_decay`` reads it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import pandas as pd
 import timm.models
 from torch import nn
 
+from ..errors import NoBlockGroupsError
 from .backends import registered_backends
 from .backends.torchvision import TORCHVISION_MATCHERS as TORCHVISION_MATCHERS
 from .matchers import validate_matcher
 
-__all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "matcher_for", "split_layer_groups"]
+__all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "block_layer_groups", "fine_matcher_for",
+           "matcher_for", "split_layer_groups"]
 
 DEFAULT_N_STAGES = 4
 
@@ -143,3 +148,54 @@ def split_layer_groups(
     body = [tuple(n for i in bucket for n in stages[i]) for bucket in buckets]
     head_group = tuple(n for n, _ in model.named_parameters() if n in head_names)
     return LayerGroups(names=tuple(body) + (head_group,))
+
+
+def fine_matcher_for(model: nn.Module) -> dict | None:
+    """The model's per-block group matcher (timm's ``group_matcher(coarse=False)``); ``None`` when it has none.
+
+    >>> import timm
+    >>> print(fine_matcher_for(timm.create_model("test_resnet"))["blocks"])  # one group per residual block
+    ^layer(\\d+)\\.(\\d+)
+    """
+    for backend in registered_backends():
+        matcher = backend.fine_matcher_for(model)
+        if matcher is not None:
+            return matcher
+    return None
+
+
+def block_layer_groups(model: nn.Module, *, head: str | None = None) -> LayerGroups:
+    """One group per block of `model` (stem first, each transformer block or CNN block, then the head), for layer decay.
+
+    The groups are timm's ``param_groups_layer_decay`` layers: ``timm.models.group_parameters`` over the model's
+    ``group_matcher(coarse=False)``. The final norm joins the last block; parameters no regex matches (ViT's
+    ``fc_norm``, SigLIP's attention-pool head) join the new head, as in timm. ViT's ``cls_token``, ``reg_token``
+    (registers), ``pos_embed`` and ``patch_embed`` form the stem.
+
+    Args:
+        model: a timm model with its new head.
+        head: module path(s) of the new head, as for `split_layer_groups` (default ``get_classifier()``).
+
+    Returns:
+        The `LayerGroups`, one per block, the head last; every parameter in exactly one group.
+
+    Raises:
+        NoBlockGroupsError: the model has no per-block matcher (torchvision models, hand-written matchers).
+
+    >>> import timm
+    >>> groups = block_layer_groups(timm.create_model("test_vit", num_classes=3))  # 6 blocks
+    >>> len(groups), groups.names[0][:2], groups.names[-1]
+    (8, ('cls_token', 'pos_embed'), ('head.weight', 'head.bias'))
+    """
+    matcher = fine_matcher_for(model)
+    if matcher is None:
+        raise NoBlockGroupsError(type(model).__name__)
+    head_names = _head_param_names(model, head)
+    layer_of = timm.models.group_parameters(model, matcher, reverse=True)  # name -> layer id, stem 0
+    top = max(layer_of.values())
+    layer_of.update({n: top for n in head_names})  # the new head is the top layer even if a regex matched it
+    layers = sorted(set(layer_of.values()))
+    by_layer: dict[int, list[str]] = {layer: [] for layer in layers}
+    for name, _ in model.named_parameters():
+        by_layer[layer_of[name]].append(name)
+    return LayerGroups(names=tuple(tuple(by_layer[layer]) for layer in layers))

@@ -10,7 +10,10 @@ __all__ = ["FAMILY_NOTES", "ModelSpec"]
 # Practical notes per family, shown by `describe_model`; the first pattern that matches the arch wins.
 FAMILY_NOTES: list[tuple[str, str]] = [
     ("*dinov2*", "DINOv2: self-supervised ViT features, the strongest general-purpose features for "
-                 "linear probes and few images; more compute than a CNN."),
+                 "linear probes and few images; more compute than a CNN. Built for 224 px unless size= says "
+                 "otherwise (its config's 518 px costs ~6x more per image)."),
+    ("*siglip*", "SigLIP image tower: language-aligned features (sigmoid loss), mean = std = 0.5; strong "
+                 "general features, more compute."),
     ("*clip*", "CLIP image tower: language-aligned features, zero-shot capable; strong general features, "
                "more compute."),
     ("*lite*", "EfficientNet-Lite: EfficientNet without squeeze-excite and with ReLU6; fast on CPU and mobile, "

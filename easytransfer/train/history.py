@@ -28,32 +28,48 @@ class PhaseKind(str, Enum):
 
 _DEFAULT_NAMES = {PhaseKind.FROZEN: "frozen", PhaseKind.PROBE: "logistic", PhaseKind.DISCRIMINATIVE: "discriminative"}
 PROBE_LABELS = ("prototype", "knn")  # the other probes' phase labels (`Phase(PhaseKind.PROBE, label="knn")`)
+_LAYER_DECAY_NAME = "layer decay"
 
 
 @dataclass(frozen=True)
 class Phase:
     """The phase of a fit: its kind, the stage of a gradual fit, and an optional label shown instead of the name.
 
+    `layer_decay` is set when the fit gave every block its own rate (``fit_discriminative(layer_decay=...)``);
+    such a fit is named ``"layer decay 0.75"`` unless it has a label.
+
     >>> Phase(PhaseKind.GRADUAL, 2).name, Phase(PhaseKind.PROBE).trains_body
     ('stage 2', False)
+    >>> Phase(PhaseKind.DISCRIMINATIVE, layer_decay=0.75).name
+    'layer decay 0.75'
     """
 
     kind: PhaseKind
     stage: int | None = None
     label: str | None = None
+    layer_decay: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "kind", PhaseKind(self.kind))
         if (self.kind is PhaseKind.GRADUAL) != (self.stage is not None):
             raise ValueError(f"a stage goes with PhaseKind.GRADUAL and only with it; got {self.kind}, "
                              f"stage {self.stage} (e.g. Phase(PhaseKind.GRADUAL, 2) or Phase(PhaseKind.FROZEN))")
+        if self.layer_decay is not None:
+            if self.kind not in (PhaseKind.DISCRIMINATIVE, PhaseKind.GRADUAL):
+                raise ValueError(f"layer_decay goes with a fit that trains the body, not {self.kind}")
+            object.__setattr__(self, "layer_decay", float(self.layer_decay))
 
     @property
     def name(self) -> str:
-        """The name in ``learn.history["phase"]``: ``"frozen"``, ``"logistic"``, ``"discriminative"``, ``"stage k"``."""
+        """The name in ``learn.history["phase"]``: ``"frozen"``, ``"logistic"``, ``"discriminative"``, ``"stage k"``,
+        ``"layer decay 0.75"``."""
         if self.label is not None:
             return self.label
-        return f"stage {self.stage}" if self.kind is PhaseKind.GRADUAL else _DEFAULT_NAMES[self.kind]
+        if self.kind is PhaseKind.GRADUAL:
+            return f"stage {self.stage}"
+        if self.layer_decay is not None:
+            return f"{_LAYER_DECAY_NAME} {self.layer_decay:g}"
+        return _DEFAULT_NAMES[self.kind]
 
     @property
     def trains_body(self) -> bool:
@@ -61,20 +77,22 @@ class Phase:
         return self.kind is PhaseKind.DISCRIMINATIVE or (self.kind is PhaseKind.GRADUAL and self.stage > 0)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind.value, "stage": self.stage, "label": self.label}
+        return {"kind": self.kind.value, "stage": self.stage, "label": self.label, "layer_decay": self.layer_decay}
 
     @classmethod
     def from_json(cls, data: dict) -> Phase:
-        return cls(PhaseKind(data["kind"]), data.get("stage"), data.get("label"))
+        return cls(PhaseKind(data["kind"]), data.get("stage"), data.get("label"), data.get("layer_decay"))
 
     @classmethod
     def from_name(cls, name: str) -> Phase:
         """The phase a name in an old history table stands for (a table carries names only, not kinds).
 
         >>> Phase.from_name("stage 0"), Phase.from_name("logistic").kind
-        (Phase(kind=<PhaseKind.GRADUAL: 'gradual'>, stage=0, label=None), <PhaseKind.PROBE: 'probe'>)
+        (Phase(kind=<PhaseKind.GRADUAL: 'gradual'>, stage=0, label=None, layer_decay=None), <PhaseKind.PROBE: 'probe'>)
         >>> Phase.from_name("knn")
-        Phase(kind=<PhaseKind.PROBE: 'probe'>, stage=None, label='knn')
+        Phase(kind=<PhaseKind.PROBE: 'probe'>, stage=None, label='knn', layer_decay=None)
+        >>> Phase.from_name("layer decay 0.75").layer_decay
+        0.75
         """
         for kind, default in _DEFAULT_NAMES.items():
             if name == default:
@@ -84,6 +102,12 @@ class Phase:
         words = str(name).split()
         if len(words) == 2 and words[0] == "stage" and words[1].isdigit():
             return cls(PhaseKind.GRADUAL, int(words[1]))
+        prefix = _LAYER_DECAY_NAME + " "
+        if str(name).startswith(prefix):
+            try:
+                return cls(PhaseKind.DISCRIMINATIVE, layer_decay=float(str(name)[len(prefix):]))
+            except ValueError:
+                pass
         return cls(PhaseKind.DISCRIMINATIVE, label=str(name))  # `fit_discriminative(phase="...")` labels
 
 

