@@ -226,7 +226,7 @@ class TransferLearner(Learner):
         """Fit with warm-up + cosine from `lrs` (one per group); on cached `features` when given, else the images."""
         self._check_fit_args(epochs, monitor, patience)
         self._check_head_trains()
-        start = self._start_candidate(monitor) if restore_best and not resume else None
+        start = self._start_candidate(monitor, features) if restore_best and not resume else None
         self.fit_start = start
         self.best_epoch = None
         self.fine_tune_choice = None  # any later fit changes the weights fine_tune chose
@@ -259,7 +259,7 @@ class TransferLearner(Learner):
             self._head_loop(features).fit(epochs - state.done, cbs=all_cbs)
         return self
 
-    def _start_candidate(self, monitor: str) -> tuple[float, int] | None:
+    def _start_candidate(self, monitor: str, features: FeatureCache | None) -> tuple[float, int] | None:
         """``(monitor value, history row)`` of the weights a fit starts from, when they were trained here.
 
         A fit keeps them unless one of its epochs beats them on validation, so no fit makes a trained model
@@ -268,7 +268,7 @@ class TransferLearner(Learner):
         if not len(self.fit_history) or monitor == "train_loss":
             return None
         row = self.best_epoch if self.best_epoch is not None else len(self.fit_history) - 1
-        return self._validation_value(monitor), row
+        return self._validation_value(monitor, features), row
 
     def _resume(self, state: FitState):
         """Load the last checkpoint of an interrupted fit: weights, optimizer, history; (epochs done, best)."""
@@ -625,9 +625,10 @@ class TransferLearner(Learner):
         print(self.fine_tune_choice)
         return self
 
-    def _validation_value(self, monitor: str) -> float:
-        """`monitor` of the current weights on the validation set (one pass over the validation images)."""
-        values = self.validate()
+    def _validation_value(self, monitor: str, features: FeatureCache | None = None) -> float:
+        """`monitor` of the current weights on the validation set: one pass over its images, or over their
+        cached `features` (the body does not run again) when given."""
+        values = self.validate() if features is None else self._head_loop(features).validate()
         return float(dict(zip(self._monitor_names()[1:], values))[monitor])
 
     def fit_gradual(self, epochs_per_stage: int = 5, lr_max: float = 1e-3, *, head_lr: float | None = None,
