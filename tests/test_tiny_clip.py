@@ -87,3 +87,18 @@ def test_eval_folder_has_one_sub_folder_per_class(tmp_path):
     assert all(len(list((root / c).glob("*.png"))) == 2 for c in COLOURS)
     with Image.open(next((root / "red").glob("*.png"))) as image:
         assert image.size == (32, 32) and np.asarray(image).shape == (32, 32, 3)
+
+
+def test_easytransfer_zero_shot_classifier_on_the_tiny_clip_with_never_seen_wordings(tmp_path):
+    from easytransfer import load_model, zero_shot_classifier
+
+    test = write_eval_folder(tmp_path / "shapes", per_class=8, seed=EVAL_SEED, by="shape")
+    wordings = [w.replace("{shape}", "{}") for w in HELD_OUT_SHAPE_WORDINGS]
+    classifier = zero_shot_classifier(list(SHAPES), f"open_clip:local-dir:{TINY_CLIP}", templates=wordings,
+                                      device="cpu")
+    scores = classifier.evaluate(test)
+    assert scores["n_images"] == 8 * len(SHAPES) and scores["accuracy"] >= 0.85  # chance: 0.25
+    label, _, probs = classifier.predict(next((test / "circle").iterdir()))
+    assert label == "circle" and probs.shape == (len(SHAPES),)
+    bundle = classifier.export(tmp_path / "bundle")
+    assert load_model(bundle).evaluate(test)["accuracy"] == scores["accuracy"]  # no text tower in the bundle
