@@ -139,7 +139,7 @@ def test_scores_match_a_hand_computation_with_ignore_index():
 @pytest.mark.parametrize("head", sorted(SEGMENTATION_HEADS))
 def test_every_head_builds_and_groups_cover_every_parameter(head):
     model, spec = build_segmentation_model(TINY, 3, head=head, pretrained=False)
-    assert model(torch.zeros(1, 3, SIZE, SIZE)).shape == (1, 3, SIZE, SIZE)
+    assert model(torch.zeros(2, 3, SIZE, SIZE)).shape == (2, 3, SIZE, SIZE)  # DeepLabV3+'s pooled BN needs 2
     groups = encoder_layer_groups(model, TINY, 2)
     names = [n for g in groups.names for n in g]
     assert sorted(names) == sorted(n for n, _ in model.named_parameters())
@@ -186,6 +186,7 @@ def test_freezing_really_freezes(learn):
     assert list(learn.history["phase"]) == ["frozen"] and "miou" in learn.history
 
 
+@pytest.mark.slow
 def test_recipe_evaluate_interpret_export(learn, tmp_path):
     learn.unfreeze()
     learn.fit_discriminative(1, lr_max=1e-3, monitor="miou")
@@ -222,9 +223,10 @@ def test_classification_bundles_are_unchanged():
     assert BundleConfig.from_json(cfg.to_json()) == cfg
 
 
-def test_resume_from_checkpoint(learn):
+def test_checkpoints_and_resume(learn, capsys):
     learn.freeze()
     learn.fit_frozen(1, lr=1e-3)
+    assert (learn.checkpoint_dir / "last.safetensors").is_file()
     n = len(learn.history)
-    learn.fit_frozen(2, lr=1e-3, resume=True)  # continues the last checkpointed fit (1 epoch done)
-    assert len(learn.history) >= n
+    learn.fit_frozen(1, lr=1e-3, resume=True)  # reads the checkpoint back; that fit had finished
+    assert "Nothing to resume" in capsys.readouterr().out and len(learn.history) == n
