@@ -15,6 +15,7 @@ with warnings.catch_warnings():
     import fastai.layers  # noqa: F401
 
 from .data.loaders import ImageData as ImageData
+from .data.segmentation import SegmentationData as SegmentationData
 from .deploy.bundle import BundleConfig as BundleConfig
 from .deploy.predictor import Predictor as Predictor
 from .deploy.predictor import load_model as load_model
@@ -36,6 +37,7 @@ from .models.factory import get_model_spec as get_model_spec
 from .models.factory import list_models as list_models
 from .models.heads import HeadConfig as HeadConfig
 from .models.layer_groups import split_layer_groups as split_layer_groups
+from .models.segmentation import segmentation_heads as segmentation_heads
 from .train.callbacks import BestWeightsCallback as BestWeightsCallback
 from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
 from .train.history import plot_history as plot_history
@@ -43,4 +45,6 @@ from .train.learner import TransferLearner as TransferLearner
 from .train.learner import discriminative_lrs as discriminative_lrs
 from .train.learner import transfer_learner as transfer_learner
 from .train.lr_finder import LRFinderResult as LRFinderResult
+from .train.segmentation import SegmentationLearner as SegmentationLearner
+from .train.segmentation import segmentation_learner as segmentation_learner
 from .version import __version__ as __version__

@@ -19,15 +19,17 @@ from torch import nn
 from ..errors import EasyTransferError, WeightsMismatchError
 from ..files import atomic_write, atomic_write_text
 from ..models.heads import HeadConfig
+from ..models.segmentation import SegmentationConfig
 from ..version import __version__
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "BundleConfig", "Preprocessing", "read_bundle",
+__all__ = ["BUNDLE_FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "BundleConfig", "Preprocessing", "SQUISH_RULE", "read_bundle",
            "write_bundle"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "easytransfer.json"
 BUNDLE_FORMAT_VERSION = 1
 RESIZE_RULE = "shorter side to size, centre crop"
+SQUISH_RULE = "whole image to size x size"  # segmentation: every pixel kept, the mask maps back onto the image
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, or torch's zip format
 
 
@@ -57,6 +59,8 @@ class BundleConfig:
         arch_config: the source's own config of the architecture (`ModelSpec.arch_config`: an open_clip model's
             ``open_clip_config.json``), so that `load_model` rebuilds it without its folder or the network;
             ``None`` (and absent from the JSON) for timm and torchvision.
+        segmentation: a segmentation model's `SegmentationConfig` (decoder, ignore_index); ``None`` (and absent
+            from the JSON) for a classifier. Its ``task`` is then ``"segmentation"``.
 
     >>> cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
     ...                    Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))
@@ -75,9 +79,12 @@ class BundleConfig:
     format_version: int = BUNDLE_FORMAT_VERSION
     extra: dict = field(default_factory=dict, compare=False)
     arch_config: dict | None = None
+    segmentation: SegmentationConfig | None = None
 
     @property
     def task(self) -> str:
+        if self.segmentation is not None:
+            return "segmentation"
         return "multi-label" if self.multilabel else "single-label"
 
     def to_json(self) -> str:
@@ -98,6 +105,8 @@ class BundleConfig:
         }
         if self.arch_config is not None:
             data["arch_config"] = self.arch_config
+        if self.segmentation is not None:
+            data["segmentation"] = self.segmentation.to_dict()
         return json.dumps(data, indent=2)
 
     @classmethod
@@ -118,7 +127,7 @@ class BundleConfig:
                                     f"({BUNDLE_FORMAT_VERSION}); upgrade easytransfer (pip install -U easytransfer).")
         pre = data["preprocessing"]
         known = {"format_version", "easytransfer_version", "arch", "source", "source_arch", "classes",
-                 "multilabel", "task", "head", "preprocessing", "arch_config"}
+                 "multilabel", "task", "head", "preprocessing", "arch_config", "segmentation"}
         return cls(
             arch=data["arch"], source=data.get("source", "timm"), source_arch=data.get("source_arch", data["arch"]),
             classes=tuple(str(c) for c in data["classes"]), multilabel=bool(data.get("multilabel", False)),
@@ -128,6 +137,7 @@ class BundleConfig:
                                         pre.get("resize", RESIZE_RULE)),
             easytransfer_version=data.get("easytransfer_version", "unknown"), format_version=version,
             extra={k: v for k, v in data.items() if k not in known}, arch_config=data.get("arch_config"),
+            segmentation=SegmentationConfig.from_dict(data["segmentation"]) if data.get("segmentation") else None,
         )
 
 

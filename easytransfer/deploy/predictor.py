@@ -221,9 +221,16 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | to
         device: where the model runs (``None``: CUDA when available, else the CPU); probabilities come back
             on the CPU.
 
+    A segmentation bundle (``segmentation_learner(...).export(path)``) gives a `SegmentationPredictor`, whose
+    ``predict(image)`` returns a mask of class ids.
+
     >>> predictor = load_model("runs/textile-model"); predictor.predict("photo.jpg")  # doctest: +SKIP
     """
     config = read_bundle_config(path)
+    if config.segmentation is not None:  # a mask per image instead of a label
+        from .segmentation import load_segmentation_model  # imported here: it subclasses Predictor
+
+        return load_segmentation_model(path, config, device=device)
     # built for the size it was trained at: a ViT's position embeddings depend on it
     model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
                            size=config.preprocessing.size, arch_config=config.arch_config)

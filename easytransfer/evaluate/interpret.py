@@ -16,7 +16,7 @@ from PIL import Image
 from ..data.images import open_rgb
 from .metrics import confusion_matrix, multilabel_confusion_matrix, per_class_report
 
-__all__ = ["Interpretation", "as_dataloader"]
+__all__ = ["Interpretation", "as_dataloader", "draw_matrix"]
 
 MULTILABEL_THRESHOLD = 0.5
 RECALL_GAP = 0.25  # a class whose recall is this far below the overall accuracy is called out
@@ -196,7 +196,7 @@ class Interpretation(FastaiInterpretation):
             ax = fig.add_subplot()
         else:
             fig = ax.figure
-        _draw_matrix(ax, cm, self.vocab, self.vocab, normalize, cmap)
+        draw_matrix(ax, cm, self.vocab, self.vocab, normalize, cmap)
         ax.set_title("Confusion matrix" + (" (row-normalised: recall)" if normalize else ""))
         fig.tight_layout()
         return fig
@@ -211,7 +211,7 @@ class Interpretation(FastaiInterpretation):
         for ax, label, cm in zip(axes, self.vocab, mcm):
             if normalize:
                 cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            _draw_matrix(ax, cm, ["absent", "present"], ["absent", "present"], normalize, cmap)
+            draw_matrix(ax, cm, ["absent", "present"], ["absent", "present"], normalize, cmap)
             ax.set_title(label)
         for ax in axes[n:]:
             ax.axis("off")
@@ -252,7 +252,8 @@ class Interpretation(FastaiInterpretation):
         return np.asarray(img)
 
 
-def _draw_matrix(ax, cm, rows, cols, normalize, cmap):
+def draw_matrix(ax, cm, rows, cols, normalize: bool, cmap: str) -> None:
+    """Draw matrix `cm` (rows = actual, columns = predicted) on `ax`, each cell labelled with its value."""
     ax.imshow(cm, cmap=cmap, vmin=0)
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)

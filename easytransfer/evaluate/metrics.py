@@ -1,11 +1,12 @@
-"""Classification metrics on numpy arrays, shared by the interpretation, the CLI and the report."""
+"""Classification and segmentation metrics on numpy arrays, shared by the interpretation, the CLI and the report."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["confusion_matrix", "multilabel_confusion_matrix", "per_class_report"]
+__all__ = ["confusion_matrix", "multilabel_confusion_matrix", "per_class_report", "pixel_confusion_matrix",
+           "segmentation_scores"]
 
 
 def confusion_matrix(targs: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -66,3 +67,43 @@ def per_class_report(targs: np.ndarray, preds: np.ndarray, classes) -> pd.DataFr
     tn = total - support - predicted + tp  # one-vs-rest accuracy of each class: (TP + TN) / all
     accuracy = (tp + tn) / max(total, 1)
     return _report_from_counts(tp, support, predicted, total, accuracy, classes, float(tp.sum() / max(total, 1)))
+
+
+def pixel_confusion_matrix(targs: np.ndarray, preds: np.ndarray, n_classes: int,
+                           ignore_index: int | None = None) -> np.ndarray:
+    """Pixel counts of a segmentation, rows = true class, columns = predicted; `ignore_index` pixels left out.
+
+    >>> pixel_confusion_matrix(np.array([[0, 1], [1, 255]]), np.array([[0, 1], [0, 1]]), 2, ignore_index=255).tolist()
+    [[1, 0], [1, 1]]
+    """
+    t, p = np.asarray(targs).ravel(), np.asarray(preds).ravel()
+    keep = (t >= 0) & (t < n_classes)
+    if ignore_index is not None:
+        keep &= t != ignore_index
+    return confusion_matrix(t[keep].astype(np.int64), p[keep].astype(np.int64), n_classes)
+
+
+def segmentation_scores(cm: np.ndarray, classes) -> dict:
+    """mIoU, pixel accuracy, per-class IoU and mean Dice from a pixel confusion matrix.
+
+    IoU of a class is ``TP / (TP + FP + FN)`` and Dice ``2 TP / (2 TP + FP + FN)``; a class absent from both the
+    truth and the predictions has no IoU (``nan``) and is left out of the means.
+
+    >>> scores = segmentation_scores(np.array([[1, 0], [1, 1]]), ["bg", "fg"])
+    >>> scores["pixel_accuracy"], scores["per_class_iou"], scores["miou"]
+    (0.6666666666666666, {'bg': 0.5, 'fg': 0.5}, 0.5)
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    union = tp + fp + fn
+    iou = np.divide(tp, union, out=np.full(len(tp), np.nan), where=union > 0)
+    dice = np.divide(2 * tp, tp + union, out=np.full(len(tp), np.nan), where=union > 0)
+    total = cm.sum()
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "per_class_iou": {str(c): float(v) for c, v in zip(classes, iou)},
+        "dice": float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan"),
+        "per_class_dice": {str(c): float(v) for c, v in zip(classes, dice)},
+    }

@@ -24,7 +24,7 @@ from .backends import registered_backends
 from .backends.torchvision import TORCHVISION_MATCHERS as TORCHVISION_MATCHERS
 from .matchers import validate_matcher
 
-__all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "block_layer_groups", "fine_matcher_for",
+__all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "block_layer_groups", "bucket_stages", "fine_matcher_for",
            "matcher_for", "split_layer_groups"]
 
 DEFAULT_N_STAGES = 4
@@ -141,13 +141,25 @@ def split_layer_groups(
     stages = _natural_stages(model, head_names, matcher)
     if n_stages is not None and n_stages < 1:
         raise ValueError(f"n_stages must be at least 1, got {n_stages}")
-    n_stages = min(n_stages or DEFAULT_N_STAGES, len(stages))
-    # np.array_split puts the extra stages in the first buckets: ResNet's 5 stages into 2 buckets gives
-    # stem..layer2 | layer3..layer4, fastai's own split.
-    buckets = np.array_split(np.arange(len(stages)), n_stages)
-    body = [tuple(n for i in bucket for n in stages[i]) for bucket in buckets]
+    body = bucket_stages(stages, n_stages)
     head_group = tuple(n for n, _ in model.named_parameters() if n in head_names)
     return LayerGroups(names=tuple(body) + (head_group,))
+
+
+def bucket_stages(stages: list[list[str]], n_stages: int | None = None) -> list[tuple[str, ...]]:
+    """Natural stages (parameter names, stem first) bucketed into `n_stages` contiguous body groups.
+
+    Default `DEFAULT_N_STAGES`, or fewer when there are fewer stages. `np.array_split` puts the extra stages in
+    the first buckets: ResNet's 5 stages into 2 buckets gives stem..layer2 | layer3..layer4, fastai's own split.
+
+    >>> bucket_stages([["a"], ["b"], ["c"]], 2)
+    [('a', 'b'), ('c',)]
+    """
+    if n_stages is not None and n_stages < 1:
+        raise ValueError(f"n_stages must be at least 1, got {n_stages}")
+    n_stages = min(n_stages or DEFAULT_N_STAGES, len(stages))
+    buckets = np.array_split(np.arange(len(stages)), n_stages)
+    return [tuple(n for i in bucket for n in stages[i]) for bucket in buckets]
 
 
 def fine_matcher_for(model: nn.Module) -> dict | None:

@@ -1,0 +1,91 @@
+"""The segmentation predictor: an exported segmentation model that turns an image into a mask of class ids."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.vision.augment import Resize, ResizeMethod
+from PIL import Image
+from torch import nn
+
+from ..data.images import open_rgb, resample_filter, to_rgb
+from ..models.segmentation import build_segmentation_model
+from ..models.weights import load_state_dict_strict
+from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights
+from .predictor import Predictor
+
+__all__ = ["SegmentationPredictor", "load_segmentation_model"]
+
+
+class SegmentationPredictor(Predictor):
+    """A segmentation model with its classes and preprocessing; `predict` gives a mask of class ids.
+
+    The image is resized whole to the training size (the model's resize filter), normalised, and the logits are
+    resized back to the image's own size before the argmax, so the mask has the image's height and width.
+
+    >>> predictor = load_model("runs/cracks")  # doctest: +SKIP
+    >>> mask = predictor.predict("road.jpg"); mask.shape  # doctest: +SKIP
+    (320, 480)
+    """
+
+    def __init__(self, model: nn.Module, config: BundleConfig, device: str | torch.device | None = None):
+        super().__init__(model, config, device=device)
+        pre = config.preprocessing
+        self._resize = Resize(pre.size, method=ResizeMethod.Squish, resamples=(resample_filter(pre.interpolation), 0))
+
+    @property
+    def codes(self) -> list[str]:
+        return self.vocab
+
+    def _open(self, image) -> Image.Image:
+        if isinstance(image, (str, os.PathLike)):
+            return open_rgb(image)
+        if isinstance(image, Image.Image):
+            image.load()
+            img, _ = to_rgb(image)
+            return image.copy() if img is image else img
+        return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+
+    def predict_probabilities(self, images: Iterable) -> list[torch.Tensor]:
+        """Class probabilities (classes, H, W) of each image, at the image's own size."""
+        opened = [self._open(im) for im in images]
+        logits = self._logits([self.preprocess(img) for img in opened])
+        return [F.interpolate(lg[None], size=(img.height, img.width), mode="bilinear", align_corners=False)[0]
+                .softmax(0) for lg, img in zip(logits, opened)]
+
+    def predict(self, image, probabilities: bool = False):
+        """The mask of class ids (H x W, the image's size, ``uint8`` when ids fit) of one image.
+
+        Args:
+            image: a path, a PIL image or an HxWx3 array.
+            probabilities: also return the (classes, H, W) probabilities: ``(mask, probs)``.
+        """
+        probs = self.predict_probabilities([image])[0]
+        mask = probs.argmax(0).numpy().astype(np.uint8 if len(self.vocab) <= 256 else np.int64)
+        return (mask, probs.numpy()) if probabilities else mask
+
+    def predict_batch(self, images: Iterable) -> list[np.ndarray]:
+        """Masks of a batch of images."""
+        return [p.argmax(0).numpy().astype(np.uint8) for p in self.predict_probabilities(images)]
+
+    def predict_folder(self, *args, **kwargs):
+        raise NotImplementedError("predict_folder writes a table of class labels; for masks, loop over the files "
+                                  "with predictor.predict(path).")
+
+    def interpret(self, *args, **kwargs):
+        raise NotImplementedError("For a segmentation model use learn.interpret() / learn.evaluate() on the learner.")
+
+
+def load_segmentation_model(path: str | os.PathLike, config: BundleConfig,
+                            device: str | torch.device | None = None) -> SegmentationPredictor:
+    """Rebuild an exported segmentation model (``pretrained=False``, the bundle's weights loaded strictly)."""
+    model, _ = build_segmentation_model(config.arch, len(config.classes), head=config.segmentation.head,
+                                        pretrained=False)
+    load_state_dict_strict(model, read_bundle_weights(path), where=repr(str(Path(path) / WEIGHTS_NAME)),
+                           arch=config.arch)
+    return SegmentationPredictor(model, config, device=device)

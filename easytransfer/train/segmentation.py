@@ -1,0 +1,240 @@
+"""`SegmentationLearner`: the transfer recipe (frozen encoder, unfreezing, discriminative rates) for segmentation.
+
+It is a `TransferLearner` whose layer groups are the encoder's stages plus one decoder-and-head group, so
+`fit_frozen`, `unfreeze`, `fit_discriminative`, `fit_gradual`, `lr_find`, early stopping, checkpoints, history and
+plots are the classification ones. The feature cache does not apply (a decoder reads the encoder's feature maps
+at every scale, not one pooled vector), so frozen fits run on the images.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from fastai.learner import Metric
+from fastai.losses import CrossEntropyLossFlat
+from torch import nn
+
+from ..data.segmentation import SegmentationData
+from ..deploy.bundle import SQUISH_RULE, BundleConfig, Preprocessing, write_bundle
+from ..evaluate.metrics import segmentation_scores
+from ..evaluate.segmentation import SegmentationInterpretation
+from ..models.heads import HeadConfig
+from ..models.segmentation import SegmentationConfig, build_segmentation_model, encoder_layer_groups
+from .callbacks import FrozenBatchNormCallback
+from .learner import TransferLearner
+
+__all__ = ["LOSSES", "CrossEntropyDiceLoss", "MeanIoU", "SegmentationLearner", "segmentation_learner"]
+
+LOSSES = ("ce", "ce+dice")
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # timm's BatchNormAct2d included
+
+
+class MeanIoU(Metric):
+    """mIoU over all pixels of the validation set (one confusion matrix accumulated per epoch), as ``"miou"``."""
+
+    def __init__(self, n_classes: int, ignore_index: int | None = None):
+        self.n_classes, self.ignore_index = n_classes, ignore_index
+        self.reset()
+
+    def reset(self):
+        self.cm = torch.zeros(self.n_classes, self.n_classes, dtype=torch.int64)
+
+    def accumulate(self, learn):
+        preds, targs = learn.pred.argmax(1).flatten(), learn.y.flatten().long()
+        keep = (targs >= 0) & (targs < self.n_classes)
+        if self.ignore_index is not None:
+            keep &= targs != self.ignore_index
+        counts = torch.bincount(targs[keep] * self.n_classes + preds[keep], minlength=self.n_classes**2)
+        self.cm += counts.cpu().view(self.n_classes, self.n_classes)
+
+    @property
+    def value(self):
+        return segmentation_scores(self.cm.numpy(), range(self.n_classes))["miou"]
+
+    @property
+    def name(self):
+        return "miou"
+
+
+class CrossEntropyDiceLoss(nn.Module):
+    """Cross-entropy plus soft Dice loss (mean over classes present), both leaving out `ignore_index` pixels.
+
+    Dice counts a thin, rare class (cracks) as much as the background, where cross-entropy counts pixels.
+    """
+
+    def __init__(self, ignore_index: int | None = None, dice_weight: float = 1.0):
+        super().__init__()
+        self.ignore_index, self.dice_weight = ignore_index, dice_weight
+
+    def forward(self, logits, targs):
+        targs = targs.long()
+        ignore = -100 if self.ignore_index is None else self.ignore_index
+        ce = F.cross_entropy(logits, targs, ignore_index=ignore)
+        keep = (targs != ignore).unsqueeze(1).float()
+        probs = logits.float().softmax(1) * keep
+        onehot = F.one_hot(targs.clamp(0, logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).float() * keep
+        inter, total = (probs * onehot).sum((0, 2, 3)), (probs + onehot).sum((0, 2, 3))
+        present = onehot.sum((0, 2, 3)) > 0
+        dice = 1 - (2 * inter + 1) / (total + 1)
+        return ce + self.dice_weight * (dice[present].mean() if present.any() else dice.sum() * 0)
+
+    def activation(self, x):
+        return x.softmax(1)
+
+    def decodes(self, x):
+        return x.argmax(1)
+
+
+class EncoderBatchNormCallback(FrozenBatchNormCallback):
+    """Run the encoder's BatchNorm layers with their pre-trained statistics during all training; the decoder's
+    (new, with no statistics to keep) learn theirs from the data."""
+
+    def before_train(self):
+        for module in self.learn.model.encoder.modules():
+            if isinstance(module, BATCH_NORMS):
+                module.eval()
+
+
+class SegmentationLearner(TransferLearner):
+    """A `TransferLearner` for semantic segmentation; build one with `segmentation_learner`.
+
+    Attributes:
+        segmentation: the `SegmentationConfig` (decoder, ignore_index) the bundle records.
+        Otherwise those of `TransferLearner`.
+    """
+
+    def __init__(self, dls: SegmentationData, model: nn.Module, *, spec, layer_groups,
+                 segmentation: SegmentationConfig, train_bn: bool = False, freeze_bn_stats: bool = True, **kwargs):
+        # the parent's rule puts BN layers whose parameters are all frozen in inference mode; the encoder's are
+        # then kept so after unfreezing too (freeze_bn_stats), the decoder's never (they start with no statistics)
+        super().__init__(dls, model, spec=spec, layer_groups=layer_groups, head_config=HeadConfig(),
+                         train_bn=train_bn, freeze_bn_stats=False, **kwargs)
+        self.segmentation = segmentation
+        if freeze_bn_stats and not train_bn:
+            self.add_cb(EncoderBatchNormCallback())
+
+    def _cache_obstacle(self) -> str | None:
+        return "a segmentation decoder reads the encoder's feature maps at every scale, not pooled features"
+
+    def interpret(self, dl=None, tta: bool = False) -> SegmentationInterpretation:
+        """Predictions on `dl` (default the validation set; a DataLoader, or a table with ``path`` and ``mask``),
+        computed once: ``scores()``, ``per_class()``, ``confusion_matrix()``, ``plot_top_losses()`` ...
+
+        >>> interp = learn.interpret(); interp.plot_top_losses(4)  # doctest: +SKIP
+        """
+        if tta:
+            raise NotImplementedError("Test-time augmentation is not implemented for segmentation.")
+        if dl is None:
+            dl = self.dls.valid
+        elif not hasattr(dl, "one_batch"):
+            dl = self.dls.labelled_dl(dl)
+        return SegmentationInterpretation.from_learner(self, dl)
+
+    def evaluate(self, test=None, tta: bool = False) -> dict:
+        """mIoU, pixel accuracy, per-class IoU, mean Dice, loss and number of images on the test images the data
+        was built with (else the validation images), or on `test` (a DataLoader or a ``path``/``mask`` table).
+
+        Pixels equal to ``ignore_index`` are not scored; a class absent from both truth and prediction has no
+        IoU (nan) and is left out of the means. Scores are at the training resolution.
+
+        >>> learn.evaluate()  # doctest: +SKIP
+        {'n_images': 24, 'loss': 0.08, 'miou': 0.71, 'pixel_accuracy': 0.98, 'per_class_iou': {...}, 'dice': 0.81, ...}
+        """
+        if test is None:
+            test = self.dls.labelled_dl() if self.dls.recipe.test_items is not None else self.dls.valid
+        return self.interpret(test, tta=tta).scores()
+
+    def predict(self, item, probabilities: bool = False, **kwargs):
+        """The mask of class ids of one image (a path, a PIL image or an array) at its own size, as the exported
+        model's `SegmentationPredictor.predict` gives it; ``probabilities=True``: ``(mask, probs)``."""
+        from ..deploy.segmentation import SegmentationPredictor
+
+        was_training = self.model.training
+        try:
+            predictor = SegmentationPredictor(self.model, self.bundle_config(), device=self.device)
+            return predictor.predict(item, probabilities=probabilities)
+        finally:
+            self.model.train(was_training)
+
+    def tta(self, *args, **kwargs):
+        raise NotImplementedError("Test-time augmentation is not implemented for segmentation.")
+
+    def bundle_config(self) -> BundleConfig:
+        """What `export` writes beside the weights: encoder, decoder, classes, ignore_index and preprocessing."""
+        recipe, spec = self.dls.recipe, self.spec
+        return BundleConfig(
+            arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(self.dls.codes),
+            multilabel=False, head=HeadConfig(),
+            preprocessing=Preprocessing(int(recipe.size), recipe.interpolation, tuple(recipe.mean), tuple(recipe.std),
+                                        SQUISH_RULE),
+            segmentation=self.segmentation,
+        )
+
+    def export(self, path):
+        """Write a model bundle (safetensors weights + JSON) that `load_model` reads as a `SegmentationPredictor`."""
+        return write_bundle(path, self.model, self.bundle_config())
+
+
+def segmentation_learner(
+    dls: SegmentationData,
+    arch: str = "efficientnet_lite0",
+    head: str = "unet",
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    n_stages: int | None = None,
+    loss: str = "ce",
+    metrics=None,
+    wd: float | None = None,
+    train_bn: bool = False,
+    freeze_bn_stats: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    **kwargs,
+) -> SegmentationLearner:
+    """A `SegmentationLearner`: `arch` (a timm backbone, ImageNet weights) as the encoder of a `head` decoder.
+
+    The data is rebuilt with the backbone's resize filter, mean and std (and its input size, rounded up to a
+    multiple of 32, unless the data was given a size).
+
+    Args:
+        dls: `SegmentationData`.
+        arch: ``"efficientnet_lite0"`` (default; weights offline), ``"mobilenetv2_100"``, any timm CNN.
+        head: ``"unet"`` (default), ``"fpn"``, ``"deeplabv3plus"``, ``"unetplusplus"``, ``"linknet"``
+            (`segmentation_heads` says which to choose).
+        pretrained, weights: ImageNet weights for the encoder (``False``: random), or a local file of `arch`.
+        n_stages: encoder layer groups (default 4).
+        loss: ``"ce"`` (cross-entropy) or ``"ce+dice"`` (plus soft Dice: helps thin, rare classes); both leave
+            out the data's ``ignore_index`` pixels.
+        metrics: fastai metrics; default `MeanIoU` (``"miou"``; ``monitor="miou"`` keeps the best mIoU epoch).
+        train_bn, freeze_bn_stats: as for `transfer_learner`; with ``freeze_bn_stats`` the encoder's BatchNorm
+            layers keep their ImageNet statistics, the decoder's learn theirs.
+        checkpoint_dir, device, wd: as for `transfer_learner`.
+
+    Returns:
+        The learner, its encoder frozen (the decoder and head train until `unfreeze`).
+
+    >>> dls = SegmentationData.from_folders("images/", "masks/", codes=["background", "crack"])  # doctest: +SKIP
+    >>> learn = segmentation_learner(dls, "efficientnet_lite0", "unet"); learn.fit_frozen(5)  # doctest: +SKIP
+    """
+    if not isinstance(dls, SegmentationData):
+        raise TypeError(f"segmentation_learner takes SegmentationData (SegmentationData.from_folders), got "
+                        f"{type(dls).__name__}.")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    config = SegmentationConfig(head, dls.ignore_index)
+    model, spec = build_segmentation_model(arch, len(dls.codes), head=head, pretrained=pretrained, weights=weights)
+    dls = dls.for_model(spec)
+    groups = encoder_layer_groups(model, arch, n_stages)
+    ignore = -100 if dls.ignore_index is None else dls.ignore_index
+    loss_func = (CrossEntropyLossFlat(axis=1, ignore_index=ignore) if loss == "ce"
+                 else CrossEntropyDiceLoss(dls.ignore_index))
+    kwargs.setdefault("loss_func", loss_func)
+    return SegmentationLearner(
+        dls, model, spec=spec, layer_groups=groups, segmentation=config,
+        metrics=metrics if metrics is not None else [MeanIoU(len(dls.codes), dls.ignore_index)],
+        checkpoint_dir=checkpoint_dir, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats, wd=wd, device=device,
+        **kwargs,
+    )
