@@ -78,6 +78,8 @@ class BundleConfig:
 
     @property
     def task(self) -> str:
+        if "detection" in self.extra:  # a detector's DetectionConfig (easytransfer.models.detection)
+            return "detection"
         return "multi-label" if self.multilabel else "single-label"
 
     def to_json(self) -> str:
