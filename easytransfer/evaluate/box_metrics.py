@@ -108,6 +108,10 @@ def _class_ap(per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray]], max_de
     return ap
 
 
+def _mean(values: dict) -> float:
+    return float(np.mean(list(values.values()))) if values else float("nan")
+
+
 def average_precision(true: Sequence[dict], pred: Sequence[dict], classes: Sequence[str], *,
                       max_dets: int = 100) -> BoxAP:
     """COCO box AP of `pred` against `true`, one dict per image.
@@ -143,5 +147,4 @@ def average_precision(true: Sequence[dict], pred: Sequence[dict], classes: Seque
         ap = _class_ap(images, max_dets)
         if ap is not None:
             per_class[name], per_class50[name] = float(ap.mean()), float(ap[0])
-    mean = (lambda d: float(np.mean(list(d.values()))) if d else float("nan"))
-    return BoxAP(mean(per_class50), mean(per_class), per_class, per_class50, n_true, n_pred, len(true))
+    return BoxAP(_mean(per_class50), _mean(per_class), per_class, per_class50, n_true, n_pred, len(true))

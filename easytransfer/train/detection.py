@@ -34,7 +34,8 @@ from ..models.factory import get_model_spec
 from ..models.heads import HeadConfig
 from .learner import DEFAULT_CACHE_VIEWS, TransferLearner
 
-__all__ = ["DetectionLearner", "DetectionLossCallback", "as_rgb_image", "detection_learner", "detection_loss", "predict_boxes"]
+__all__ = ["DetectionLearner", "DetectionLossCallback", "as_rgb_image", "detection_learner", "detection_loss",
+           "predict_boxes"]
 
 
 def detection_loss(losses: dict, *targets) -> torch.Tensor:
@@ -205,7 +206,8 @@ def detection_learner(
     >>> learn = detection_learner(dls, "efficientnet_lite0", "fasterrcnn"); learn.fit_frozen(3)  # doctest: +SKIP
     """
     if not isinstance(dls, DetectionData):
-        raise TypeError(f"detection_learner needs a DetectionData (DetectionData.from_voc ...), got {type(dls).__name__}.")
+        raise TypeError("detection_learner needs a DetectionData (DetectionData.from_voc ...), "
+                        f"got {type(dls).__name__}.")
     model, config, full, source = build_detector(arch, len(dls.classes), head=head, pretrained=pretrained,
                                                  weights=weights, size=dls.recipe.size, fpn_channels=fpn_channels,
                                                  score_thresh=score_thresh, proposals=proposals)
