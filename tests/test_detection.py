@@ -279,6 +279,10 @@ def test_recipe_evaluate_export_and_predict(voc, tmp_path):
     assert list(history["phase"]) == ["frozen", "frozen", "discriminative"]
     assert np.isfinite(history["valid_loss"]).all() and isinstance(learn.plot_history(), Figure)
     assert (tmp_path / "ck" / "last.safetensors").is_file()
+    again = quiet(detection_learner, dls, "efficientnet_lite0", "fcos", device="cpu", pretrained=False,
+                  checkpoint_dir=tmp_path / "ck", **TINY)
+    quiet(again.fit_discriminative, 1, lr_max=1e-4, resume=True)  # the finished fit: weights and history come back
+    assert list(again.history["phase"]) == list(history["phase"])
 
     scores = learn.evaluate()
     assert scores["n_images"] == 3 and set(scores["per_class_ap"]) == {"blue", "red"}
