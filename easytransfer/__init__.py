@@ -14,6 +14,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     import fastai.layers  # noqa: F401
 
+from .data.detection import DetectionData as DetectionData
 from .data.loaders import ImageData as ImageData
 from .data.segmentation import SegmentationData as SegmentationData
 from .deploy.bundle import BundleConfig as BundleConfig
@@ -29,6 +30,7 @@ from .errors import WeightsUnavailableError as WeightsUnavailableError
 from .evaluate.diagnosis import Diagnosis as Diagnosis
 from .evaluate.diagnosis import diagnose as diagnose
 from .evaluate.interpret import Interpretation as Interpretation
+from .models.detection import detection_heads as detection_heads
 from .models.factory import ModelSpec as ModelSpec
 from .models.factory import build_model as build_model
 from .models.factory import create_model as create_model
@@ -40,6 +42,8 @@ from .models.layer_groups import split_layer_groups as split_layer_groups
 from .models.segmentation import segmentation_heads as segmentation_heads
 from .train.callbacks import BestWeightsCallback as BestWeightsCallback
 from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
+from .train.detection import DetectionLearner as DetectionLearner
+from .train.detection import detection_learner as detection_learner
 from .train.history import plot_history as plot_history
 from .train.learner import TransferLearner as TransferLearner
 from .train.learner import discriminative_lrs as discriminative_lrs

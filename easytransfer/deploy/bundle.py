@@ -85,6 +85,8 @@ class BundleConfig:
     def task(self) -> str:
         if self.segmentation is not None:
             return "segmentation"
+        if "detection" in self.extra:  # a detector's DetectionConfig (easytransfer.models.detection)
+            return "detection"
         return "multi-label" if self.multilabel else "single-label"
 
     def to_json(self) -> str:

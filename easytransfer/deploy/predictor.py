@@ -212,12 +212,15 @@ class Predictor:
 def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | torch.device | None = None) -> Predictor:
     """Rebuild an exported model (``learn.export(path)``) as a `Predictor`; nothing is unpickled.
 
+    A detection bundle (its JSON has ``"task": "detection"``) gives a `DetectionPredictor` instead.
+
     The architecture is built with ``pretrained=False`` and the bundle's safetensors weights are loaded
     strictly: a missing, unexpected or differently shaped tensor is a `WeightsMismatchError`.
 
     Args:
         path: the bundle folder.
-        threshold: multi-label models: the probability above which a label is predicted.
+        threshold: multi-label models: the probability above which a label is predicted; detectors: the
+            score from which a box is returned.
         device: where the model runs (``None``: CUDA when available, else the CPU); probabilities come back
             on the CPU.
 
@@ -231,6 +234,10 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | to
         from .segmentation import load_segmentation_model  # imported here: it subclasses Predictor
 
         return load_segmentation_model(path, config, device=device)
+    if config.task == "detection":  # a DetectionPredictor: predict(image) -> [(label, score, box), ...]
+        from .detection import load_detector
+
+        return load_detector(path, config, score_threshold=threshold, device=device)
     # built for the size it was trained at: a ViT's position embeddings depend on it
     model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
                            size=config.preprocessing.size, arch_config=config.arch_config)

@@ -1,0 +1,58 @@
+"""`DetectionPredictor`: an exported detector with its classes and input size, ready to find boxes on images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..devices import resolve_device
+from ..models.detection import DetectionConfig, build_detector
+from ..models.weights import load_state_dict_strict
+from ..train.detection import predict_boxes
+from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights, write_bundle
+
+__all__ = ["DetectionPredictor", "load_detector"]
+
+
+class DetectionPredictor:
+    """A trained detector from a bundle (`load_model` returns one for a detection bundle).
+
+    Images are resized to the training ``size x size`` (as in training), the detector normalises them with the
+    backbone's mean and std, and boxes come back in the pixels of the image as given.
+
+    >>> predictor = load_model("runs/raccoon-detector")  # doctest: +SKIP
+    >>> predictor.predict("photo.jpg")  # doctest: +SKIP
+    [('raccoon', 0.97, (81.2, 23.0, 410.7, 355.1))]
+    """
+
+    def __init__(self, model: nn.Module, config: BundleConfig, *, score_threshold: float = 0.5,
+                 device: str | torch.device | None = None):
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.config = config
+        self.detection_config = DetectionConfig.from_dict(config.extra["detection"])
+        self.vocab = list(config.classes)
+        self.score_threshold = score_threshold
+
+    def predict(self, image, score_threshold: float | None = None) -> list[tuple[str, float, tuple]]:
+        """Boxes on one image (path, PIL image or HxWx3 uint8 array): ``[(label, score, (x1, y1, x2, y2)), ...]``."""
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        return predict_boxes(self.model, image, self.detection_config, self.vocab, threshold, self.device,
+                             self.config.preprocessing.interpolation)
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the bundle again (weights + JSON) to folder `path`."""
+        return write_bundle(path, self.model, self.config)
+
+
+def load_detector(path: str | os.PathLike, config: BundleConfig, *, score_threshold: float = 0.5,
+                  device: str | torch.device | None = None) -> DetectionPredictor:
+    """Rebuild the detector of bundle `path` (its `DetectionConfig`, no pre-trained weights) and load it strictly."""
+    model, *_ = build_detector(config.arch, len(config.classes), pretrained=False,
+                               config=DetectionConfig.from_dict(config.extra["detection"]))
+    load_state_dict_strict(model, read_bundle_weights(path), where=repr(str(Path(path) / WEIGHTS_NAME)),
+                           arch=config.arch)
+    return DetectionPredictor(model, config, score_threshold=score_threshold, device=device)

@@ -1,0 +1,228 @@
+"""`DetectionLearner`: the transfer recipe (frozen body, unfreezing, discriminative rates) for object detectors.
+
+The learner is a `TransferLearner` whose model is a torchvision detector (`build_detector`) and whose data is a
+`DetectionData`. fastai's loop drives it through `DetectionLossCallback`: each batch's targets are passed to the
+model with the images, the model returns its dict of losses, and the loss is their sum.
+
+Validation loss: torchvision's detectors return losses only in train mode, so the validation pass runs in
+`loss_mode` (train mode, ``no_grad``, BatchNorm and Dropout in eval mode): ``valid_loss`` is the same summed
+detection loss as ``train_loss`` on held-out images, and early stopping and best-weight restore monitor it
+(one pass; mAP would need a second, inference-mode pass per epoch). The region proposal network samples its
+anchors at random in train mode, so the validation loss carries some noise. ``learn.evaluate()`` gives mAP.
+
+The feature cache of classification does not apply (the heads read feature maps at several scales, and the
+boxes move with augmentation): `fit_frozen` trains on the images, with the body frozen.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from PIL import Image
+
+from ..data.detection import DetectionData
+from ..data.images import open_rgb, resample_filter
+from ..deploy.bundle import BundleConfig, Preprocessing
+from ..errors import EasyTransferError
+from ..evaluate.detection import DetectionInterpretation, set_loss_mode
+from ..models.detection import DEFAULT_PROPOSALS, DetectionConfig, build_detector, detection_layer_groups
+from ..models.factory import get_model_spec
+from ..models.heads import HeadConfig
+from .learner import DEFAULT_CACHE_VIEWS, TransferLearner
+
+__all__ = ["DetectionLearner", "DetectionLossCallback", "as_rgb_image", "detection_learner", "detection_loss",
+           "predict_boxes"]
+
+
+def detection_loss(losses: dict, *targets) -> torch.Tensor:
+    """The sum of a torchvision detector's losses (the targets were already given to the model)."""
+    return sum(losses.values())
+
+
+class DetectionLossCallback(Callback):
+    """Feed each batch's targets to the detector, and validate in `loss_mode` so it returns losses."""
+
+    order = -4  # after TrainEvalCallback (-10) and FrozenBatchNormCallback (-5) set the modes
+
+    def before_batch(self):
+        self.learn.xb = (self.xb[0], list(self.yb[0]))
+
+    def before_validate(self):
+        set_loss_mode(self.learn.model)
+
+
+class DetectionLearner(TransferLearner):
+    """A `TransferLearner` for object detection; build one with `detection_learner`.
+
+    Everything of the recipe works as for classification: `fit_frozen` (body frozen, its BatchNorm layers in
+    inference mode), `unfreeze`, `fit_discriminative`, `fit_gradual`, `lr_find`, early stopping with
+    best-weight restore, checkpoints and ``resume=True``, the history and its plot. Detection adds `evaluate`
+    (COCO mAP), `interpret` (top losses drawn, per-class table), `predict` (boxes on one image) and `export`.
+
+    Attributes:
+        detection_config: the `DetectionConfig` that rebuilds the detector (recorded in the bundle).
+    """
+
+    detection_config: DetectionConfig
+
+    def fit_frozen(self, epochs: int, lr=None, *, method: str = "gradient", cache: bool = False,
+                   cache_views: int = DEFAULT_CACHE_VIEWS, **kwargs):
+        """Train the feature pyramid and detection heads with the body frozen; see `TransferLearner.fit_frozen`.
+
+        Only ``method="gradient"``: the probes fit a classifier head on pooled features. No feature cache.
+        """
+        if method != "gradient":
+            raise ValueError(f"method={method!r} fits a classification head on pooled features; a detector's "
+                             "heads train by gradient descent (method='gradient').")
+        return super().fit_frozen(epochs, lr, method=method, cache=False, **kwargs)
+
+    def tta(self, *args, **kwargs):
+        raise EasyTransferError("Test-time augmentation is not implemented for detection; use evaluate().")
+
+    def _eval_dl(self, test):
+        if test is None:
+            return self.dls.items_dl()
+        if isinstance(test, DetectionData):
+            return test.items_dl(test.recipe.items)
+        return test  # a DataLoader of (images, targets)
+
+    def interpret(self, dl=None, tta: bool = False, *, losses: bool = True) -> DetectionInterpretation:
+        """Predictions on `dl` (default: the test set when the data has one, else validation), computed once.
+
+        >>> interp = learn.interpret(); interp.per_class(); interp.plot_top_losses(9)  # doctest: +SKIP
+        """
+        if tta:
+            raise EasyTransferError("Test-time augmentation is not implemented for detection.")
+        dl = self._eval_dl(dl)
+        return DetectionInterpretation.from_model(self.model, dl, self.dls.classes, device=self.device, losses=losses)
+
+    def evaluate(self, test=None, tta: bool = False) -> dict:
+        """COCO average precision on held-out images: the test set if the data has one, else validation.
+
+        Args:
+            test: ``None``, another `DetectionData` (all its images), or a DataLoader of ``(images, targets)``.
+
+        Returns:
+            ``{"n_images", "map50", "map" (IoU 0.50:0.95), "per_class_ap", "per_class_ap50"}``, equal to
+            pycocotools' figures.
+
+        >>> learn.evaluate()  # doctest: +SKIP
+        {'n_images': 40, 'map50': 0.81, 'map': 0.43, 'per_class_ap': {'raccoon': 0.43}, ...}
+        """
+        return self.interpret(test, tta=tta, losses=False).scores()
+
+    def predict(self, item, score_threshold: float = 0.5, rm_type_tfms=None, with_input: bool = False):
+        """Boxes on one image (path, PIL image or HxWx3 array): ``[(label, score, (x1, y1, x2, y2)), ...]``.
+
+        Boxes are in pixels of the image as given, best first.
+        """
+        return predict_boxes(self.model, item, self.detection_config, self.dls.classes, score_threshold,
+                             self.device)
+
+    def bundle_config(self) -> BundleConfig:
+        """The bundle's JSON: the backbone, classes, preprocessing, and the detector under ``"detection"``."""
+        cfg, recipe = self.detection_config, self.dls.recipe
+        return BundleConfig(
+            arch=cfg.arch, source="timm", source_arch=cfg.source_arch, classes=tuple(self.dls.classes),
+            multilabel=False, head=HeadConfig(),
+            preprocessing=Preprocessing(cfg.size, recipe.interpolation, cfg.mean, cfg.std, resize="squash to size"),
+            extra={"detection": cfg.to_dict()},
+        )
+
+    def save_report(self, path, dl=None, interp=None) -> Path:
+        raise EasyTransferError("The HTML report is for classification; for detection use learn.evaluate(), "
+                                "learn.interpret() and learn.plot_history().")
+
+
+def as_rgb_image(item) -> Image.Image:
+    """A path, PIL image or HxWx3 uint8 array as an upright RGB PIL image (the caller's object is not changed)."""
+    if isinstance(item, (str, os.PathLike)):
+        return open_rgb(item)
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    return Image.fromarray(np.asarray(item, dtype=np.uint8)).convert("RGB")
+
+
+def predict_boxes(model, item, config: DetectionConfig, classes, score_threshold: float, device,
+                  interpolation: str = "bilinear") -> list[tuple[str, float, tuple[float, float, float, float]]]:
+    """One image through `model` at ``config.size`` and the boxes mapped back to its own pixels."""
+    img = as_rgb_image(item)
+    resized = img.resize((config.size, config.size), resample_filter(interpolation))
+    x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model(x[None].to(device))[0]
+    finally:
+        model.train(was_training)
+    sx, sy = img.width / config.size, img.height / config.size
+    scale = torch.tensor([sx, sy, sx, sy])
+    keep = out["scores"] >= score_threshold
+    boxes = (out["boxes"][keep].cpu() * scale).tolist()
+    return [(classes[int(label) - 1], float(score), tuple(round(v, 2) for v in box))
+            for label, score, box in zip(out["labels"][keep].tolist(), out["scores"][keep].tolist(), boxes)]
+
+
+def detection_learner(
+    dls: DetectionData,
+    arch: str = "efficientnet_lite0",
+    head: str = "fasterrcnn",
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    n_stages: int | None = None,
+    fpn_channels: int = 256,
+    proposals: int = DEFAULT_PROPOSALS,
+    score_thresh: float = 0.05,
+    wd: float | None = None,
+    train_bn: bool = False,
+    freeze_bn_stats: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    **kwargs,
+) -> DetectionLearner:
+    """A `DetectionLearner`: a torchvision detector over a pre-trained timm backbone, its body frozen.
+
+    Args:
+        dls: the data (`DetectionData.from_voc` ...); the detector runs at its ``size``.
+        arch: a timm CNN backbone (``"efficientnet_lite0"`` and ``"mobilenetv2_100"`` have offline weights).
+        head: ``"fasterrcnn"``, ``"retinanet"`` or ``"fcos"`` (`detection_heads`).
+        pretrained: load the backbone's ImageNet weights into the body (nothing missing); ``False``: random.
+        weights: a local weights file of the timm classifier `arch`.
+        n_stages: body layer groups (default 4, fewer when the backbone has fewer stages); the feature pyramid
+            and the detection heads are the last group.
+        fpn_channels: channels of the feature pyramid (torchvision's 256).
+        proposals: Faster R-CNN's region proposals per image at inference (twice as many in training).
+        score_thresh: detections scoring lower are not returned.
+        wd, train_bn, freeze_bn_stats, checkpoint_dir, device: as for `transfer_learner`.
+
+    >>> from easytransfer import DetectionData, detection_learner
+    >>> dls = DetectionData.from_voc("images/", "annotations/", size=320)  # doctest: +SKIP
+    >>> learn = detection_learner(dls, "efficientnet_lite0", "fasterrcnn"); learn.fit_frozen(3)  # doctest: +SKIP
+    """
+    if not isinstance(dls, DetectionData):
+        raise TypeError("detection_learner needs a DetectionData (DetectionData.from_voc ...), "
+                        f"got {type(dls).__name__}.")
+    model, config, full, source = build_detector(arch, len(dls.classes), head=head, pretrained=pretrained,
+                                                 weights=weights, size=dls.recipe.size, fpn_channels=fpn_channels,
+                                                 score_thresh=score_thresh, proposals=proposals)
+    groups = detection_layer_groups(model, full, n_stages)
+    spec = get_model_spec(arch)
+    spec = type(spec)(**{**spec.__dict__, "classifier": "", "weights": source,
+                         "input_size": (3, config.size, config.size), "num_params": sum(
+                             p.numel() for p in model.parameters())})
+    cbs = list(kwargs.pop("cbs", None) or []) + [DetectionLossCallback()]
+    learn = DetectionLearner(dls, model, spec=spec, layer_groups=groups, head_config=HeadConfig(), metrics=[],
+                             loss_func=detection_loss, checkpoint_dir=checkpoint_dir, train_bn=train_bn,
+                             freeze_bn_stats=freeze_bn_stats, channels_last=False, wd=wd, cbs=cbs, device=device,
+                             **kwargs)
+    learn.detection_config = config
+    return learn
+
+
+
