@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHMARKS = ["suite", "few_shot", "zero_shot", "offline_weights"]  # recipe_vs_fastai.py runs on its own too; the suite includes its comparison
+# recipe_vs_fastai.py runs on its own too; the suite includes its comparison
+BENCHMARKS = ["suite", "few_shot", "zero_shot", "offline_weights"]
 
 
 def main(argv: list[str]) -> None:

@@ -106,7 +106,8 @@ def main(argv=None) -> None:
     folder.mkdir()
     for p in images:
         (folder / p.name).symlink_to(p)
-    dls = SegmentationData.from_folders(folder, codes=CODES, mask_fn=lambda p: crack_mask(args.root / "image" / Path(p).name),
+    dls = SegmentationData.from_folders(folder, codes=CODES,
+                                        mask_fn=lambda p: crack_mask(args.root / "image" / Path(p).name),
                                         valid_pct=0.2, seed=42, size=args.size, bs=args.bs, aug="flips")
     print(f"{len(images)} labelled images: {len(dls.train_ds)} train, {len(dls.valid_ds)} valid, size {args.size}")
     print(dls.report.counts)

@@ -43,7 +43,8 @@ def run_task(by: str, shots: int, work: Path) -> list[tuple[str, float, float]]:
     train = write_eval_folder(work / f"{by}-train", per_class=shots * 2, seed=TRAIN_SEED, by=by)
     classes = sorted(p.name for p in test.iterdir())
     slot = "{colour}" if by == "colour" else "{shape}"
-    held_out = [w.replace(slot, "{}") for w in (HELD_OUT_COLOUR_WORDINGS if by == "colour" else HELD_OUT_SHAPE_WORDINGS)]
+    wordings = HELD_OUT_COLOUR_WORDINGS if by == "colour" else HELD_OUT_SHAPE_WORDINGS
+    held_out = [w.replace(slot, "{}") for w in wordings]
     rows = [("chance", 1 / len(classes), 0.0)]
     for name, templates in (("zero-shot", None), ("zero-shot held-out wordings", held_out)):
         start = time.perf_counter()

@@ -40,6 +40,8 @@ from .models.factory import list_models as list_models
 from .models.heads import HeadConfig as HeadConfig
 from .models.layer_groups import split_layer_groups as split_layer_groups
 from .models.segmentation import segmentation_heads as segmentation_heads
+from .models.task_heads import HeadSupport as HeadSupport
+from .models.task_heads import available_heads as available_heads
 from .train.callbacks import BestWeightsCallback as BestWeightsCallback
 from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
 from .train.detection import DetectionLearner as DetectionLearner

@@ -235,7 +235,8 @@ class SegmentationData(DataLoaders):
                 colour jitter).
             check: check every file first.
 
-        >>> dls = SegmentationData.from_folders("images/", "masks/", codes=["background", "crack"], size=256)  # doctest: +SKIP
+        >>> dls = SegmentationData.from_folders("images/", "masks/", codes=["background", "crack"],  # doctest: +SKIP
+        ...                                     size=256)
         """
         if masks is None and mask_fn is None:
             raise DataError("Give the masks: a folder of masks named like the images (masks=...) or mask_fn=.")
@@ -245,7 +246,8 @@ class SegmentationData(DataLoaders):
             raise ValueError(f"aug must be one of {AUG_PRESETS}, got {aug!r}")
         if size is not None and (not isinstance(size, int) or size < SIZE_MULTIPLE or size % SIZE_MULTIPLE):
             raise ValueError(f"size must be a multiple of {SIZE_MULTIPLE} pixels (the models halve it 5 times), "
-                             f"got {size!r}; e.g. {max(SIZE_MULTIPLE, round((size or 0) / SIZE_MULTIPLE) * SIZE_MULTIPLE)}.")
+                             f"got {size!r}; e.g. "
+                             f"{max(SIZE_MULTIPLE, round((size or 0) / SIZE_MULTIPLE) * SIZE_MULTIPLE)}.")
         images = Path(images).expanduser()
         if not images.is_dir():
             raise DataError(f"Image folder {str(images)!r} does not exist or is not a folder.")

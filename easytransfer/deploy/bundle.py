@@ -22,8 +22,8 @@ from ..models.heads import HeadConfig
 from ..models.segmentation import SegmentationConfig
 from ..version import __version__
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "BundleConfig", "Preprocessing", "SQUISH_RULE", "read_bundle",
-           "write_bundle"]
+__all__ = ["BUNDLE_FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "BundleConfig", "Preprocessing", "SQUISH_RULE",
+           "read_bundle", "write_bundle"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "easytransfer.json"

@@ -30,9 +30,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from ..errors import EasyTransferError
 from .backends import backend_for
 from .layer_groups import DEFAULT_N_STAGES, LayerGroups
+from .task_heads import HeadSupport
 from .weights import load_pretrained, load_state_dict_strict
 
-__all__ = ["DETECTION_HEADS", "DetectionConfig", "HeadSupport", "TimmFPNBackbone", "build_detector",
+__all__ = ["DETECTION_HEADS", "DetectionConfig", "TimmFPNBackbone", "build_detector",
            "detection_heads", "detection_layer_groups"]
 
 DETECTION_HEADS = ("fasterrcnn", "retinanet", "fcos")
@@ -41,25 +42,6 @@ FEATURE_STRIDES = (8, 16, 32)  # C3-C5, as torchvision's RetinaNet and FCOS; Fas
 # head over 1000 proposals takes ~4 s per batch of 2, and a 320 px image rarely has more than a few objects.
 DEFAULT_PROPOSALS = 300
 TESTED_BACKBONES = ("efficientnet_lite0", "mobilenetv2_100", "resnet18", "resnet50")
-
-
-@dataclass(frozen=True)
-class HeadSupport:
-    """Which backbones a task's head works with (`detection_heads`; merged with segmentation's by the package).
-
-    Attributes:
-        task: ``"detection"``.
-        head: the name `detection_learner` takes (``"fasterrcnn"``).
-        backbones: what it runs on, in words.
-        tested: backbone names the test suite or the benchmarks have run with it.
-        description: what the head is.
-    """
-
-    task: str
-    head: str
-    backbones: str
-    tested: tuple[str, ...]
-    description: str
 
 
 _HEAD_DESCRIPTIONS = {

@@ -24,8 +24,8 @@ from .backends import registered_backends
 from .backends.torchvision import TORCHVISION_MATCHERS as TORCHVISION_MATCHERS
 from .matchers import validate_matcher
 
-__all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "block_layer_groups", "bucket_stages", "fine_matcher_for",
-           "matcher_for", "split_layer_groups"]
+__all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "block_layer_groups", "bucket_stages",
+           "fine_matcher_for", "matcher_for", "split_layer_groups"]
 
 DEFAULT_N_STAGES = 4
 

@@ -25,9 +25,10 @@ from torch import nn
 from .factory import get_model_spec, resolve_arch
 from .layer_groups import LayerGroups, bucket_stages
 from .spec import ModelSpec
+from .task_heads import HeadSupport
 from .weights import load_pretrained, load_state_dict_strict
 
-__all__ = ["ENCODER_PREFIX", "SEGMENTATION_HEADS", "HeadSupport", "SegmentationConfig", "build_segmentation_model",
+__all__ = ["ENCODER_PREFIX", "SEGMENTATION_HEADS", "SegmentationConfig", "build_segmentation_model",
            "encoder_layer_groups", "load_encoder_weights", "segmentation_heads"]
 
 ENCODER_PREFIX = "encoder.model."  # where smp's timm universal encoder keeps the features_only timm model
@@ -41,25 +42,6 @@ SEGMENTATION_HEADS = {
     "unetplusplus": "UnetPlusPlus",
     "linknet": "Linknet",
 }
-
-
-@dataclass(frozen=True)
-class HeadSupport:
-    """Which head works with which backbones, for one task (`segmentation_heads`; detection has its own).
-
-    Attributes:
-        task: ``"segmentation"``.
-        head: the name `segmentation_learner` takes (``"unet"``).
-        backbones: the backbones it takes, in words.
-        offline: backbones whose ImageNet weights ship with easytransfer's dependencies (work without network).
-        note: when to choose it.
-    """
-
-    task: str
-    head: str
-    backbones: str
-    offline: tuple[str, ...]
-    note: str
 
 
 _CNN = "timm CNNs with a features_only form and 5 feature levels (EfficientNet(-Lite), MobileNet, ResNet, ConvNeXt ...)"
