@@ -47,6 +47,10 @@ def run_recipe(dls, args) -> dict:
     learn.fit_discriminative(args.epochs, lr_max=args.lr / 3)
     seconds = time.perf_counter() - start
     scores = learn.evaluate()
+    if args.overlays:
+        args.overlays.mkdir(parents=True, exist_ok=True)
+        learn.interpret().plot_top_losses(6).savefig(args.overlays / "detection_top_losses.png", dpi=80)
+        print(f"top-loss overlays: {args.overlays / 'detection_top_losses.png'}")
     return {"method": "easytransfer recipe", "map50": scores["map50"], "map": scores["map"], "seconds": seconds}
 
 
@@ -85,6 +89,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plain", action="store_true", help="also run torchvision's plain loop")
+    parser.add_argument("--overlays", type=Path, default=Path("runs/benchmarks"),
+                        help="write the test set's top-loss overlays (image, predicted and true boxes) here")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     dls = raccoon_data(args.root, args.size, args.bs, args.seed)

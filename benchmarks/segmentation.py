@@ -95,6 +95,8 @@ def main(argv=None) -> None:
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--no-plain", action="store_true", help="skip the plain smp loop")
+    parser.add_argument("--overlays", type=Path, default=Path("runs/benchmarks"),
+                        help="write the validation images' top-loss overlays (image, prediction, truth) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     images = labelled_images(args.root)
@@ -115,6 +117,10 @@ def main(argv=None) -> None:
     print(f"easytransfer  crack IoU {scores['per_class_iou']['crack']:.3f}  per-class {scores['per_class_iou']}  "
           f"mIoU {scores['miou']:.3f}  dice {scores['dice']:.3f}  pixel acc {scores['pixel_accuracy']:.4f}  "
           f"{seconds:.0f} s")
+    if args.overlays:
+        args.overlays.mkdir(parents=True, exist_ok=True)
+        learn.interpret().plot_top_losses(4).savefig(args.overlays / "segmentation_top_losses.png", dpi=80)
+        print(f"top-loss overlays: {args.overlays / 'segmentation_top_losses.png'}")
     if not args.no_plain:
         plain, plain_seconds = run_plain_smp(learn, args)
         print(f"plain smp     crack IoU {plain['per_class_iou']['crack']:.3f}  per-class {plain['per_class_iou']}  "
