@@ -21,7 +21,8 @@ def _example_input(size: int) -> torch.Tensor:
 
 
 def _refuse_detectors(model: nn.Module, kind: str) -> None:
-    from torchvision.models.detection import FCOS, GeneralizedRCNN, RetinaNet
+    from torchvision.models.detection import FCOS, RetinaNet
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
     if isinstance(model, (GeneralizedRCNN, RetinaNet, FCOS)):
         raise EasyTransferError(
