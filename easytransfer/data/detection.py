@@ -31,8 +31,8 @@ from .images import open_rgb, resample_filter
 from .report import DataReport, warn_data
 from .sources import candidate_files
 
-__all__ = ["ANNOTATION_FORMATS", "DETECTION_AUG_PRESETS", "DetectionData", "DetectionDataset", "DetectionRecipe", "DetectionTargets",
-           "annotation_format", "draw_boxes", "resize_boxes", "hflip_boxes"]
+__all__ = ["ANNOTATION_FORMATS", "DETECTION_AUG_PRESETS", "DetectionData", "DetectionDataset", "DetectionRecipe",
+           "DetectionTargets", "annotation_format", "draw_boxes", "resize_boxes", "hflip_boxes"]
 
 DETECTION_AUG_PRESETS = ("none", "flips", "light")
 ANNOTATION_FORMATS = ("voc", "coco", "yolo")
