@@ -98,3 +98,100 @@ def test_a_command_prints_no_future_warning_before_its_output(tmp_path):
                           text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0 and "efficientnet_lite0" in done.stdout
     assert "Warning" not in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------------------------------------------ --task
+
+
+def test_task_flags_errors_name_the_flag_and_the_fix(tmp_path, data, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    err = _one_line_error(capsys, main(["train", "--task", "segmentation", "--images", str(images)]))
+    assert "--masks DIR" in err
+    err = _one_line_error(capsys, main(["train", "--task", "segmentation", "--masks", str(images)]))
+    assert "--images DIR" in err
+    err = _one_line_error(capsys, main(["train", str(data), "--masks", str(images)]))
+    assert "--masks is for --task segmentation" in err
+    err = _one_line_error(capsys, main(["train", "--task", "detection", "--images", str(images)]))
+    assert "--annotations" in err
+    err = _one_line_error(capsys, main(["train", str(data), "--annotations", str(images), "--format", "voc"]))
+    assert "--task detection" in err
+    err = _one_line_error(capsys, main(["train", "--images", str(images)]))
+    assert "--images is for --task segmentation or detection" in err
+    (images / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    err = _one_line_error(capsys, main(["train", "--task", "detection", "--images", str(images), "--annotations",
+                                        str(images)]))
+    assert "YOLO" in err and "--names" in err
+
+
+@pytest.mark.slow
+def test_segmentation_train_evaluate_predict_export(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from test_segmentation import make_shapes
+
+    images, masks = make_shapes(tmp_path / "shapes", n=8)
+    out = tmp_path / "run"
+    assert main(["train", "--task", "segmentation", "--images", str(images), "--masks", str(masks), "--codes",
+                 "bg,square,disc", "--arch", "test_efficientnet", "--random-init", "--frozen-epochs", "1", "--epochs",
+                 "1", "--size", "64", "--bs", "4", "--out", str(out)]) == 0
+    for name in ("model/easytransfer.json", "history.csv", "history.png", "metrics.json", "confusion_matrix.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "history.csv").read_text().count("\n") == 3
+    assert set(json.loads((out / "metrics.json").read_text())) >= {"miou", "per_class_iou", "pixel_accuracy"}
+    model = out / "model"
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(images), "--masks", str(masks), "--json", str(tmp_path / "s.json")]) == 0
+    assert "miou: " in capsys.readouterr().out
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["n_images"] == 8 and list(scores["per_class_iou"]) == ["bg", "square", "disc"]
+    assert main(["predict", str(model), str(images), "--out", str(tmp_path / "pred")]) == 0
+    written = sorted((tmp_path / "pred").glob("*.png"))
+    assert len(written) == 8
+    mask = np.asarray(Image.open(written[0]))
+    assert mask.shape == (64, 64) and mask.max() < 3
+    from easytransfer import load_model
+    assert np.array_equal(mask, load_model(model).predict(images / written[0].name))
+    err = _one_line_error(capsys, main(["predict", str(model), str(images)]))
+    assert "--out DIR" in err
+    err = _one_line_error(capsys, main(["evaluate", str(model), str(images), "--task", "detection"]))
+    assert "segmentation model" in err
+    assert main(["export", str(model), "--onnx", str(tmp_path / "seg.onnx")]) == 0
+    assert (tmp_path / "seg.onnx").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_detection_train_evaluate_predict(tmp_path, capsys):
+    import csv
+    import json
+
+    import torch
+    from test_detection import make_voc
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # detection steps on a shared 2-core machine (see test_detection.one_thread)
+    try:
+        images, annotations, _ = make_voc(tmp_path / "voc", n=8)
+        out = tmp_path / "run"
+        assert main(["train", "--task", "detection", "--images", str(images), "--annotations", str(annotations),
+                     "--head", "fcos", "--arch", "mobilenetv2_100", "--random-init", "--frozen-epochs", "1",
+                     "--epochs", "1", "--size", "64", "--bs", "4", "--out", str(out)]) == 0
+        assert set(json.loads((out / "metrics.json").read_text())) >= {"map50", "map", "per_class_ap"}
+        model = out / "model"
+        capsys.readouterr()
+        assert main(["evaluate", str(model), str(images), "--annotations", str(annotations)]) == 0
+        printed = capsys.readouterr().out
+        assert "map50: " in printed and "n_images: 8" in printed
+        boxes = tmp_path / "boxes.csv"
+        assert main(["predict", str(model), str(images / "im0.png"), "--threshold", "0", "--csv", str(boxes)]) == 0
+        rows = list(csv.DictReader(boxes.open()))
+        assert list(rows[0]) == ["path", "label", "score", "x1", "y1", "x2", "y2"]
+        assert {r["label"] for r in rows} <= {"blue", "red"} and all(r["path"].endswith("im0.png") for r in rows)
+        err = _one_line_error(capsys, main(["export", str(model), "--onnx"]))
+        assert "detection model" in err and "not supported" in err
+        err = _one_line_error(capsys, main(["evaluate", str(model), str(images)]))
+        assert "--annotations" in err
+    finally:
+        torch.set_num_threads(threads)

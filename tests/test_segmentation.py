@@ -230,3 +230,22 @@ def test_checkpoints_and_resume(learn, capsys):
     n = len(learn.history)
     learn.fit_frozen(1, lr=1e-3, resume=True)  # reads the checkpoint back; that fit had finished
     assert "Nothing to resume" in capsys.readouterr().out and len(learn.history) == n
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["unet", "deeplabv3plus"])
+def test_onnx_export_matches_pytorch_in_onnxruntime(head, tmp_path):
+    import onnxruntime as ort  # in the dev extras
+
+    from easytransfer.deploy.convert import export_onnx
+
+    model, _ = build_segmentation_model(TINY, 3, head=head, pretrained=False)
+    model.eval()
+    path = export_onnx(model, tmp_path / "seg.onnx", size=SIZE)
+    x = torch.randn(3, 3, SIZE, SIZE)  # another batch size than the export's example: the batch axis is dynamic
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert got.shape == (3, 3, SIZE, SIZE)  # N x C x H x W logits
+    assert np.abs(got - expected).max() < 1e-4

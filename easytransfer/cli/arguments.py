@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["non_negative_int", "positive_int"]
+__all__ = ["TASKS", "name_list", "non_negative_int", "positive_int"]
+
+TASKS = ("classification", "segmentation", "detection")
 
 
 def positive_int(text: str) -> int:
@@ -29,3 +31,15 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+def name_list(text: str) -> list[str]:
+    """Comma-separated names (class names in id order), for argparse's ``type=``.
+
+    >>> name_list("background, crack")
+    ['background', 'crack']
+    """
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names such as 'background,crack', got {text!r}")
+    return names

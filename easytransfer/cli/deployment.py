@@ -2,29 +2,59 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-__all__ = ["HANDLERS", "add_parsers"]
+from ..data.detection import ANNOTATION_FORMATS
+from ..errors import DataError, EasyTransferError
+from .arguments import TASKS, name_list
+
+__all__ = ["HANDLERS", "add_parsers", "bundle_task", "print_scores"]
+
+
+def _task_arg(p) -> None:
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="classification, segmentation or detection; default: what the bundle says (an error if "
+                   "it says another)")
 
 
 def add_parsers(commands) -> None:
     """Add ``evaluate``, ``predict`` and ``export`` to `commands` (the sub-parsers of `build_parser`)."""
-    evaluate = commands.add_parser("evaluate", help="per-class precision / recall / F1 of a model on labelled images",
-                                   description="Predict a folder of class sub-folders with a model bundle and print "
-                                   "the per-class table and the accuracy.")
+    evaluate = commands.add_parser("evaluate", help="the scores of a model on labelled images",
+                                   description="Classification: predict a folder of class sub-folders and print "
+                                   "the per-class table and the accuracy. Segmentation (--masks): mIoU, pixel "
+                                   "accuracy, per-class IoU and Dice. Detection (--annotations): COCO mAP@0.5, "
+                                   "mAP@0.5:0.95 and per-class AP. The task is the bundle's.")
     evaluate.add_argument("model", help="a model bundle folder (learn.export / easytransfer train)")
-    evaluate.add_argument("data", help="a folder of class sub-folders")
+    evaluate.add_argument("data", help="a folder of class sub-folders; segmentation / detection: the image folder")
+    _task_arg(evaluate)
+    evaluate.add_argument("--masks", default=None, help="segmentation: the folder of true masks named like the images")
+    evaluate.add_argument("--annotations", default=None,
+                          help="detection: a folder of VOC .xml or YOLO .txt files, or a COCO .json file")
+    evaluate.add_argument("--format", choices=ANNOTATION_FORMATS, default=None,
+                          help="detection: the annotation format (default: from the files)")
+    evaluate.add_argument("--names", type=name_list, default=None,
+                          help="detection, YOLO: class names in id order (default the model's classes)")
+    evaluate.add_argument("--json", default=None, metavar="PATH", help="segmentation / detection: also write the "
+                          "scores to this JSON file")
 
     predict = commands.add_parser("predict", help="predict images or folders with a model bundle",
-                                  description="Print path, label and probability for each image; folders are "
-                                  "streamed in batches.")
+                                  description="Classification: print path, label and probability for each image "
+                                  "(folders streamed in batches). Segmentation: write one mask PNG of class ids per "
+                                  "image to --out. Detection: print (and --csv: write) path,label,score,x1,y1,x2,y2 "
+                                  "per box.")
     predict.add_argument("model", help="a model bundle folder")
     predict.add_argument("paths", nargs="+", help="image files or folders")
-    predict.add_argument("--csv", default=None, help="also write every prediction (all class probabilities) here")
+    _task_arg(predict)
+    predict.add_argument("--csv", default=None, help="also write every prediction here (classification: all class "
+                         "probabilities; detection: one row per box)")
+    predict.add_argument("--out", default=None, help="segmentation: the folder for the mask PNGs (required)")
+    predict.add_argument("--threshold", type=float, default=0.5,
+                         help="detection: the lowest score of a box kept; multi-label: of a label (default 0.5)")
 
     export = commands.add_parser("export", help="convert a model bundle to ONNX or TorchScript",
-                                 description="Write the bundle's model as ONNX (onnxruntime) or TorchScript; both run "
-                                 "without easytransfer.")
+                                 description="Write the bundle's model (classification or segmentation; not "
+                                 "detection) as ONNX (onnxruntime) or TorchScript; both run without easytransfer.")
     export.add_argument("model", help="a model bundle folder")
     kind = export.add_mutually_exclusive_group(required=True)
     kind.add_argument("--onnx", nargs="?", const="", metavar="PATH", help="ONNX file (default MODEL/model.onnx)")
@@ -32,14 +62,74 @@ def add_parsers(commands) -> None:
                       "MODEL/model.pt)")
 
 
-def _evaluate(args) -> None:
-    from ..data.sources import class_folder_items
+def bundle_task(config, wanted: str | None) -> str:
+    """``"classification"``, ``"segmentation"`` or ``"detection"``: what the bundle's config says; `wanted` (the
+    --task flag) must agree with it."""
+    task = config.task if config.task in ("segmentation", "detection") else "classification"
+    if wanted is not None and wanted != task:
+        raise EasyTransferError(f"--task {wanted} does not match the model: its bundle is a {task} model; drop "
+                                f"--task (the bundle says it) or use a {wanted} bundle.")
+    return task
+
+
+def _other_task_flags(args, task: str) -> None:
+    flags = {"segmentation": ("masks", "out"), "detection": ("annotations", "format", "names")}
+    for owner, names in flags.items():
+        used = ["--" + n for n in names if getattr(args, n, None) is not None]
+        if used and owner != task:
+            raise EasyTransferError(f"{' '.join(used)} {'is' if len(used) == 1 else 'are'} for a {owner} model, and "
+                                    f"{args.model!r} is a {task} model; leave {'it' if len(used) == 1 else 'them'} "
+                                    "out.")
+
+
+def print_scores(scores: dict) -> None:
+    """Per-class scores as a table, then one ``name: value`` line per overall score."""
+    import pandas as pd
+
+    per_class = {k: v for k, v in scores.items() if isinstance(v, dict)}
+    if per_class:
+        print(pd.DataFrame(per_class).to_string(float_format=lambda v: f"{v:.4f}"))
+    for name, value in scores.items():
+        if not isinstance(value, dict):
+            print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
+
+
+def _load(args):
+    from ..deploy.bundle import read_bundle_config
     from ..deploy.predictor import load_model
-    from ..errors import DataError
+
+    task = bundle_task(read_bundle_config(args.model), args.task)
+    _other_task_flags(args, task)
+    return task, load_model(args.model, threshold=getattr(args, "threshold", 0.5))
+
+
+def _evaluate(args) -> None:
+    task, predictor = _load(args)
+    if task == "classification":
+        if args.json:
+            raise EasyTransferError("--json is for segmentation and detection models; a classifier's table is printed.")
+        _evaluate_classifier(predictor, Path(args.data))
+        return
+    if task == "segmentation":
+        if args.masks is None:
+            raise EasyTransferError(f"{args.model!r} is a segmentation model: add --masks DIR, the true masks named "
+                                    "like the images.")
+        scores = predictor.evaluate(args.data, args.masks, progress=False)
+    else:
+        if args.annotations is None:
+            raise EasyTransferError(f"{args.model!r} is a detection model: add --annotations DIR|FILE (VOC .xml "
+                                    "folder, COCO .json file or YOLO .txt folder).")
+        scores = predictor.evaluate(args.data, args.annotations, format=args.format, names=args.names)
+    print_scores(scores)
+    if args.json:
+        Path(args.json).write_text(json.dumps(scores, indent=2))
+        print(f"scores written to {args.json}")
+
+
+def _evaluate_classifier(predictor, folder: Path) -> None:
+    from ..data.sources import class_folder_items
     from ..evaluate.metrics import per_class_report
 
-    predictor = load_model(args.model)
-    folder = Path(args.data)
     if not folder.is_dir():
         raise DataError(f"Data folder {str(folder)!r} does not exist or is not a folder.")
     items = class_folder_items(folder, "test", [])
@@ -58,12 +148,35 @@ def _evaluate(args) -> None:
     print(f"accuracy: {(table['actual'] == table['label']).mean():.4f} on {len(table)} images")
 
 
+def _image_files(raw_paths) -> list[tuple[Path, Path]]:
+    """``(file, path relative to the argument's folder)`` of every image the arguments name."""
+    from ..data.sources import candidate_files
+
+    files = []
+    for raw in raw_paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{raw!r} does not exist.")
+        if path.is_file():
+            files.append((path, Path(path.name)))
+        else:
+            files += [(Path(f), Path(f).relative_to(path)) for f in candidate_files(path)]
+    return files
+
+
 def _predict(args) -> None:
+    task, predictor = _load(args)
+    if task == "segmentation":
+        _predict_masks(predictor, args)
+    elif task == "detection":
+        _predict_boxes(predictor, args)
+    else:
+        _predict_labels(predictor, args)
+
+
+def _predict_labels(predictor, args) -> None:
     import pandas as pd
 
-    from ..deploy.predictor import load_model
-
-    predictor = load_model(args.model)
     tables = []
     for raw in args.paths:
         path = Path(raw)
@@ -79,11 +192,68 @@ def _predict(args) -> None:
         print(f"{len(table)} predictions written to {args.csv}")
 
 
+def _predict_masks(predictor, args) -> None:
+    """One PNG of class ids per image, at the image's size, under --out (sub-folders kept)."""
+    import numpy as np
+    from PIL import Image
+
+    if args.out is None:
+        raise EasyTransferError(f"{args.model!r} is a segmentation model: add --out DIR, the folder for one mask PNG "
+                                "(class ids) per image.")
+    if args.csv:
+        raise EasyTransferError("--csv is for classification and detection models; a segmentation model writes "
+                                "mask PNGs to --out.")
+    out = Path(args.out)
+    files = _image_files(args.paths)
+    written = 0
+    for path, relative in files:
+        try:
+            mask = predictor.predict(path)
+        except Exception as e:  # an unreadable image is reported and skipped, as predict_folder does
+            print(f"{path}\tERROR\t{type(e).__name__}: {e}".splitlines()[0])
+            continue
+        target = out / relative.with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if mask.dtype != np.uint8:  # more than 256 classes: 16-bit PNG
+            mask = mask.astype(np.uint16)
+        Image.fromarray(mask).save(target)
+        written += 1
+        print(f"{path}\t{target}")
+    print(f"{written} masks (class ids {', '.join(f'{i}={c}' for i, c in enumerate(predictor.vocab))}) "
+          f"written to {out}")
+
+
+def _predict_boxes(predictor, args) -> None:
+    """``path, label, score, x1, y1, x2, y2`` per box, in the image's pixels."""
+    import csv
+
+    rows = []
+    for path, _ in _image_files(args.paths):
+        try:
+            found = predictor.predict(str(path))
+        except Exception as e:  # an unreadable image is reported and skipped
+            print(f"{path}\tERROR\t{type(e).__name__}: {e}".splitlines()[0])
+            continue
+        rows += [(str(path), label, round(score, 4), *(round(v, 1) for v in box)) for label, score, box in found]
+    for row in rows:
+        print("\t".join(str(v) for v in row))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"])
+            writer.writerows(rows)
+        print(f"{len(rows)} boxes written to {args.csv}")
+
+
 def _export(args) -> None:
     from ..deploy.convert import export_onnx, export_torchscript
     from ..deploy.predictor import load_model
 
     predictor = load_model(args.model)
+    if predictor.config.task == "detection":
+        raise EasyTransferError(f"{args.model!r} is a detection model: ONNX and TorchScript export are not supported "
+                                "for detectors (a variable number of boxes after NMS); serve the bundle with "
+                                "easytransfer predict or load_model(path).predict(image).")
     size = predictor.config.preprocessing.size
     if args.onnx is not None:
         path = export_onnx(predictor.model, args.onnx or Path(args.model) / "model.onnx", size)

@@ -3,25 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..data.augment import AUG_PRESETS
-from .arguments import non_negative_int, positive_int
+from ..data.detection import ANNOTATION_FORMATS, DEFAULT_DETECTION_BS, DEFAULT_DETECTION_SIZE
+from ..errors import EasyTransferError
+from ..models.detection import DETECTION_HEADS
+from ..models.segmentation import SEGMENTATION_HEADS
+from .arguments import TASKS, name_list, non_negative_int, positive_int
 
 __all__ = ["HANDLERS", "add_parsers"]
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="a folder of class sub-folders (or train/ + valid/), or a CSV with path,label columns")
+    p.add_argument("data", nargs="?", default=None,
+                   help="classification: a folder of class sub-folders (or train/ + valid/), or a CSV with path,label "
+                   "columns; segmentation / detection: the image folder (or --images)")
+    p.add_argument("--task", choices=TASKS, default="classification",
+                   help="classification (default), segmentation (--masks) or detection (--annotations)")
     p.add_argument("--arch", default="efficientnet_lite0", help="architecture (default efficientnet_lite0)")
     p.add_argument("--valid-pct", type=float, default=0.2, help="validation share per class (default 0.2)")
     p.add_argument("--seed", type=int, default=42, help="seed of the split and the training (default 42)")
-    p.add_argument("--bs", type=positive_int, default=16, help="batch size (default 16)")
-    p.add_argument("--size", type=positive_int, default=None, help="image size (default: the model's)")
-    p.add_argument("--aug", choices=AUG_PRESETS, default="light",
-                   help="augmentation preset (default light; flips for inspection images with small defects)")
+    p.add_argument("--bs", type=positive_int, default=None,
+                   help=f"batch size (default 16; segmentation 8, detection {DEFAULT_DETECTION_BS})")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help=f"image size (default: the model's; segmentation: a multiple of 32; detection "
+                   f"{DEFAULT_DETECTION_SIZE})")
+    p.add_argument("--aug", choices=AUG_PRESETS, default=None,
+                   help="augmentation preset (default light, flips for segmentation and detection; flips also for "
+                   "inspection images with small defects; detection has no strong)")
     p.add_argument("--weights", default=None, help="a local .safetensors / .pth weights file for --arch")
     p.add_argument("--random-init", action="store_true", help="no pre-trained weights (for tests and baselines)")
+    dense = p.add_argument_group("segmentation and detection")
+    dense.add_argument("--images", default=None, help="the image folder (instead of DATA)")
+    dense.add_argument("--head", default=None, help=f"segmentation: {', '.join(SEGMENTATION_HEADS)} (default unet); "
+                       f"detection: {', '.join(DETECTION_HEADS)} (default fasterrcnn)")
+    dense.add_argument("--masks", default=None, help="segmentation: the folder of masks named like the images "
+                       "(one channel of class ids)")
+    dense.add_argument("--codes", type=name_list, default=None,
+                       help="segmentation: class names in id order, e.g. background,crack (default class_0 ...)")
+    dense.add_argument("--ignore-index", type=int, default=None,
+                       help="segmentation: a mask value that is no class (e.g. 255), not trained on nor scored")
+    dense.add_argument("--annotations", default=None, help="detection: a folder of VOC .xml or YOLO .txt files, or "
+                       "a COCO .json file")
+    dense.add_argument("--format", choices=ANNOTATION_FORMATS, default=None,
+                       help="detection: the annotation format (default: from the files)")
+    dense.add_argument("--names", type=name_list, default=None,
+                       help="detection: class names in id order (needed for YOLO; VOC / COCO: the classes kept)")
 
 
 def add_parsers(commands) -> None:
@@ -67,20 +96,102 @@ def _lr(text):
     return float(text)
 
 
+_DEFAULTS = {  # batch size, augmentation preset, head per task (the library's own defaults)
+    "classification": (16, "light", None),
+    "segmentation": (8, "flips", "unet"),
+    "detection": (DEFAULT_DETECTION_BS, "flips", "fasterrcnn"),
+}
+_TASK_FLAGS = {"segmentation": ("masks", "codes", "ignore_index"), "detection": ("annotations", "format", "names")}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_task_flags(args) -> None:
+    """Flags of another task are an error that names the flag and the --task it belongs to."""
+    for task, names in _TASK_FLAGS.items():
+        used = [_flag(n) for n in names if getattr(args, n) is not None]
+        if used and args.task != task:
+            raise EasyTransferError(f"{' '.join(used)} {'is' if len(used) == 1 else 'are'} for --task {task}; add "
+                                    f"--task {task}, or leave {'it' if len(used) == 1 else 'them'} out.")
+    if args.task == "classification":
+        extra = [_flag(n) for n in ("images", "head") if getattr(args, n) is not None]
+        if extra:
+            raise EasyTransferError(f"{' '.join(extra)} {'is' if len(extra) == 1 else 'are'} for --task "
+                                    "segmentation or detection; a classifier reads DATA (a folder or a CSV).")
+        if args.data is None:
+            raise EasyTransferError("Give DATA: a folder of class sub-folders or a CSV with path,label columns "
+                                    "(or --task segmentation / detection with --images).")
+
+
+def _images(args) -> Path:
+    if args.images and args.data and args.images != args.data:
+        raise EasyTransferError(f"Give the images once: DATA ({args.data!r}) or --images ({args.images!r}).")
+    images = args.images or args.data
+    if images is None:
+        needed = "--masks DIR" if args.task == "segmentation" else "--annotations DIR|FILE"
+        raise EasyTransferError(f"--task {args.task} needs the image folder: add --images DIR (and {needed}).")
+    return Path(images)
+
+
 def _learner(args):
     from fastai.torch_core import set_seed
+
+    _check_task_flags(args)
+    set_seed(args.seed)
+    bs, aug, head = _DEFAULTS[args.task]
+    common = dict(bs=args.bs or bs, size=args.size, aug=args.aug or aug, seed=args.seed, valid_pct=args.valid_pct)
+    pretrained = dict(pretrained=not args.random_init, weights=args.weights)
+    if args.task == "segmentation":
+        from ..data.segmentation import SegmentationData
+        from ..train.segmentation import segmentation_learner
+
+        images = _images(args)
+        if args.masks is None:
+            raise EasyTransferError("--task segmentation needs the masks: add --masks DIR (a folder of one-channel "
+                                    "class-id masks named like the images).")
+        dls = SegmentationData.from_folders(images, args.masks, codes=args.codes, ignore_index=args.ignore_index,
+                                            **common)
+        return segmentation_learner(dls, args.arch, args.head or head, **pretrained)
+    if args.task == "detection":
+        from ..data.detection import DetectionData
+        from ..train.detection import detection_learner
+
+        images = _images(args)
+        if args.annotations is None:
+            raise EasyTransferError("--task detection needs the boxes: add --annotations DIR|FILE (VOC .xml folder, "
+                                    "COCO .json file or YOLO .txt folder; --format voc|coco|yolo if not clear).")
+        if common["size"] is None:
+            common["size"] = DEFAULT_DETECTION_SIZE
+        dls = DetectionData.from_annotations(images, args.annotations, format=args.format, names=args.names,
+                                             **common)
+        return detection_learner(dls, args.arch, args.head or head, **pretrained)
 
     from ..data.loaders import ImageData
     from ..train.learner import transfer_learner
 
-    set_seed(args.seed)
     data = Path(args.data)
-    common = dict(bs=args.bs, size=args.size, aug=args.aug, seed=args.seed, valid_pct=args.valid_pct)
     if data.suffix.lower() == ".csv":
         dls = ImageData.from_csv(data, **common)
     else:
         dls = ImageData.from_folder(data, **common)
-    return transfer_learner(dls, args.arch, pretrained=not args.random_init, weights=args.weights)
+    return transfer_learner(dls, args.arch, **pretrained)
+
+
+def _fit(learn, args) -> None:
+    """The recipe's stages: the head with the body frozen, then everything with discriminative rates."""
+    if args.frozen_epochs:
+        learn.fit_frozen(args.frozen_epochs, lr=_lr(args.lr))
+    if args.epochs:
+        learn.unfreeze()
+        learn.fit_discriminative(args.epochs, lr_max=_lr(args.lr_max))
+
+
+def _write_history(learn, out: Path) -> None:
+    learn.history.to_csv(out / "history.csv", index=False)
+    if len(learn.history):
+        learn.plot_history().savefig(out / "history.png", dpi=100)
 
 
 def _train(args) -> None:
@@ -89,17 +200,15 @@ def _train(args) -> None:
     out = Path(args.out) if args.out else Path("easytransfer_runs") / time.strftime("train-%Y%m%d-%H%M%S")
     learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{learn.spec.name}: {len(learn.dls.train_ds)} training, {len(learn.dls.valid_ds)} validation images, "
-          f"classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
-    if args.frozen_epochs:
-        learn.fit_frozen(args.frozen_epochs, lr=_lr(args.lr))
-    if args.epochs:
-        learn.unfreeze()
-        learn.fit_discriminative(args.epochs, lr_max=_lr(args.lr_max))
+    n_valid = len(learn.dls.valid.dataset)
+    print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
+          f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
+    _fit(learn, args)
     learn.export(out / "model")
-    learn.history.to_csv(out / "history.csv", index=False)
-    if len(learn.history):
-        learn.plot_history().savefig(out / "history.png", dpi=100)
+    _write_history(learn, out)
+    if args.task != "classification":
+        _finish_dense(learn, args, out)
+        return
     interp = learn.interpret()
     interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
     learn.save_report(out / "report.html", interp=interp)
@@ -107,6 +216,23 @@ def _train(args) -> None:
     print(learn.diagnose())
     print(f"written to {out.resolve()} (model/, history.csv, history.png, confusion_matrix.png, report.html)")
     print(f"valid accuracy: {interp.accuracy:.4f}")
+
+
+def _finish_dense(learn, args, out: Path) -> None:
+    """Segmentation and detection: the validation scores (printed and in metrics.json) and their plots."""
+    from .deployment import print_scores
+
+    written = ["model/", "history.csv", "history.png", "metrics.json"]
+    if args.task == "segmentation":
+        interp = learn.interpret()
+        scores = interp.scores()
+        interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
+        written.append("confusion_matrix.png")
+    else:
+        scores = learn.evaluate()
+    (out / "metrics.json").write_text(json.dumps(scores, indent=2))
+    print_scores(scores)
+    print(f"written to {out.resolve()} ({', '.join(written)})")
 
 
 def _lr_find(args) -> None:

@@ -36,7 +36,7 @@ from .options import DEFAULT_BS
 from .report import DataReport, warn_data
 from .sources import candidate_files
 
-__all__ = ["SIZE_MULTIPLE", "MaskReader", "SegmentationData", "SegmentationRecipe", "read_mask"]
+__all__ = ["SIZE_MULTIPLE", "MaskReader", "SegmentationData", "SegmentationRecipe", "labelled_mask_items", "read_mask"]
 
 SIZE_MULTIPLE = 32  # U-Net, FPN and DeepLabV3+ halve the image 5 times and add the maps back: 2**5 divides the side
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -377,6 +377,35 @@ def plot_overlays(rows, n_classes: int, *, ncols: int = 3, alpha: float = OVERLA
 
 
 # ------------------------------------------------------------------------------------------------ building
+
+
+def labelled_mask_items(images, masks=None, *, mask_fn: Callable | None = None, ignore_index: int | None = None,
+                        check: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Images paired with their masks and checked as `SegmentationData.from_folders` does, without a DataLoader.
+
+    Args:
+        images: a folder of images (searched recursively) or a list of image files.
+        masks: the folder of masks named like the images; or `mask_fn` (``image path -> mask path or array``).
+        ignore_index, check, max_pixels: as for `SegmentationData.from_folders`.
+
+    Returns:
+        ``(kept, excluded)``: ``path`` and ``mask`` (``""`` when `mask_fn` gives it) of every usable pair, and
+        ``path`` and ``reason`` of every image left out.
+
+    >>> kept, excluded = labelled_mask_items("test/images", "test/masks")  # doctest: +SKIP
+    """
+    if masks is None and mask_fn is None:
+        raise DataError("Give the masks: a folder of masks named like the images (masks=...) or mask_fn=.")
+    if isinstance(images, (list, tuple)):
+        files = list(images)
+    else:
+        folder = Path(images).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"Image folder {str(folder)!r} does not exist or is not a folder.")
+        files = candidate_files(folder)
+    kept, excluded, _ = _check_pairs(_paired_rows(files, masks, mask_fn), check=check, max_pixels=max_pixels,
+                                     mask_fn=mask_fn, ignore_index=ignore_index)
+    return kept[["path", "mask"]], excluded[["path", "reason"]]
 
 
 def _paired_rows(files, masks, mask_fn) -> pd.DataFrame:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,6 +44,36 @@ class DetectionPredictor:
         threshold = self.score_threshold if score_threshold is None else score_threshold
         return predict_boxes(self.model, image, self.detection_config, self.vocab, threshold, self.device,
                              self.config.preprocessing.interpolation)
+
+    def evaluate(self, images: str | os.PathLike, annotations: str | os.PathLike, *, format: str | None = None,
+                 names: Sequence[str] | None = None) -> dict:
+        """COCO box AP of this detector on annotated images (every image: no split), as `DetectionLearner.evaluate`.
+
+        Args:
+            images: folder of images.
+            annotations: VOC ``.xml`` folder, COCO ``.json`` file or YOLO ``.txt`` folder
+                (`DetectionData.from_annotations`).
+            format: ``"voc"``, ``"coco"`` or ``"yolo"``; default: what `annotations` holds.
+            names: YOLO class names in id order; default the model's classes.
+
+        Returns:
+            ``{"n_images", "map50", "map", "per_class_ap", "per_class_ap50"}``.
+
+        >>> load_model("runs/raccoons").evaluate("test/images", "test/annotations")["map50"]  # doctest: +SKIP
+        0.81
+        """
+        from ..data.detection import DetectionData, annotation_format
+        from ..evaluate.detection import DetectionInterpretation
+
+        format = format or annotation_format(annotations)
+        if format == "yolo" and not names:
+            names = self.vocab  # the ids of the labels are the model's class ids
+        data = DetectionData.from_annotations(images, annotations, format=format, names=names, valid_pct=0,
+                                              classes=self.vocab, size=self.detection_config.size, aug="none")
+        data = DetectionData.from_recipe(replace(data.recipe, interpolation=self.config.preprocessing.interpolation))
+        dl = data.items_dl(data.recipe.items)
+        return DetectionInterpretation.from_model(self.model, dl, self.vocab, device=self.device,
+                                                  losses=False).scores()
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the bundle again (weights + JSON) to folder `path`."""

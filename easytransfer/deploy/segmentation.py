@@ -73,6 +73,50 @@ class SegmentationPredictor(Predictor):
         """Masks of a batch of images."""
         return [p.argmax(0).numpy().astype(np.uint8) for p in self.predict_probabilities(images)]
 
+    def evaluate(self, images, masks=None, *, mask_fn=None, progress: bool = False) -> dict:
+        """mIoU, pixel accuracy, per-class IoU and Dice of this model's masks against the true ones.
+
+        Images are paired with masks and checked as for `SegmentationData.from_folders` (unusable pairs are left
+        out, and counted in ``n_excluded``). Unlike `SegmentationLearner.evaluate` (training resolution), the
+        scores are over every pixel at the images' own size: the masks `predict` gives. Pixels equal to the
+        bundle's ``ignore_index`` are not scored.
+
+        Args:
+            images: a folder of images (or a list of files).
+            masks: the folder of masks named like the images; or `mask_fn` (image path -> mask path or array).
+            progress: show a progress bar.
+
+        Returns:
+            ``{"n_images", "n_excluded", "miou", "pixel_accuracy", "per_class_iou", "dice", "per_class_dice"}``.
+
+        >>> load_model("runs/cracks").evaluate("test/images", "test/masks")["miou"]  # doctest: +SKIP
+        0.71
+        """
+        from ..data.segmentation import labelled_mask_items, read_mask
+        from ..errors import DataError
+        from ..evaluate.metrics import pixel_confusion_matrix, segmentation_scores
+
+        ignore_index = self.config.segmentation.ignore_index
+        kept, excluded = labelled_mask_items(images, masks, mask_fn=mask_fn, ignore_index=ignore_index)
+        if kept.empty:
+            raise DataError(f"No usable image with a mask in {str(images)!r} ({len(excluded)} left out: "
+                            f"{excluded['reason'].iloc[0] if len(excluded) else 'no images'}).")
+        n = len(self.vocab)
+        cm = np.zeros((n, n), dtype=np.int64)
+        rows = kept.itertuples()
+        if progress:
+            from fastprogress.fastprogress import progress_bar
+
+            rows = progress_bar(list(rows))
+        for row in rows:
+            truth = read_mask(row.mask or mask_fn(row.path))
+            scored = truth[truth != ignore_index] if ignore_index is not None else truth
+            if scored.size and scored.max() >= n:
+                raise DataError(f"The mask of {row.path!r} holds class id {int(scored.max())}, but the model knows "
+                                f"{n} classes ({self.vocab}); is it the right model, or a value to ignore?")
+            cm += pixel_confusion_matrix(truth, self.predict(row.path), n, ignore_index)
+        return {"n_images": len(kept), "n_excluded": len(excluded), **segmentation_scores(cm, self.vocab)}
+
     def predict_folder(self, *args, **kwargs):
         raise NotImplementedError("predict_folder writes a table of class labels; for masks, loop over the files "
                                   "with predictor.predict(path).")
