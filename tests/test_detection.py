@@ -333,3 +333,18 @@ def test_html_report_shows_map_per_class_ap_and_top_losses(voc, tmp_path):
         assert shown in text, shown
     without_losses = learn.save_report(tmp_path / "quick.html", interp=learn.interpret(losses=False))
     assert "top losses: true and predicted boxes" not in without_losses.read_text(encoding="utf-8")
+
+
+def test_augmentation_follows_set_seed(voc):
+    """The training flips and jitter draw from torch's generator: ``set_seed`` makes a run repeat exactly."""
+    from fastai.torch_core import set_seed
+
+    images, annotations, _ = voc
+    ds = DetectionData.from_voc(images, annotations, size=64, bs=4, aug="light", seed=0).train_ds
+
+    def draw():
+        set_seed(0)
+        return [ds[i] for i in range(len(ds))]
+
+    first, again = draw(), draw()
+    assert all(torch.equal(x, y) and torch.equal(t["boxes"], u["boxes"]) for (x, t), (y, u) in zip(first, again))
