@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import warnings
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from easytransfer import DetectionData, detection_heads, detection_learner, load_model
 from easytransfer.data.detection import DetectionDataset
 from easytransfer.evaluate.box_metrics import average_precision
+from easytransfer.evaluate.html_report import DETECTION_SECTIONS
 from easytransfer.models.detection import DETECTION_HEADS, build_detector, detection_layer_groups
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
@@ -313,3 +315,36 @@ def test_lr_find_and_gradual(voc):
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())  # restored exactly
     quiet(learn.fit_gradual, 1, 1e-4, head_lr=1e-3, max_unfrozen=1)
     assert list(learn.history["phase"]) == ["stage 0", "stage 1"]
+
+
+def test_html_report_shows_map_per_class_ap_and_top_losses(voc, tmp_path):
+    images, annotations, _ = voc
+    dls = DetectionData.from_voc(images, annotations, size=64, bs=4, seed=0)
+    learn = quiet(detection_learner, dls, "mobilenetv2_100", "fcos", device="cpu", **TINY)
+    quiet(learn.fit_frozen, 1, lr=1e-3)
+    interp = learn.interpret()
+    text = learn.save_report(tmp_path / "report.html", interp=interp, top_k=2).read_text(encoding="utf-8")
+    assert re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', text) == list(DETECTION_SECTIONS.items())
+    assert re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', text) == [
+        "training history", "top losses: true and predicted boxes"]
+    scores = interp.scores()
+    for shown in (f"{scores['map50']:.4f}", f"{scores['map']:.4f}", "<th>blue</th>", "<th>red</th>", "<th>ap50</th>",
+                  "fcos detector", "Diagnosis:"):
+        assert shown in text, shown
+    without_losses = learn.save_report(tmp_path / "quick.html", interp=learn.interpret(losses=False))
+    assert "top losses: true and predicted boxes" not in without_losses.read_text(encoding="utf-8")
+
+
+def test_augmentation_follows_set_seed(voc):
+    """The training flips and jitter draw from torch's generator: ``set_seed`` makes a run repeat exactly."""
+    from fastai.torch_core import set_seed
+
+    images, annotations, _ = voc
+    ds = DetectionData.from_voc(images, annotations, size=64, bs=4, aug="light", seed=0).train_ds
+
+    def draw():
+        set_seed(0)
+        return [ds[i] for i in range(len(ds))]
+
+    first, again = draw(), draw()
+    assert all(torch.equal(x, y) and torch.equal(t["boxes"], u["boxes"]) for (x, t), (y, u) in zip(first, again))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 from easytransfer import SegmentationData, load_model, segmentation_heads, segmentation_learner
 from easytransfer.deploy.bundle import CONFIG_NAME, BundleConfig, Preprocessing
+from easytransfer.evaluate.html_report import SEGMENTATION_SECTIONS
 from easytransfer.evaluate.metrics import pixel_confusion_matrix, segmentation_scores
 from easytransfer.models.heads import HeadConfig
 from easytransfer.models.segmentation import SEGMENTATION_HEADS, build_segmentation_model, encoder_layer_groups
@@ -249,3 +251,22 @@ def test_onnx_export_matches_pytorch_in_onnxruntime(head, tmp_path):
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert got.shape == (3, 3, SIZE, SIZE)  # N x C x H x W logits
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_html_report_shows_scores_per_class_confusion_matrix_and_overlays(dls, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learn = segmentation_learner(dls, TINY, "unet", pretrained=False)
+    learn.fit_frozen(1, lr=1e-2)
+    interp = learn.interpret()
+    text = learn.save_report(tmp_path / "report.html", interp=interp, top_k=2).read_text(encoding="utf-8")
+    assert re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', text) == [
+        (key, title.replace("&", "&amp;")) for key, title in SEGMENTATION_SECTIONS.items()]
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', text)
+    assert images == ["training history", "pixel confusion matrix", "row-normalised pixel confusion matrix",
+                      "top losses: image, prediction, truth"]
+    scores = interp.scores()
+    for shown in (f"{scores['miou']:.4f}", f"{scores['dice']:.4f}", "<th>square</th>", "<th>disc</th>",
+                  "unet decoder", "<th>dice</th>", "Diagnosis:"):
+        assert shown in text, shown
+    assert not re.search(r"(src|href)=\"https?://", text)

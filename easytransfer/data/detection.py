@@ -129,7 +129,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.class_index = {c: i + 1 for i, c in enumerate(classes)}
         self.size, self.train, self.aug = size, train, aug
         self.resample = resample_filter(interpolation)
-        self.rng = np.random.default_rng(seed)
+        # seed None: draw from torch's global generator, which fastai's set_seed seeds (runs repeat exactly)
+        self.rng = None if seed is None else np.random.default_rng(seed)
+
+    def _uniform(self, low: float, high: float, n: int = 1) -> np.ndarray:
+        if self.rng is not None:
+            return self.rng.uniform(low, high, size=n)
+        return (low + (high - low) * torch.rand(n, dtype=torch.float64)).numpy()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -148,11 +154,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         boxes = resize_boxes(boxes, img.size, (self.size, self.size))
         img = img.resize((self.size, self.size), self.resample)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-        if self.train and self.aug in ("flips", "light") and self.rng.random() < 0.5:
+        if self.train and self.aug in ("flips", "light") and self._uniform(0, 1)[0] < 0.5:
             x = x.flip(-1)
             boxes = hflip_boxes(boxes, self.size)
         if self.train and self.aug == "light":
-            brightness, contrast = self.rng.uniform(0.8, 1.2, size=2)
+            brightness, contrast = self._uniform(0.8, 1.2, 2)
             x = ((x - x.mean()) * contrast + x.mean() * brightness).clamp_(0, 1)
         keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
         target = {

@@ -1,4 +1,11 @@
-"""A self-contained HTML run report: data, model, layer groups, history, LR finder, mistakes, diagnosis."""
+"""A self-contained HTML run report: data, model, layer groups, history, LR finder, mistakes, diagnosis.
+
+One report for every task. The sections every run has (data, model, layer groups, history, LR finder,
+diagnosis) are built from the learner; the task's own sections (scores, per-class table, confusion matrix, top
+losses) from its interpretation: `Interpretation` (classification), `SegmentationInterpretation` or
+`DetectionInterpretation`. `SECTIONS`, `SEGMENTATION_SECTIONS` and `DETECTION_SECTIONS` list each report's
+sections, in order, with their titles.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,17 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..deploy.bundle import BundleConfig
 from ..files import atomic_write_text
 from ..train.history import History, plot_history
 from ..version import __version__
+from .detection import DetectionInterpretation
+from .interpret import Interpretation
+from .segmentation import SegmentationInterpretation
 
-__all__ = ["SECTIONS", "save_report"]
+__all__ = ["DETECTION_SECTIONS", "SECTIONS", "SEGMENTATION_SECTIONS", "save_report"]
 
-SECTIONS = {
+SECTIONS = {  # classification
     "data": "Data",
     "model": "Model",
     "layer-groups": "Layer groups and learning rates",
@@ -27,6 +38,31 @@ SECTIONS = {
     "confusion-matrix": "Confusion matrix",
     "top-losses": "Top losses",
     "per-class": "Per-class precision, recall, F1 and support",
+    "diagnosis": "Diagnosis",
+}
+
+SEGMENTATION_SECTIONS = {
+    "data": "Data",
+    "model": "Model",
+    "layer-groups": "Layer groups and learning rates",
+    "history": "Training history",
+    "lr-finder": "Learning-rate finder",
+    "scores": "Mean IoU, pixel accuracy and Dice",
+    "per-class": "Per-class IoU, Dice, precision and recall",
+    "confusion-matrix": "Pixel confusion matrix",
+    "top-losses": "Top losses: image, prediction, truth",
+    "diagnosis": "Diagnosis",
+}
+
+DETECTION_SECTIONS = {
+    "data": "Data",
+    "model": "Model",
+    "layer-groups": "Layer groups and learning rates",
+    "history": "Training history",
+    "lr-finder": "Learning-rate finder",
+    "scores": "mAP@0.5 and mAP@0.5:0.95",
+    "per-class": "Per-class average precision",
+    "top-losses": "Top losses: true boxes (green), predictions (red)",
     "diagnosis": "Diagnosis",
 }
 
@@ -50,11 +86,11 @@ def _table_html(df: pd.DataFrame, digits: int = 4) -> str:
     return df.round(digits).to_html(border=0, na_rep="")
 
 
-def _section(key: str, body: str) -> str:
-    return f'<section id="{key}"><h2>{html.escape(SECTIONS[key])}</h2>\n{body}\n</section>'
+def _section(key: str, title: str, body: str) -> str:
+    return f'<section id="{key}"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
 
 
-def _data_section(learn) -> str:
+def _data_section(learn, config: BundleConfig) -> str:
     report = getattr(learn.dls, "report", None)
     parts = [f"<p>{len(learn.dls.train_ds)} training and {len(learn.dls.valid_ds)} validation images; classes: "
              f"{html.escape(', '.join(map(str, learn.dls.vocab)))}.</p>"]
@@ -67,17 +103,24 @@ def _data_section(learn) -> str:
             parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in report.messages) + "</ul>")
     recipe = getattr(learn.dls, "recipe", None)
     if recipe is not None:
-        parts.append(f"<p>Preprocessing: {recipe.size} px, {html.escape(recipe.interpolation)} resize, mean "
-                     f"{tuple(round(m, 4) for m in recipe.mean)}, std {tuple(round(s, 4) for s in recipe.std)}; "
+        pre = config.preprocessing  # what the exported model does (a detector normalises inside the model)
+        parts.append(f"<p>Preprocessing: {pre.size} px, {html.escape(pre.interpolation)} resize, mean "
+                     f"{tuple(round(m, 4) for m in pre.mean)}, std {tuple(round(s, 4) for s in pre.std)}; "
                      f"augmentation {html.escape(recipe.aug)!s}; batch size {recipe.bs}.</p>")
     return "\n".join(parts)
 
 
-def _model_section(learn) -> str:
+def _model_section(learn, config: BundleConfig) -> str:
     spec = learn.spec
-    rows = {"name": spec.name, "source": f"{spec.source} ({spec.arch})", "family": spec.family,
+    if config.segmentation is not None:
+        head = f"{config.segmentation.head} decoder"
+    elif "detection" in config.extra:
+        head = f"{config.extra['detection']['head']} detector over a feature pyramid"
+    else:
+        head = spec.classifier
+    rows = {"name": spec.name, "task": config.task, "source": f"{spec.source} ({spec.arch})", "family": spec.family,
             "weights": spec.weights, "parameters": f"{sum(p.numel() for p in learn.model.parameters()):,}",
-            "pre-training input": f"{spec.input_size}, {spec.interpolation}", "head": spec.classifier}
+            "pre-training input": f"{spec.input_size}, {spec.interpolation}", "head": head}
     return _table_html(pd.DataFrame({"value": rows}))
 
 
@@ -112,35 +155,91 @@ def _lr_section(learn) -> str:
     return f"<p>Suggestions: {html.escape(shown)}.</p>" + _figure_html(result.plot(), "LR finder")
 
 
+def _classification_sections(interp: Interpretation, top_k: int) -> dict[str, str]:
+    warnings_html = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in interp.warnings())
+    per_class = _table_html(interp.per_class()) + warnings_html
+    confused = interp.most_confused()
+    if len(confused):
+        per_class += "<h3>Most confused</h3>" + _table_html(confused.head(20))
+    return {
+        "confusion-matrix": _figure_html(interp.plot_confusion_matrix(), "confusion matrix")
+        + _figure_html(interp.plot_confusion_matrix(normalize=True), "row-normalised confusion matrix"),
+        "top-losses": _figure_html(interp.plot_top_losses(top_k), "top losses") + _table_html(interp.top_losses(top_k)),
+        "per-class": f"<p>{len(interp.losses)} images, accuracy {interp.accuracy:.4f}.</p>" + per_class,
+    }
+
+
+def _scores_table(scores: dict, names: dict[str, str]) -> str:
+    """The scalar `scores` named in `names` (score key -> row name) as a one-column table (counts as integers)."""
+    shown = {name: f"{scores[key]:.4f}" if isinstance(scores[key], float) else str(scores[key])
+             for key, name in names.items()}
+    return pd.DataFrame({"value": shown}).to_html(border=0)
+
+
+def _segmentation_sections(interp: SegmentationInterpretation, top_k: int) -> dict[str, str]:
+    ignored = ("" if interp.ignore_index is None
+               else f" Pixels labelled {interp.ignore_index} (ignore_index) are not scored.")
+    scores = _scores_table(interp.scores(), {"n_images": "images", "miou": "mean IoU",
+                                             "pixel_accuracy": "pixel accuracy", "dice": "mean Dice",
+                                             "loss": "loss (cross-entropy per image)"})
+    return {
+        "scores": scores + "<p>IoU and Dice are over all pixels of the set, at the training resolution; a class "
+        f"absent from both truth and prediction has no IoU and is left out of the means.{html.escape(ignored)}</p>",
+        "per-class": _table_html(interp.per_class()),
+        "confusion-matrix": _figure_html(interp.plot_confusion_matrix(normalize=False), "pixel confusion matrix")
+        + _figure_html(interp.plot_confusion_matrix(normalize=True), "row-normalised pixel confusion matrix"),
+        "top-losses": _figure_html(interp.plot_top_losses(top_k), "top losses: image, prediction, truth")
+        + _table_html(interp.top_losses(top_k)),
+    }
+
+
+def _detection_sections(interp: DetectionInterpretation, top_k: int) -> dict[str, str]:
+    scores = _scores_table(interp.scores(), {"n_images": "images", "map50": "mAP@0.5", "map": "mAP@0.5:0.95 (COCO)"})
+    if interp.losses is None:
+        top_losses = '<p class="muted">Computed without losses (learn.interpret(losses=False)).</p>'
+    else:
+        top_losses = (_figure_html(interp.plot_top_losses(top_k), "top losses: true and predicted boxes")
+                      + _table_html(interp.top_losses(top_k)))
+    return {
+        "scores": scores + "<p>COCO average precision, equal to pycocotools' figures, on boxes in the pixels of the "
+        "resized images the model saw.</p>",
+        "per-class": _table_html(interp.per_class()),
+        "top-losses": top_losses,
+    }
+
+
 def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=None) -> Path:
     """Write one self-contained HTML file (images embedded as PNG data, no network) about `learn`'s run.
 
-    Predictions on `dl` (the validation set by default) are computed once for the confusion matrix, the top
-    losses and the per-class table; pass an `Interpretation` you already have as `interp` to reuse it.
+    Predictions on `dl` (``None``: the set ``learn.interpret()`` reads) are computed once for the task's
+    sections; pass an interpretation you already have as `interp` to reuse it. The sections are those of
+    `SECTIONS` (classification: confusion matrix, top losses, per-class precision, recall and F1),
+    `SEGMENTATION_SECTIONS` (mIoU, pixel accuracy and Dice, per-class IoU and Dice, the pixel confusion matrix,
+    top losses as image, prediction and truth) or `DETECTION_SECTIONS` (mAP@0.5 and mAP, per-class AP, top
+    losses with their boxes), each beside the data, model, layer groups, history, LR finder and diagnosis.
 
     >>> save_report(learn, "report.html")  # doctest: +SKIP
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     interp = learn.interpret(dl) if interp is None else interp
-    warnings_html = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in interp.warnings())
-    per_class = _table_html(interp.per_class()) + warnings_html
-    confused = interp.most_confused()
-    if len(confused):
-        per_class += "<h3>Most confused</h3>" + _table_html(confused.head(20))
-    body = [
-        _section("data", _data_section(learn)),
-        _section("model", _model_section(learn)),
-        _section("layer-groups", _groups_section(learn)),
-        _section("history", _history_section(learn)),
-        _section("lr-finder", _lr_section(learn)),
-        _section("confusion-matrix", _figure_html(interp.plot_confusion_matrix(), "confusion matrix")
-                 + _figure_html(interp.plot_confusion_matrix(normalize=True), "row-normalised confusion matrix")),
-        _section("top-losses", _figure_html(interp.plot_top_losses(top_k), "top losses")
-                 + _table_html(interp.top_losses(top_k))),
-        _section("per-class", f"<p>{len(interp.losses)} images, accuracy {interp.accuracy:.4f}.</p>" + per_class),
-        _section("diagnosis", f"<pre>{html.escape(str(learn.diagnose()))}</pre>"),
-    ]
+    if isinstance(interp, SegmentationInterpretation):
+        titles, task = SEGMENTATION_SECTIONS, _segmentation_sections(interp, top_k)
+    elif isinstance(interp, DetectionInterpretation):
+        titles, task = DETECTION_SECTIONS, _detection_sections(interp, top_k)
+    else:
+        titles, task = SECTIONS, _classification_sections(interp, top_k)
+    config = learn.bundle_config()
+    bodies = {
+        "data": _data_section(learn, config),
+        "model": _model_section(learn, config),
+        "layer-groups": _groups_section(learn),
+        "history": _history_section(learn),
+        "lr-finder": _lr_section(learn),
+        **task,
+        "diagnosis": f"<pre>{html.escape(str(learn.diagnose()))}</pre>",
+    }
+    body = [_section(key, title, bodies[key]) for key, title in titles.items()]
     title = f"easytransfer run report: {learn.spec.name}"
     doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
            f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"

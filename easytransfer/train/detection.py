@@ -17,7 +17,6 @@ boxes move with augmentation): `fit_frozen` trains on the images, with the body 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -133,9 +132,6 @@ class DetectionLearner(TransferLearner):
             extra={"detection": cfg.to_dict()},
         )
 
-    def save_report(self, path, dl=None, interp=None) -> Path:
-        raise EasyTransferError("The HTML report is for classification; for detection use learn.evaluate(), "
-                                "learn.interpret() and learn.plot_history().")
 
 
 def as_rgb_image(item) -> Image.Image:

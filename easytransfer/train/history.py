@@ -367,7 +367,11 @@ def plot_history(history: History | pd.DataFrame, axes=None, title: str | None =
         metric_ax.plot(epochs, [r.metrics.get(name, math.nan) for r in history], "o-", label=f"valid {name}")
     metric_ax.set_xlabel("epoch")
     metric_ax.set_ylabel("metric")
-    metric_ax.legend()
+    if metric_ax.get_legend_handles_labels()[1]:
+        metric_ax.legend()
+    else:  # a detector's history: losses only (mAP needs an inference pass; learn.evaluate() gives it)
+        metric_ax.text(0.5, 0.5, "no validation metric recorded", ha="center", va="center",
+                       transform=metric_ax.transAxes, color="0.5")
     for ax in axes:
         _mark_phases(ax, history)
         ax.set_xticks(epochs)

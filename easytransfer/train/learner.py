@@ -731,14 +731,18 @@ class TransferLearner(Learner):
         dl = self.dls.labelled_dl() if test is None else test  # folders, tables, lists: Interpretation reads them
         return Interpretation.from_learner(self, dl, tta=tta).scores()
 
-    def save_report(self, path, dl=None, interp: Interpretation | None = None) -> Path:
+    def save_report(self, path, dl=None, interp=None, top_k: int = 9) -> Path:
         """One self-contained HTML file: data, model, layer groups, history, LR finder, mistakes, diagnosis.
+
+        The same for segmentation (mIoU, per-class IoU and Dice, pixel confusion matrix, top-loss overlays) and
+        detection (mAP@0.5, mAP, per-class AP, top losses with boxes); `interp`: an interpretation to reuse;
+        `top_k`: how many top losses are drawn.
 
         >>> learn.save_report("report.html")  # doctest: +SKIP
         """
         from ..evaluate.html_report import save_report
 
-        return save_report(self, path, dl=dl, interp=interp)
+        return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
 
     def bundle_config(self) -> BundleConfig:
         """What `export` writes beside the weights: architecture, classes, head and preprocessing."""
