@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 
 from easytransfer import SegmentationData, load_model, segmentation_heads, segmentation_learner
 from easytransfer.deploy.bundle import CONFIG_NAME, BundleConfig, Preprocessing
+from easytransfer.errors import DataError
 from easytransfer.evaluate.html_report import SEGMENTATION_SECTIONS
 from easytransfer.evaluate.metrics import pixel_confusion_matrix, segmentation_scores
 from easytransfer.models.heads import HeadConfig
@@ -270,3 +272,16 @@ def test_html_report_shows_scores_per_class_confusion_matrix_and_overlays(dls, t
                   "unet decoder", "<th>dice</th>", "Diagnosis:"):
         assert shown in text, shown
     assert not re.search(r"(src|href)=\"https?://", text)
+
+
+def test_black_and_white_masks_are_a_clear_error_with_the_fix(tmp_path):
+    images, masks = make_shapes(tmp_path, n=4)
+    for p in masks.iterdir():  # 0 / 255 pictures instead of class ids
+        Image.fromarray(((np.array(Image.open(p)) > 0) * 255).astype(np.uint8)).save(p)
+    with pytest.raises(DataError, match=r"4 x mask holds 0 and 255 only .*// 255.*ignore_index=255"):
+        SegmentationData.from_folders(images, masks, size=64)
+    from easytransfer.data.segmentation import read_mask
+
+    dls = SegmentationData.from_folders(images, size=64, valid_pct=0.25,
+                                        mask_fn=lambda p: read_mask(masks / (Path(p).stem + ".png")) // 255)
+    assert len(dls.codes) == 2 and dls.report.counts.loc["class_1"].sum() > 0

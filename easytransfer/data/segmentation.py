@@ -255,8 +255,10 @@ class SegmentationData(DataLoaders):
         checked = _check_pairs(rows, check=check, max_pixels=max_pixels, mask_fn=mask_fn, ignore_index=ignore_index)
         kept, excluded, counts = checked
         if not len(kept):
-            raise DataError(f"No usable image with a mask in {str(images)!r} ({len(rows)} images; see the reasons in "
-                            "dls.report / the warning). Masks are matched by file name without extension.")
+            reasons = excluded["reason"].value_counts().head(3)
+            why = "; ".join(f"{n} x {reason}" for reason, n in reasons.items()) or "no image files"
+            raise DataError(f"No usable image with a mask in {str(images)!r} ({len(rows)} images): {why}. Masks are "
+                            "matched by file name without extension.")
         rng = np.random.default_rng(seed)
         is_valid = rng.permutation(len(kept)) < round(valid_pct * len(kept))
         if valid_pct > 0 and not is_valid.any() and len(kept) > 1:
@@ -443,6 +445,10 @@ def _check_pair(row, check: bool, max_pixels: int, mask_fn, ignore_index):
         return f"mask is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}", {}
     values = mask[mask != ignore_index] if ignore_index is not None else mask
     if values.size and (values.min() < 0 or values.max() > 254):
+        if set(np.unique(values).tolist()) <= {0, 255}:  # a black-and-white picture, not class ids
+            return ("mask holds 0 and 255 only (black and white, not class ids): give mask_fn a reader that maps "
+                    "255 to class 1, e.g. mask_fn=lambda p: read_mask(MASK_DIR / (Path(p).stem + '.png')) // 255, "
+                    "or ignore_index=255 if 255 marks pixels that are no class"), {}
         return f"mask holds ids outside 0-254 ({int(values.min())}..{int(values.max())})", {}
     ids, n = np.unique(values, return_counts=True)
     return None, dict(zip(ids.tolist(), n.tolist()))
