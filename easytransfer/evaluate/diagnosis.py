@@ -57,7 +57,8 @@ def _finite(x) -> bool:
 
 
 def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None,
-             restored_epoch: int | None = None, fine_tune: FineTuneChoice | None = None) -> Diagnosis:
+             restored_epoch: int | None = None, fine_tune: FineTuneChoice | None = None,
+             task: str = "classification") -> Diagnosis:
     """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
 
     Rules (thresholds are module constants): over-fitting when the last validation loss is 10% above its best
@@ -75,6 +76,8 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
         restored_epoch: the epoch whose weights the model has now (``learn.best_epoch``), when not the last.
         fine_tune: what `fine_tune` kept (``learn.fine_tune_choice``); when it kept the frozen-stage weights the
             diagnosis says so and advises fine-tuning more gently.
+        task: ``"classification"``, ``"segmentation"`` or ``"detection"`` (``learn.task``): the advice names that
+            task's tools (a detector has no confusion matrix; masks and boxes take the data's own augmentation).
 
     >>> print(diagnose(learn.fit_history))  # doctest: +SKIP
     """
@@ -111,13 +114,13 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
 
     best_before_last = best < len(history) - 1
     if rising:
-        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last)
+        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last, task)
     elif _finite(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
         verdict, advice = "under-fitting", _underfit_advice(fine_tuned, still_falling, frozen_body_groups)
     elif gap is not None and gap > OVERFIT_GAP:
-        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last)
+        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last, task)
     else:
-        verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling)
+        verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling, task)
     if restored_epoch is not None and restored_epoch != len(history) - 1:
         row = records[restored_epoch]
         kept = f", valid {acc_col} {row.metrics[acc_col]:.1%}" if acc_col and _finite(row.metrics.get(acc_col)) else ""
@@ -131,8 +134,9 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
                          "fewer unfrozen groups (learn.unfreeze(1); learn.fit_discriminative(5)), or keep the "
                          "frozen-stage model, which is what you have now.")
     if n_valid is not None and n_valid < 100:
-        evidence.append(f"only {n_valid} validation images: one image is {1 / max(n_valid, 1):.1%} of accuracy, "
-                        "so small differences are noise")
+        share = (f"one image is {1 / max(n_valid, 1):.1%} of accuracy" if task == "classification"
+                 else "every score rests on few images")
+        evidence.append(f"only {n_valid} validation images: {share}, so small differences are noise")
     return Diagnosis(verdict, evidence, advice)
 
 
@@ -150,14 +154,18 @@ def _underfit_advice(fine_tuned: bool, still_falling: bool, frozen_body_groups: 
     return advice
 
 
-def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool) -> list[str]:
+def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool, task: str = "classification") -> list[str]:
     advice = []
     if fine_tuned:
         advice.append("Fine-tune less: unfreeze fewer groups (learn.unfreeze(1)), lower lr_max, or keep "
                       "feature extraction (fit_frozen) when the data set is small.")
-    advice.append("Stronger augmentation: ImageData.from_folder(..., aug='strong') (adds rotation, colour jitter "
-                  "and CutMix), or transfer_learner(..., mix='mixup').")
-    advice.append("More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).")
+    if task == "classification":
+        advice.append("Stronger augmentation: ImageData.from_folder(..., aug='strong') (adds rotation, colour "
+                      "jitter and CutMix), or transfer_learner(..., mix='mixup').")
+        advice.append("More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).")
+    else:
+        advice.append("More augmentation: the data's aug= preset (its flips and crops move the masks and boxes "
+                      "with the images), and more weight decay (wd=0.1 on the learner).")
     if best_before_last:
         advice.append(f"Fewer epochs: the best valid loss was at epoch {best}; the best weights are restored at "
                       "the end of each fit (restore_best=True), and a smaller patience stops sooner.")
@@ -165,12 +173,15 @@ def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool) -> list
     return advice
 
 
-def _good_fit_advice(fine_tuned: bool, still_falling: bool) -> list[str]:
+def _good_fit_advice(fine_tuned: bool, still_falling: bool, task: str = "classification") -> list[str]:
     advice = []
     if still_falling:
         advice.append("A few more epochs may still help: the loss was still falling.")
     if not fine_tuned:
         advice.append("Try fine-tuning and keep it if the valid loss improves: "
                       "learn.unfreeze(); learn.fit_discriminative(3).")
-    advice.append("Read the mistakes: learn.interpret().per_class() and plot_confusion_matrix().")
+    tables = {"classification": "learn.interpret().per_class() and plot_confusion_matrix()",
+              "segmentation": "learn.interpret().per_class(), plot_top_losses() and plot_confusion_matrix() (pixels)",
+              "detection": "learn.interpret().per_class() and plot_top_losses() (predicted and true boxes)"}
+    advice.append(f"Read the mistakes: {tables.get(task, tables['classification'])}.")
     return advice

@@ -67,6 +67,7 @@ class DetectionLearner(TransferLearner):
     """
 
     detection_config: DetectionConfig
+    task = "detection"
 
     def fit_frozen(self, epochs: int, lr=None, *, method: str = "gradient", cache: bool = False,
                    cache_views: int = DEFAULT_CACHE_VIEWS, **kwargs):

@@ -122,6 +122,8 @@ class TransferLearner(Learner):
     >>> learn = TransferLearner(dls, model, spec=spec, layer_groups=groups, device="cpu")  # doctest: +SKIP
     """
 
+    task = "classification"  # what the model predicts; subclasses: "segmentation", "detection"
+
     def __init__(self, dls: DataLoaders, model: nn.Module, *, spec: ModelSpec, layer_groups: LayerGroups,
                  head_config: HeadConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
                  train_bn: bool = False, freeze_bn_stats: bool = True, channels_last: bool = True,
@@ -677,7 +679,7 @@ class TransferLearner(Learner):
         """
         trainable = [any(p.requires_grad for p in g) for g in self.layer_groups.params(self.model)[:-1]]
         return diagnose(self.fit_history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False),
-                        restored_epoch=self.best_epoch, fine_tune=self.fine_tune_choice)
+                        restored_epoch=self.best_epoch, fine_tune=self.fine_tune_choice, task=self.task)
 
     def interpret(self, dl=None, tta: bool = False) -> Interpretation:
         """Predictions on `dl`, computed once; every table and plot of the `Interpretation` reads them.

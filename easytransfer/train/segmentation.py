@@ -105,6 +105,8 @@ class SegmentationLearner(TransferLearner):
         Otherwise those of `TransferLearner`.
     """
 
+    task = "segmentation"
+
     def __init__(self, dls: SegmentationData, model: nn.Module, *, spec, layer_groups,
                  segmentation: SegmentationConfig, train_bn: bool = False, freeze_bn_stats: bool = True, **kwargs):
         # the parent's rule puts BN layers whose parameters are all frozen in inference mode; the encoder's are
