@@ -213,3 +213,22 @@ def test_the_flips_preset_keeps_every_pixel_of_the_validation_image(tmp_path):
     xb, _ = dls.train.one_batch()
     for x in xb:
         assert any(torch.equal(x, y) for ref in references for y in _dihedral_images(ref))
+
+
+def test_converting_images_in_threads_leaves_the_warning_filters_as_they_were():
+    """The file check converts in threads; a conversion that silences Pillow must not leave a filter behind."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from easytransfer.data.images import to_rgb
+
+    palette = Image.new("P", (16, 16))
+    palette.info["transparency"] = b"\x00" * 256  # transparency as bytes: Pillow advises RGBA
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        before = list(warnings.filters)
+        with ThreadPoolExecutor(8) as pool:
+            modes = set(pool.map(lambda _: to_rgb(palette.copy())[0].mode, range(400)))
+        assert modes == {"RGB"} and warnings.filters == before

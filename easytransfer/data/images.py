@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from fastai.data.block import TransformBlock
@@ -33,6 +35,19 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8), mode="L")
 
 
+_WARNING_FILTERS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _pillow_advice_silenced():
+    """Ignore Pillow's UserWarnings inside; one thread at a time, because `warnings.catch_warnings` saves and
+    restores process-wide state: two file-check threads interleaving could leave an "ignore" filter behind and
+    silence every later warning (the data report's too)."""
+    with _WARNING_FILTERS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 def to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
     """`img` as upright 8-bit RGB, and a note for every conversion that was needed.
 
@@ -48,19 +63,18 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
         img = ImageOps.exif_transpose(img)
         notes.append(f"EXIF orientation {orientation} applied")
     mode = img.mode
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pillow's "palette images with transparency" advice: we do exactly that
-        if mode in _HIGH_DEPTH:
-            img = _to_8bit(img).convert("RGB")
-            notes.append(f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} greyscale -> 8-bit RGB")
-        elif mode in _ALPHA or (mode == "P" and "transparency" in img.info):
+    if mode in _HIGH_DEPTH:
+        img = _to_8bit(img).convert("RGB")
+        notes.append(f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} greyscale -> 8-bit RGB")
+    elif mode in _ALPHA or (mode == "P" and "transparency" in img.info):
+        with _pillow_advice_silenced():  # "palette images with transparency ...": we do exactly that
             rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(background, rgba).convert("RGB")
-            notes.append(f"{mode} transparency flattened onto white")
-        elif mode != "RGB":
-            img = img.convert("RGB")
-            notes.append(f"{_MODE_NAMES.get(mode, mode)} -> RGB")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+        notes.append(f"{mode} transparency flattened onto white")
+    elif mode != "RGB":
+        img = img.convert("RGB")
+        notes.append(f"{_MODE_NAMES.get(mode, mode)} -> RGB")
     return img, notes
 
 
