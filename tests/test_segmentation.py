@@ -285,3 +285,20 @@ def test_black_and_white_masks_are_a_clear_error_with_the_fix(tmp_path):
     dls = SegmentationData.from_folders(images, size=64, valid_pct=0.25,
                                         mask_fn=lambda p: read_mask(masks / (Path(p).stem + ".png")) // 255)
     assert len(dls.codes) == 2 and dls.report.counts.loc["class_1"].sum() > 0
+
+
+def test_predictor_predict_folder_writes_one_mask_per_image(tmp_path):
+    images, _ = make_shapes(tmp_path / "data", n=3)
+    (images / "broken.png").write_bytes(b"not an image")
+    model, _ = build_segmentation_model(TINY, 3, head="unet", pretrained=False)
+    from easytransfer.deploy.segmentation import SegmentationPredictor
+    from easytransfer.models.segmentation import SegmentationConfig
+
+    config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), False, HeadConfig(),
+                          Preprocessing(SIZE, "bilinear", (0.5,) * 3, (0.5,) * 3), segmentation=SegmentationConfig())
+    table = SegmentationPredictor(model, config, device="cpu").predict_folder(images, tmp_path / "out")
+    ok = table[table["error"] == ""]
+    assert len(ok) == 3 and table.loc[table["error"] != "", "path"].str.endswith("broken.png").all()
+    for row in ok.itertuples():
+        mask = np.array(Image.open(row.mask))
+        assert mask.shape == (SIZE, SIZE) and mask.max() < 3

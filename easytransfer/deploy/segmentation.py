@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from fastai.vision.augment import Resize, ResizeMethod
@@ -14,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from ..data.images import open_rgb, resample_filter, to_rgb
+from ..data.sources import candidate_files
 from ..models.segmentation import build_segmentation_model
 from ..models.weights import load_state_dict_strict
 from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights
@@ -117,9 +119,29 @@ class SegmentationPredictor(Predictor):
             cm += pixel_confusion_matrix(truth, self.predict(row.path), n, ignore_index)
         return {"n_images": len(kept), "n_excluded": len(excluded), **segmentation_scores(cm, self.vocab)}
 
-    def predict_folder(self, *args, **kwargs):
-        raise NotImplementedError("predict_folder writes a table of class labels; for masks, loop over the files "
-                                  "with predictor.predict(path).")
+    def predict_folder(self, folder: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:
+        """Write one PNG of class ids per image under `folder` to `out` (sub-folders kept, the image's size).
+
+        An unreadable file is skipped and its error kept in the table, as the classification `predict_folder`.
+
+        Returns:
+            One row per file: ``path``, ``mask`` (the PNG written, ``""`` on error), ``error``.
+
+        >>> predictor.predict_folder("incoming/", "masks/")  # doctest: +SKIP
+        """
+        folder, out = Path(folder), Path(out)
+        rows = []
+        for path in candidate_files(folder):
+            try:
+                mask = self.predict(path)
+            except Exception as e:  # one unreadable file is reported, not fatal
+                rows.append((str(path), "", f"{type(e).__name__}: {e}".splitlines()[0]))
+                continue
+            target = out / path.relative_to(folder).with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask if mask.dtype == np.uint8 else mask.astype(np.uint16)).save(target)  # >256: 16-bit
+            rows.append((str(path), str(target), ""))
+        return pd.DataFrame(rows, columns=["path", "mask", "error"])
 
     def interpret(self, *args, **kwargs):
         raise NotImplementedError("For a segmentation model use learn.interpret() / learn.evaluate() on the learner.")
