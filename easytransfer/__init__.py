@@ -3,54 +3,115 @@
 >>> from easytransfer import ImageData, transfer_learner
 >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
 >>> learn = transfer_learner(dls, "efficientnet_lite0"); learn.fit_frozen(3)  # doctest: +SKIP
+
+The public names are imported when first used (PEP 562), so ``import easytransfer`` and the ``easytransfer``
+command's ``--help`` do not load torch and fastai (issue 19: ~10 s per command). `PUBLIC_NAMES` says where each
+name lives.
 """
 
-import warnings
+from __future__ import annotations
 
-# fastai decorates a few functions with torch.jit.script when it is imported, and torch 2.14 warns about that
-# on every `easytransfer` command; importing fastai's layers once here, with that one warning silenced, keeps
-# the output clean without hiding the warning from the user's own code.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    import fastai.layers  # noqa: F401
+import importlib
+from typing import TYPE_CHECKING
 
-from .data.detection import DetectionData as DetectionData
-from .data.loaders import ImageData as ImageData
-from .data.segmentation import SegmentationData as SegmentationData
-from .deploy.bundle import BundleConfig as BundleConfig
-from .deploy.predictor import Predictor as Predictor
-from .deploy.predictor import load_model as load_model
-from .deploy.predictor import zero_shot_classifier as zero_shot_classifier
-from .errors import DataError as DataError
-from .errors import EasyTransferError as EasyTransferError
-from .errors import NoBlockGroupsError as NoBlockGroupsError
-from .errors import UnknownModelError as UnknownModelError
-from .errors import WeightsMismatchError as WeightsMismatchError
-from .errors import WeightsUnavailableError as WeightsUnavailableError
-from .evaluate.diagnosis import Diagnosis as Diagnosis
-from .evaluate.diagnosis import diagnose as diagnose
-from .evaluate.interpret import Interpretation as Interpretation
-from .models.detection import detection_heads as detection_heads
-from .models.factory import ModelSpec as ModelSpec
-from .models.factory import build_model as build_model
-from .models.factory import create_model as create_model
-from .models.factory import describe_model as describe_model
-from .models.factory import get_model_spec as get_model_spec
-from .models.factory import list_models as list_models
-from .models.heads import HeadConfig as HeadConfig
-from .models.layer_groups import split_layer_groups as split_layer_groups
-from .models.segmentation import segmentation_heads as segmentation_heads
-from .models.task_heads import HeadSupport as HeadSupport
-from .models.task_heads import available_heads as available_heads
-from .train.callbacks import BestWeightsCallback as BestWeightsCallback
-from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
-from .train.detection import DetectionLearner as DetectionLearner
-from .train.detection import detection_learner as detection_learner
-from .train.history import plot_history as plot_history
-from .train.learner import TransferLearner as TransferLearner
-from .train.learner import discriminative_lrs as discriminative_lrs
-from .train.learner import transfer_learner as transfer_learner
-from .train.lr_finder import LRFinderResult as LRFinderResult
-from .train.segmentation import SegmentationLearner as SegmentationLearner
-from .train.segmentation import segmentation_learner as segmentation_learner
 from .version import __version__ as __version__
+
+# public name -> the module that defines it
+PUBLIC_NAMES = {
+    "DetectionData": ".data.detection",
+    "ImageData": ".data.loaders",
+    "SegmentationData": ".data.segmentation",
+    "BundleConfig": ".deploy.bundle",
+    "Predictor": ".deploy.predictor",
+    "load_model": ".deploy.predictor",
+    "zero_shot_classifier": ".deploy.predictor",
+    "DataError": ".errors",
+    "EasyTransferError": ".errors",
+    "NoBlockGroupsError": ".errors",
+    "UnknownModelError": ".errors",
+    "WeightsMismatchError": ".errors",
+    "WeightsUnavailableError": ".errors",
+    "Diagnosis": ".evaluate.diagnosis",
+    "diagnose": ".evaluate.diagnosis",
+    "Interpretation": ".evaluate.interpret",
+    "detection_heads": ".models.detection",
+    "ModelSpec": ".models.factory",
+    "build_model": ".models.factory",
+    "create_model": ".models.factory",
+    "describe_model": ".models.factory",
+    "get_model_spec": ".models.factory",
+    "list_models": ".models.factory",
+    "HeadConfig": ".models.heads",
+    "split_layer_groups": ".models.layer_groups",
+    "segmentation_heads": ".models.segmentation",
+    "HeadSupport": ".models.task_heads",
+    "available_heads": ".models.task_heads",
+    "BestWeightsCallback": ".train.callbacks",
+    "StopOnNaNCallback": ".train.callbacks",
+    "DetectionLearner": ".train.detection",
+    "detection_learner": ".train.detection",
+    "plot_history": ".train.history",
+    "TransferLearner": ".train.learner",
+    "discriminative_lrs": ".train.learner",
+    "transfer_learner": ".train.learner",
+    "LRFinderResult": ".train.lr_finder",
+    "SegmentationLearner": ".train.segmentation",
+    "segmentation_learner": ".train.segmentation",
+}
+
+__all__ = ["__version__", *PUBLIC_NAMES]
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use (``easytransfer.ImageData``, ``from easytransfer import X``)."""
+    if name not in PUBLIC_NAMES:
+        raise AttributeError(f"module 'easytransfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(PUBLIC_NAMES[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(PUBLIC_NAMES))
+
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from .data.detection import DetectionData as DetectionData
+    from .data.loaders import ImageData as ImageData
+    from .data.segmentation import SegmentationData as SegmentationData
+    from .deploy.bundle import BundleConfig as BundleConfig
+    from .deploy.predictor import Predictor as Predictor
+    from .deploy.predictor import load_model as load_model
+    from .deploy.predictor import zero_shot_classifier as zero_shot_classifier
+    from .errors import DataError as DataError
+    from .errors import EasyTransferError as EasyTransferError
+    from .errors import NoBlockGroupsError as NoBlockGroupsError
+    from .errors import UnknownModelError as UnknownModelError
+    from .errors import WeightsMismatchError as WeightsMismatchError
+    from .errors import WeightsUnavailableError as WeightsUnavailableError
+    from .evaluate.diagnosis import Diagnosis as Diagnosis
+    from .evaluate.diagnosis import diagnose as diagnose
+    from .evaluate.interpret import Interpretation as Interpretation
+    from .models.detection import detection_heads as detection_heads
+    from .models.factory import ModelSpec as ModelSpec
+    from .models.factory import build_model as build_model
+    from .models.factory import create_model as create_model
+    from .models.factory import describe_model as describe_model
+    from .models.factory import get_model_spec as get_model_spec
+    from .models.factory import list_models as list_models
+    from .models.heads import HeadConfig as HeadConfig
+    from .models.layer_groups import split_layer_groups as split_layer_groups
+    from .models.segmentation import segmentation_heads as segmentation_heads
+    from .models.task_heads import HeadSupport as HeadSupport
+    from .models.task_heads import available_heads as available_heads
+    from .train.callbacks import BestWeightsCallback as BestWeightsCallback
+    from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
+    from .train.detection import DetectionLearner as DetectionLearner
+    from .train.detection import detection_learner as detection_learner
+    from .train.history import plot_history as plot_history
+    from .train.learner import TransferLearner as TransferLearner
+    from .train.learner import discriminative_lrs as discriminative_lrs
+    from .train.learner import transfer_learner as transfer_learner
+    from .train.lr_finder import LRFinderResult as LRFinderResult
+    from .train.segmentation import SegmentationLearner as SegmentationLearner
+    from .train.segmentation import segmentation_learner as segmentation_learner

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data.detection import ANNOTATION_FORMATS
+from ..choices import ANNOTATION_FORMATS
 from ..errors import DataError, EasyTransferError
 from .arguments import TASKS, name_list
 

@@ -6,11 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from ..data.augment import AUG_PRESETS
-from ..data.detection import ANNOTATION_FORMATS, DEFAULT_DETECTION_BS, DEFAULT_DETECTION_SIZE
+from ..choices import (
+    ANNOTATION_FORMATS,
+    AUG_PRESETS,
+    DEFAULT_DETECTION_BS,
+    DEFAULT_DETECTION_SIZE,
+    DETECTION_HEADS,
+    SEGMENTATION_HEADS,
+)
 from ..errors import EasyTransferError
-from ..models.detection import DETECTION_HEADS
-from ..models.segmentation import SEGMENTATION_HEADS
 from .arguments import TASKS, name_list, non_negative_int, positive_int
 
 __all__ = ["HANDLERS", "add_parsers"]

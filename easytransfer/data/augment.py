@@ -28,9 +28,10 @@ from fastai.vision.augment import (
     Saturation,
 )
 
+from ..choices import AUG_PRESETS as AUG_PRESETS
+
 __all__ = ["AUG_PRESETS", "batch_augmentations", "item_transforms", "uses_cutmix"]
 
-AUG_PRESETS = ("none", "flips", "light", "strong")
 LIGHT_MIN_SCALE = 0.6  # light zoom: a crop keeps at least 60% of the image, so small objects and defects stay in
 STRONG_MIN_SCALE = 0.35
 STRONG_MAX_ROTATE = 15.0

@@ -25,6 +25,9 @@ from fastai.data.load import DataLoader
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..choices import ANNOTATION_FORMATS as ANNOTATION_FORMATS
+from ..choices import DEFAULT_DETECTION_BS as DEFAULT_DETECTION_BS
+from ..choices import DEFAULT_DETECTION_SIZE as DEFAULT_DETECTION_SIZE
 from ..errors import DataError
 from .checks import DEFAULT_MAX_PIXELS, check_items
 from .images import open_rgb, resample_filter
@@ -35,9 +38,6 @@ __all__ = ["ANNOTATION_FORMATS", "DETECTION_AUG_PRESETS", "DetectionData", "Dete
            "DetectionTargets", "annotation_format", "draw_boxes", "resize_boxes", "hflip_boxes"]
 
 DETECTION_AUG_PRESETS = ("none", "flips", "light")
-ANNOTATION_FORMATS = ("voc", "coco", "yolo")
-DEFAULT_DETECTION_SIZE = 320  # measured on the raccoon set: 320 px trains ~3x faster than 512 on 2 CPU cores
-DEFAULT_DETECTION_BS = 8
 MIN_BOX_SIDE = 1.0  # pixels of the resized image; torchvision rejects boxes without a positive width and height
 
 

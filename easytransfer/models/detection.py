@@ -27,6 +27,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from ..choices import DETECTION_HEADS as DETECTION_HEADS
 from ..errors import EasyTransferError
 from .backends import backend_for
 from .layer_groups import DEFAULT_N_STAGES, LayerGroups
@@ -36,7 +37,6 @@ from .weights import load_pretrained, load_state_dict_strict
 __all__ = ["DETECTION_HEADS", "DetectionConfig", "TimmFPNBackbone", "build_detector",
            "detection_heads", "detection_layer_groups"]
 
-DETECTION_HEADS = ("fasterrcnn", "retinanet", "fcos")
 FEATURE_STRIDES = (8, 16, 32)  # C3-C5, as torchvision's RetinaNet and FCOS; Faster R-CNN adds a max-pooled level
 # torchvision's 1000 (2000 in training) are for 800-1333 px COCO images; measured at 128 px on 2 CPU cores the box
 # head over 1000 proposals takes ~4 s per batch of 2, and a 320 px image rarely has more than a few objects.

@@ -22,6 +22,7 @@ import timm.models
 import torch
 from torch import nn
 
+from ..choices import SEGMENTATION_HEADS as SEGMENTATION_HEADS
 from .factory import get_model_spec, resolve_arch
 from .layer_groups import LayerGroups, bucket_stages
 from .spec import ModelSpec
@@ -34,14 +35,6 @@ __all__ = ["ENCODER_PREFIX", "SEGMENTATION_HEADS", "SegmentationConfig", "build_
 ENCODER_PREFIX = "encoder.model."  # where smp's timm universal encoder keeps the features_only timm model
 DECODER_PATHS = "decoder,segmentation_head"
 
-# head name -> smp class name; every one takes a timm CNN encoder of 5 feature levels (``tu-`` + timm name)
-SEGMENTATION_HEADS = {
-    "unet": "Unet",
-    "fpn": "FPN",
-    "deeplabv3plus": "DeepLabV3Plus",
-    "unetplusplus": "UnetPlusPlus",
-    "linknet": "Linknet",
-}
 
 
 _CNN = "timm CNNs with a features_only form and 5 feature levels (EfficientNet(-Lite), MobileNet, ResNet, ConvNeXt ...)"
