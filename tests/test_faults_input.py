@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import ast
 import os
+import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from conftest import make_image_folder
 
 import easytransfer
+from easytransfer import DataError, ImageData
+from easytransfer.data.checks import check_image_file
+from easytransfer.data.sources import folder_items
+from easytransfer.data.tables import table_items
+from easytransfer.errors import DataWarning
 
 ROOT = Path(easytransfer.__file__).resolve().parent.parent
 
@@ -63,3 +73,131 @@ def test_every_public_name_resolves_and_the_type_checking_block_agrees():
     assert typed == easytransfer.PUBLIC_NAMES
     with pytest.raises(AttributeError, match="no attribute 'ImageDta'"):
         easytransfer.ImageDta  # noqa: B018
+
+
+# ------------------------------------------------------------------------------ 8, 9, 12: tables
+
+
+def _table(folder: Path, labels: list[str], names: list[str] | None = None, **columns) -> pd.DataFrame:
+    files = sorted(str(f) for f in folder.rglob("*.jpg"))
+    names = names if names is not None else files[: len(labels)]
+    return pd.DataFrame({"path": names, "label": labels, **columns})
+
+
+def test_duplicate_rows_are_used_once_with_a_warning(image_folder):
+    files = sorted(str(f) for f in image_folder.rglob("*.jpg"))
+    table = pd.DataFrame({"path": files + files[:4], "label": [Path(f).parent.name for f in files + files[:4]]})
+    with pytest.warns(DataWarning, match="4 row.s. of the table repeat a file already listed"):
+        found = table_items(table)
+    assert len(found.items) == len(files) and found.items["path"].is_unique
+    with pytest.warns(DataWarning, match="repeat a file"):
+        dls = ImageData.from_df(table, bs=4, size=32, seed=0)
+    train, valid = set(dls.train.items["path"]), set(dls.valid.items["path"])
+    assert not train & valid and len(train | valid) == len(files)
+
+
+def test_one_file_with_two_labels_is_an_error_or_merged_for_multi_label(image_folder):
+    files = sorted(str(f) for f in image_folder.rglob("*.jpg"))
+    table = pd.DataFrame({"path": files + files[:1], "label": ["cat"] * len(files) + ["dog"]})
+    with pytest.raises(DataError, match=r"different labels, e.g. .*\['cat', 'dog'\].*label_delim="):
+        table_items(table)
+    with pytest.warns(DataWarning, match="repeat a file"):
+        found = table_items(table, label_delim=" ")
+    assert found.items.set_index("path")["label"][files[0]] == "cat dog" and len(found.items) == len(files)
+    split = pd.DataFrame({"path": files[:1] * 2, "label": ["cat"] * 2, "v": [True, False]})
+    with pytest.raises(DataError, match="both the training and the validation"):
+        table_items(split, valid_col="v")
+
+
+@pytest.mark.parametrize(("delim", "labels", "cleaned"), [
+    (" ", ["cat  dog", "dog ", " cat", "cat dog cat"], ["cat dog", "dog", "cat", "cat dog"]),
+    (";", ["cat;", "dog;;cat", ";dog", "cat; dog"], ["cat", "dog;cat", "dog", "cat;dog"]),
+])
+def test_doubled_or_trailing_label_delimiters_build(image_folder, delim, labels, cleaned):
+    table = _table(image_folder, labels * 3)
+    dls = ImageData.from_df(table, label_delim=delim, bs=4, size=32, seed=0, valid_pct=0.25)
+    assert list(dls.vocab) == ["cat", "dog"]
+    x, y = dls.one_batch()
+    assert y.shape[1] == 2
+    found = table_items(table, label_delim=delim)
+    assert found.items["label"].tolist() == cleaned * 3
+
+
+def test_valid_col_strings_no_and_zero_are_training_rows(image_folder):
+    words = ["no", "yes", "0", "1", "False", "True", "train", "valid", "0", "no", "1", "n"]
+    table = _table(image_folder, ["cat"] * 12, v=words)
+    found = table_items(table, valid_col="v")
+    assert found.items["split"].tolist() == ["train", "valid"] * 4 + ["train", "train", "valid", "train"]
+    with pytest.raises(DataError, match=r"'v' of the table must say.*\['maybe'\]"):
+        table_items(_table(image_folder, ["cat"] * 2, v=["maybe", "yes"]), valid_col="v")
+
+
+# ------------------------------------------------------------------------------ 10: unreadable and looping files
+
+
+def _as_nobody(run):
+    """``run()`` as a user without root's power to read anything: in a forked child when we are root."""
+    if os.geteuid() != 0:
+        return run()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, run, send the result back
+        os.close(read)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            result = ("ok", run())
+        except BaseException as error:  # noqa: BLE001 - every outcome goes back to the parent
+            result = ("error", f"{type(error).__name__}: {error}")
+        with os.fdopen(write, "wb") as f:
+            pickle.dump(result, f)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        kind, value = pickle.load(f)
+    os.waitpid(pid, 0)
+    if kind == "error":
+        raise AssertionError(value)
+    return value
+
+
+@pytest.fixture
+def open_folder():
+    """A folder under /tmp that another user can enter (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="et-faults-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def test_unreadable_class_folder_and_file_say_permission_denied(open_folder):
+    make_image_folder(open_folder / "images", classes=("cat", "dog", "fox"), per_class=3, size=16)
+    for path in [open_folder, *open_folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (open_folder / "images" / "fox").chmod(0o000)
+    secret = open_folder / "images" / "cat" / "cat_0.jpg"
+    secret.chmod(0o000)
+
+    def gather():
+        found = folder_items(open_folder / "images")
+        return found.messages, check_image_file(secret).reason
+
+    messages, reason = _as_nobody(gather)
+    assert any("fox" in m and "cannot be read (permission denied)" in m for m in messages), messages
+    assert not any("empty" in m for m in messages), messages
+    assert reason.startswith("permission denied"), reason
+
+
+def test_a_self_looping_symlink_is_excluded_with_its_reason(tmp_path):
+    images = make_image_folder(tmp_path / "images", per_class=3, size=16)
+    loop = images / "cat" / "loop.jpg"
+    loop.symlink_to(loop)
+    with pytest.warns(DataWarning, match=r"Using 6 of 7 image files; excluded 1 \(1 symbolic link loop\)"):
+        dls = ImageData.from_folder(images, bs=2, size=16, seed=0, valid_pct=0.34)
+    assert len(dls.train.items) + len(dls.valid.items) == 6
+    assert dls.report.reasons() == {str(loop): "symbolic link loop: the link points back to itself"}
+    table = pd.DataFrame({"path": ["elsewhere/loop.jpg", "cat/cat_0.jpg"], "label": ["cat", "cat"]})
+    assert len(table_items(table, images).items) == 2  # found by file name: no raw "Symlink loop" error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ __all__ = ["DEFAULT_MAX_PIXELS", "FileCheck", "check_files", "check_image_file",
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold
 _JPEG_EXTS = {".jpg", ".jpeg", ".jpe", ".jfif"}
 _EXT_FORMATS = {".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+_UNREACHABLE = {  # why a file's size cannot be read, by errno (otherwise: not found)
+    errno.ELOOP: "symbolic link loop: the link points back to itself",
+    errno.EACCES: "permission denied: your user cannot reach the file (check its folder's permissions)",
+}
 PROGRESS_MIN_FILES = 500  # show a progress bar when checking at least this many files
 
 
@@ -44,8 +49,9 @@ def _looks_like_text(path: str) -> bool:
 def check_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
     """Check that `path` decodes to an image of at most `max_pixels` pixels, header first, then the data.
 
-    Reasons for exclusion: missing, empty (0 bytes), not an image (text, unknown format), too many pixels
-    (a decompression bomb or a huge scan), truncated or corrupt data. Notes: wrong extension, and each
+    Reasons for exclusion: missing, permission denied, a symbolic link loop, empty (0 bytes), not an
+    image (text, unknown format), too many pixels (a decompression bomb or a huge scan), truncated or corrupt
+    data. Notes: wrong extension, and each
     conversion to upright RGB the file will need (see `to_rgb`).
 
     >>> import tempfile
@@ -60,8 +66,8 @@ def check_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXE
     check = FileCheck(path)
     try:
         size = os.path.getsize(path)
-    except OSError:
-        check.reason = "file not found"
+    except OSError as error:
+        check.reason = _UNREACHABLE.get(error.errno, "file not found")
         return check
     if size == 0:
         check.reason = "empty file (0 bytes)"
@@ -83,6 +89,8 @@ def check_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXE
             check.notes.extend(notes)
     except Image.DecompressionBombError as e:
         check.reason = f"too large: {e}"
+    except PermissionError:
+        check.reason = "permission denied: your user cannot read the file (check its permissions)"
     except UnidentifiedImageError:
         kind = "a text file" if _looks_like_text(path) else "not an image format Pillow can read"
         check.reason = f"not an image: {kind}"

@@ -252,7 +252,8 @@ class ImageData(DataLoaders):
         options = LoaderOptions(valid_pct=valid_pct, seed=seed, bs=bs, size=size, aug=aug, balance=balance,
                                 item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
                                 num_workers=num_workers, device=device, label_delim=label_delim)
-        found = table_items(df, folder, fn_col=fn_col, label_col=label_col, valid_col=valid_col)
+        found = table_items(df, folder, fn_col=fn_col, label_col=label_col, valid_col=valid_col,
+                            label_delim=label_delim)
         return cls._build(found, options)
 
     @classmethod
@@ -275,7 +276,7 @@ class ImageData(DataLoaders):
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise DataError(f"Could not read {str(csv)!r} as a CSV table: {e}") from None
         found = table_items(df, csv.parent if folder is None else folder, fn_col=fn_col, label_col=label_col,
-                            valid_col=valid_col, source=f"CSV {str(csv)!r}")
+                            valid_col=valid_col, label_delim=label_delim, source=f"CSV {str(csv)!r}")
         return cls._build(found, options)
 
     def for_model(self, spec) -> ImageData:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .sources import candidate_files
+from .sources import candidate_files, resolved
 
 __all__ = ["path_parts", "resolve_paths"]
 
@@ -27,7 +27,7 @@ def resolve_paths(names: Sequence, base: Path, messages: list[str]) -> list[str 
         name = str(raw)
         direct = Path(name) if Path(name).is_absolute() else base / name
         if direct.is_file():
-            out.append(str(direct.resolve()))
+            out.append(resolved(direct))
             continue
         if index is None:
             index = {}
@@ -46,7 +46,7 @@ def resolve_paths(names: Sequence, base: Path, messages: list[str]) -> list[str 
             elif score == best_score:
                 tie = True
         if best is not None and not tie:
-            out.append(str(best.resolve()))
+            out.append(resolved(best))
             by_name.append((name, best))
         else:
             out.append(None)

@@ -10,34 +10,79 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
+from .report import warn_data
 
-__all__ = ["VALID_NAMES", "FoundItems", "candidate_files", "class_folder_items", "find_split_folder", "folder_items"]
+__all__ = ["VALID_NAMES", "FoundItems", "candidate_files", "class_folder_items", "find_split_folder", "folder_items",
+           "resolved"]
 
 VALID_NAMES = ("valid", "val", "validation")
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 
 
-def candidate_files(folder: Path) -> list[Path]:
-    """Every non-hidden file under `folder` (the file check decides which are images)."""
+def candidate_files(folder: str | os.PathLike, problems: list[str] | None = None) -> list[Path]:
+    """Every non-hidden file under `folder` (the file check decides which are images).
+
+    A sub-folder that cannot be read (permission denied) is left out with a note in `problems` (a `DataWarning`
+    when `problems` is ``None``), not silently taken as empty. A symbolic link that loops is listed like any
+    file: the file check excludes it and says why.
+
+    >>> candidate_files("no/such/folder")
+    Traceback (most recent call last):
+    ...
+    easytransfer.errors.DataError: Folder 'no/such/folder' does not exist or is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"Folder {str(folder)!r} does not exist or is not a folder.")
+    notes: list[str] = []
+
+    def unreadable(error: OSError) -> None:
+        notes.append(f"folder {error.filename!r} cannot be read ({error.strerror.lower()}); its files are left "
+                     "out: give your user read and execute permission on it")
+
     files = []
-    for root, dirs, names in os.walk(folder):
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
-            if not name.startswith(".") and name.lower() not in IGNORED_FILES:
-                files.append(Path(root) / name)
+            if name.startswith(".") or name.lower() in IGNORED_FILES:
+                continue
+            files.append(Path(root) / name)
+    if problems is None:
+        for note in notes:
+            warn_data(note + ".")
+    else:
+        problems.extend(notes)
     return files
+
+
+def resolved(path: Path) -> str:
+    """`path` absolute with its symbolic links resolved; a link that loops is only made absolute.
+
+    >>> resolved(Path("/tmp/../tmp/x.jpg"))
+    '/tmp/x.jpg'
+    """
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):  # Python 3.11-3.12 raise RuntimeError on a symlink loop, 3.13 OSError
+        return str(path.absolute())
 
 
 def class_folder_items(folder: Path, split: str | None, messages: list[str]) -> pd.DataFrame:
     """One row per file in `folder`'s class sub-folders (label = sub-folder name); notes empty classes."""
     rows = []
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        entries = list(folder.iterdir())
+    except PermissionError:
+        raise DataError(f"Folder {str(folder)!r} cannot be read (permission denied): give your user read and "
+                        "execute permission on it.") from None
+    class_dirs = sorted(p for p in entries if p.is_dir() and not p.name.startswith("."))
     for class_dir in class_dirs:
-        files = candidate_files(class_dir)
-        if not files:
+        n_notes = len(messages)
+        files = candidate_files(class_dir, messages)
+        if not files and len(messages) == n_notes:  # not "empty" when it could not be read
             messages.append(f"class folder {class_dir.name!r} in {str(folder)!r} is empty; it is not a class")
-        rows += [(str(f.resolve()), class_dir.name, split) for f in files]
-    loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        rows += [(resolved(f), class_dir.name, split) for f in files]
+    loose = [p for p in entries if p.is_file() and not p.name.startswith(".")]
     if loose and class_dirs:
         messages.append(f"{len(loose)} file(s) directly in {str(folder)!r} are ignored: images must be in one "
                         "sub-folder per class")
