@@ -16,7 +16,8 @@ import pytest
 from conftest import make_image_folder
 
 import easytransfer
-from easytransfer import DataError, ImageData
+from easytransfer import DataError, ImageData, SegmentationData, load_model, transfer_learner
+from easytransfer.cli import main
 from easytransfer.data.checks import check_image_file
 from easytransfer.data.sources import folder_items
 from easytransfer.data.tables import table_items
@@ -201,3 +202,93 @@ def test_a_self_looping_symlink_is_excluded_with_its_reason(tmp_path):
     assert dls.report.reasons() == {str(loop): "symbolic link loop: the link points back to itself"}
     table = pd.DataFrame({"path": ["elsewhere/loop.jpg", "cat/cat_0.jpg"], "label": ["cat", "cat"]})
     assert len(table_items(table, images).items) == 2  # found by file name: no raw "Symlink loop" error
+
+
+# ------------------------------------------------------------------------------ 11, 12, 13: the command line
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """An untrained tiny classifier's bundle (these tests are about paths and exit codes, not accuracy)."""
+    root = make_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=3, size=16)
+    learn = transfer_learner(ImageData.from_folder(root, valid_pct=0.34, seed=0, bs=2, size=32), "test_efficientnet",
+                             pretrained=False)
+    return learn.export(tmp_path_factory.mktemp("bundle") / "model")
+
+
+def _error(capsys, code: int) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("easytransfer: error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_output_paths_that_cannot_be_written_fail_at_once(tmp_path, capsys, image_folder):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    err = _error(capsys, main(["train", str(image_folder), "--out", str(a_file)]))
+    assert "--out" in err and "is a file; give a folder" in err
+    err = _error(capsys, main(["demo", "--out", str(a_file)]))
+    assert "is a file; give a folder" in err
+    err = _error(capsys, main(["train", str(image_folder), "--out", str(a_file / "run")]))
+    assert "notes.txt' is a file, not a folder" in err
+    err = _error(capsys, main(["predict", "any-model", str(image_folder), "--csv", str(tmp_path)]))
+    assert "--csv" in err and "is a folder; give a file name" in err
+
+
+def test_export_to_a_folder_is_refused_and_leaves_no_temporary_file(bundle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exports").mkdir()
+    err = _error(capsys, main(["export", str(bundle), "--torchscript", "exports"]))
+    assert "--torchscript 'exports' is a folder" in err and "model.pt" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["exports"]
+
+
+def test_predict_csv_into_a_missing_folder_creates_it(bundle, image_folder, tmp_path, capsys):
+    csv = tmp_path / "new" / "deeper" / "predictions.csv"
+    assert main(["predict", str(bundle), str(image_folder / "cat"), "--csv", str(csv)]) == 0
+    assert csv.read_text().count("\n") == 7  # header + 6 images
+
+
+def test_predict_fails_when_every_input_failed(bundle, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (broken / name).write_text("not an image")
+    err = _error(capsys, main(["predict", str(bundle), str(broken)]))
+    assert "None of the 2 file(s)" in err
+    (tmp_path / "empty").mkdir()
+    assert "No files found" in _error(capsys, main(["predict", str(bundle), str(tmp_path / "empty")]))
+
+
+def test_predict_folder_on_a_missing_path_is_an_error(bundle, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_model(bundle).predict_folder(tmp_path / "no-such-folder")
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [("--lr-max", "abc", "expected a number"),
+                                                         ("--lr", "0", "must be a positive number"),
+                                                         ("--lr", "-1e-3", "must be a positive number"),
+                                                         ("--bs", "0", "must be at least 1"),
+                                                         ("--size", "0", "must be at least 1")])
+def test_bad_training_arguments_fail_before_anything_runs(flag, value, message, image_folder, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(image_folder), f"{flag}={value}"])
+    assert info.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+def test_bad_learning_rates_fail_before_any_epoch(bundle, image_folder):
+    learn = transfer_learner(ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=2, size=32),
+                             "test_efficientnet", pretrained=False)
+    with pytest.raises(ValueError, match="lr_max must be a positive number.*got 'abc'"):
+        learn.fine_tune(1, 1, lr_max="abc")
+    for lr in (0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            learn.fit_frozen(1, lr=lr)
+    with pytest.raises(ValueError, match="must be a positive number"):
+        learn.fit_discriminative(1, lr_max=slice(0, 1e-3))
+    assert len(learn.history) == 0
+
+
+def test_segmentation_batch_size_zero_is_refused():
+    with pytest.raises(ValueError, match="bs .batch size. must be a whole number of at least 1, got 0"):
+        SegmentationData.from_folders("images", "masks", bs=0)

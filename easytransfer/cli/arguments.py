@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["TASKS", "name_list", "non_negative_int", "positive_int"]
+__all__ = ["TASKS", "learning_rate", "name_list", "non_negative_int", "positive_int"]
 
 TASKS = ("classification", "segmentation", "detection")
 
@@ -30,6 +31,23 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def learning_rate(text: str) -> float | str:
+    """A positive learning rate, or ``"find"`` (run the LR finder), for argparse's ``type=``.
+
+    >>> learning_rate("3e-3"), learning_rate("find")
+    (0.003, 'find')
+    """
+    if text == "find":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-3, or 'find'; got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-3, got {text!r}")
     return value
 
 

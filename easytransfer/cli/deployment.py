@@ -8,6 +8,7 @@ from pathlib import Path
 from ..choices import ANNOTATION_FORMATS
 from ..errors import DataError, EasyTransferError
 from .arguments import TASKS, name_list
+from .outputs import output_file, output_folder
 
 __all__ = ["HANDLERS", "add_parsers", "bundle_task", "print_scores"]
 
@@ -104,6 +105,8 @@ def _load(args):
 
 
 def _evaluate(args) -> None:
+    if args.json:
+        output_file(args.json, "--json", "scores.json")
     task, predictor = _load(args)
     if task == "classification":
         if args.json:
@@ -122,6 +125,7 @@ def _evaluate(args) -> None:
         scores = predictor.evaluate(args.data, args.annotations, format=args.format, names=args.names)
     print_scores(scores)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(scores, indent=2))
         print(f"scores written to {args.json}")
 
@@ -165,6 +169,10 @@ def _image_files(raw_paths) -> list[tuple[Path, Path]]:
 
 
 def _predict(args) -> None:
+    if args.csv:
+        output_file(args.csv, "--csv", "predictions.csv")
+    if args.out:
+        output_folder(args.out, "--out")
     task, predictor = _load(args)
     if task == "segmentation":
         _predict_masks(predictor, args)
@@ -187,9 +195,20 @@ def _predict_labels(predictor, args) -> None:
     for row in table.itertuples():
         print(f"{row.path}\t{row.label}\t{row.probability:.4f}" if pd.isna(row.error) else
               f"{row.path}\tERROR\t{row.error}")
+    _require_predictions(len(table), int(table["error"].isna().sum()), args.paths)
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.csv, index=False)
         print(f"{len(table)} predictions written to {args.csv}")
+
+
+def _require_predictions(n_files: int, n_predicted: int, paths) -> None:
+    """No image found, or none of them readable, is a failure (exit 2), not an empty success."""
+    if n_files == 0:
+        raise DataError(f"No files found in {paths}: give image files or folders that hold images.")
+    if n_predicted == 0:
+        raise DataError(f"None of the {n_files} file(s) in {paths} could be predicted (each ERROR line above says "
+                        "why): give readable image files.")
 
 
 def _predict_masks(predictor, args) -> None:
@@ -219,6 +238,7 @@ def _predict_masks(predictor, args) -> None:
         Image.fromarray(mask).save(target)
         written += 1
         print(f"{path}\t{target}")
+    _require_predictions(len(files), written, args.paths)
     print(f"{written} masks (class ids {', '.join(f'{i}={c}' for i, c in enumerate(predictor.vocab))}) "
           f"written to {out}")
 
@@ -228,16 +248,21 @@ def _predict_boxes(predictor, args) -> None:
     import csv
 
     rows = []
-    for path, _ in _image_files(args.paths):
+    files = _image_files(args.paths)
+    n_predicted = 0
+    for path, _ in files:
         try:
             found = predictor.predict(str(path))
         except Exception as e:  # an unreadable image is reported and skipped
             print(f"{path}\tERROR\t{type(e).__name__}: {e}".splitlines()[0])
             continue
+        n_predicted += 1
         rows += [(str(path), label, round(score, 4), *(round(v, 1) for v in box)) for label, score, box in found]
     for row in rows:
         print("\t".join(str(v) for v in row))
+    _require_predictions(len(files), n_predicted, args.paths)
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"])
@@ -246,6 +271,9 @@ def _predict_boxes(predictor, args) -> None:
 
 
 def _export(args) -> None:
+    for flag, given, example in (("--onnx", args.onnx, "model.onnx"), ("--torchscript", args.torchscript, "model.pt")):
+        if given:
+            output_file(given, flag, example)
     from ..deploy.convert import export_onnx, export_torchscript
     from ..deploy.predictor import load_model
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (EasyTransferError, FileNotFoundError, NotADirectoryError, ValueError, ImportError) as exc:
+    except (EasyTransferError, OSError, ValueError, ImportError) as exc:
         print(f"easytransfer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

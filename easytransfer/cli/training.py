@@ -15,7 +15,8 @@ from ..choices import (
     SEGMENTATION_HEADS,
 )
 from ..errors import EasyTransferError
-from .arguments import TASKS, name_list, non_negative_int, positive_int
+from .arguments import TASKS, learning_rate, name_list, non_negative_int, positive_int
+from .outputs import output_file, output_folder
 
 __all__ = ["HANDLERS", "add_parsers"]
 
@@ -66,8 +67,9 @@ def add_parsers(commands) -> None:
     _data_args(train)
     train.add_argument("--frozen-epochs", type=non_negative_int, default=3, help="head-only epochs (default 3)")
     train.add_argument("--epochs", type=non_negative_int, default=5, help="fine-tuning epochs (default 5; 0: none)")
-    train.add_argument("--lr", default=None, help="head learning rate, or 'find' (default 3e-3)")
-    train.add_argument("--lr-max", default="1e-3", help="fine-tuning head rate, or 'find' (default 1e-3)")
+    train.add_argument("--lr", type=learning_rate, default=None, help="head learning rate, or 'find' (default 3e-3)")
+    train.add_argument("--lr-max", type=learning_rate, default=1e-3,
+                       help="fine-tuning head rate, or 'find' (default 1e-3)")
     train.add_argument("--out", default=None, help="output folder (default easytransfer_runs/train-<time>)")
 
     lr_find = commands.add_parser("lr-find", help="sweep the learning rate and print the suggestions",
@@ -92,12 +94,6 @@ def add_parsers(commands) -> None:
     demo.add_argument("--out", default=None, help="output folder (default easytransfer_runs/demo-<time>)")
     demo.add_argument("--seed", type=int, default=42, help="seed of the sampling and the splits")
     demo.add_argument("--bs", type=positive_int, default=16, help="batch size (default 16)")
-
-
-def _lr(text):
-    if text is None or text == "find":
-        return text
-    return float(text)
 
 
 _DEFAULTS = {  # batch size, augmentation preset, head per task (the library's own defaults)
@@ -140,9 +136,9 @@ def _images(args) -> Path:
 
 
 def _learner(args):
+    _check_task_flags(args)  # before importing torch: a wrong flag fails at once
     from fastai.torch_core import set_seed
 
-    _check_task_flags(args)
     set_seed(args.seed)
     bs, aug, head = _DEFAULTS[args.task]
     common = dict(bs=args.bs or bs, size=args.size, aug=args.aug or aug, seed=args.seed, valid_pct=args.valid_pct)
@@ -186,10 +182,10 @@ def _learner(args):
 def _fit(learn, args) -> None:
     """The recipe's stages: the head with the body frozen, then everything with discriminative rates."""
     if args.frozen_epochs:
-        learn.fit_frozen(args.frozen_epochs, lr=_lr(args.lr))
+        learn.fit_frozen(args.frozen_epochs, lr=args.lr)
     if args.epochs:
         learn.unfreeze()
-        learn.fit_discriminative(args.epochs, lr_max=_lr(args.lr_max))
+        learn.fit_discriminative(args.epochs, lr_max=args.lr_max)
 
 
 def _write_history(learn, out: Path) -> None:
@@ -201,7 +197,8 @@ def _write_history(learn, out: Path) -> None:
 def _train(args) -> None:
     import time
 
-    out = Path(args.out) if args.out else Path("easytransfer_runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    out = output_folder(args.out, "--out") if args.out else Path("easytransfer_runs") / time.strftime(
+        "train-%Y%m%d-%H%M%S")
     learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     n_valid = len(learn.dls.valid.dataset)
@@ -240,6 +237,8 @@ def _finish_dense(learn, args, out: Path) -> None:
 
 
 def _lr_find(args) -> None:
+    if args.plot:
+        output_file(args.plot, "--plot", "lr_find.png")
     learn = _learner(args)
     if args.unfrozen:
         learn.unfreeze()
@@ -247,11 +246,14 @@ def _lr_find(args) -> None:
     for name, value in result.suggestions.items():
         print(f"{name}: {value:.2e}")
     if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         result.plot().savefig(args.plot, dpi=100)
         print(f"plot written to {args.plot}")
 
 
 def _demo(args) -> None:
+    if args.out:
+        output_folder(args.out, "--out")
     from .demo import run_demo
 
     run_demo(epochs=args.epochs, frozen_epochs=args.frozen_epochs, limit=args.limit or None, out=args.out,

@@ -353,6 +353,8 @@ class DetectionData(DataLoaders):
             raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct}")
         if not isinstance(size, int) or size < 32:
             raise ValueError(f"size must be a whole number of pixels, at least 32; got {size!r}")
+        if not isinstance(bs, int) or bs < 1:
+            raise ValueError(f"bs (batch size) must be a whole number of at least 1, got {bs!r}")
         kept, report = _checked(found, check, max_pixels, "train")
         test_kept = None
         if test is not None:

@@ -242,6 +242,8 @@ class SegmentationData(DataLoaders):
             raise DataError("Give the masks: a folder of masks named like the images (masks=...) or mask_fn=.")
         if not 0 <= valid_pct < 1:
             raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct}")
+        if not isinstance(bs, int) or bs < 1:
+            raise ValueError(f"bs (batch size) must be a whole number of at least 1, got {bs!r}")
         if aug not in AUG_PRESETS:
             raise ValueError(f"aug must be one of {AUG_PRESETS}, got {aug!r}")
         if size is not None and (not isinstance(size, int) or size < SIZE_MULTIPLE or size % SIZE_MULTIPLE):

@@ -77,6 +77,28 @@ UNFROZEN_LR_FIND_IT = 50
 DEFAULT_DECAY = 0.1  # measured: 0.3 (3e-4 for the top body group) wrecked EfficientNet-Lite0 on textiles
 
 
+def check_lr(lr, name: str = "lr") -> None:
+    """Refuse a learning rate that is not ``None``, ``"find"``, a positive number, a ``slice`` or a sequence of
+    positive numbers, before any training starts (issue 19: ``lr_max="abc"`` failed after the frozen stage).
+
+    >>> check_lr(0, "lr_max")
+    Traceback (most recent call last):
+    ...
+    ValueError: lr_max must be a positive number (e.g. 1e-3), a slice, a sequence of rates or 'find'; got 0
+    """
+    if lr is None or (isinstance(lr, str) and lr == "find"):
+        return
+    if isinstance(lr, slice):
+        values = [v for v in (lr.start, lr.stop) if v is not None]
+    elif isinstance(lr, (Sequence, np.ndarray)) and not isinstance(lr, str):
+        values = list(lr)
+    else:
+        values = [lr]
+    if not values or not all(isinstance(v, Real) and 0 < v < np.inf for v in values):
+        raise ValueError(f"{name} must be a positive number (e.g. 1e-3), a slice, a sequence of rates or 'find'; "
+                         f"got {lr!r}")
+
+
 def discriminative_lrs(lr_max, n_groups: int, decay: float = DEFAULT_DECAY) -> np.ndarray:
     """One learning rate per layer group, stem first: group k counted from the head gets ``lr_max * decay**k``.
 
@@ -327,6 +349,7 @@ class TransferLearner(Learner):
         return result
 
     def _resolve_lr(self, lr, default: float, *, decay: float | None = None) -> float:
+        check_lr(lr)
         if lr is None:
             return default
         if isinstance(lr, str):
@@ -603,6 +626,8 @@ class TransferLearner(Learner):
         if monitor not in valid_names:
             raise ValueError(f"fine_tune chooses by a validation figure; monitor={monitor!r} is not one of "
                              f"{valid_names}.")
+        check_lr(lr, "lr")  # both rates before the first stage: a bad lr_max must not wait for the frozen stage
+        check_lr(lr_max, "lr_max")
         common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best, cbs=cbs)
         self.fine_tune_choice = None
         if frozen_epochs:
@@ -652,6 +677,8 @@ class TransferLearner(Learner):
         last = n_body if max_unfrozen is None else max_unfrozen
         if not 0 <= last <= n_body:
             raise ValueError(f"max_unfrozen must be between 0 and {n_body} (the body groups), got {max_unfrozen}")
+        check_lr(head_lr, "head_lr")
+        check_lr(lr_max, "lr_max")
         common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best, cbs=cbs)
         self.freeze()
         head = float(self._resolve_lr(head_lr, DEFAULT_HEAD_LR))
