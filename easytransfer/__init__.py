@@ -12,6 +12,7 @@ name lives.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 from .version import __version__ as __version__
@@ -63,10 +64,14 @@ __all__ = ["__version__", *PUBLIC_NAMES]
 
 
 def __getattr__(name: str):
-    """Import a public name's module on first use (``easytransfer.ImageData``, ``from easytransfer import X``)."""
-    if name not in PUBLIC_NAMES:
+    """Import a public name's module on first use (``easytransfer.ImageData``, ``from easytransfer import X``);
+    sub-packages too (``easytransfer.models.block_layer_groups`` after ``import easytransfer``)."""
+    if name in PUBLIC_NAMES:
+        value = getattr(importlib.import_module(PUBLIC_NAMES[name], __name__), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
         raise AttributeError(f"module 'easytransfer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(PUBLIC_NAMES[name], __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

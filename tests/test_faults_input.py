@@ -74,6 +74,7 @@ def test_every_public_name_resolves_and_the_type_checking_block_agrees():
     assert typed == easytransfer.PUBLIC_NAMES
     with pytest.raises(AttributeError, match="no attribute 'ImageDta'"):
         easytransfer.ImageDta  # noqa: B018
+    assert easytransfer.models.block_layer_groups is not None  # sub-packages load on first use too
 
 
 # ------------------------------------------------------------------------------ 8, 9, 12: tables
