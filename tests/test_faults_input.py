@@ -58,6 +58,7 @@ def test_import_easytransfer_is_light_and_emits_no_warning(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter that loads torch and fastai: ~6 s on 2 idle cores
 def test_public_names_load_without_a_future_warning(tmp_path):
     done = _python("from easytransfer import ImageData, transfer_learner, load_model, Interpretation\n"
                    "import easytransfer.train.learner, easytransfer.cli.demo\nprint('ok')",
