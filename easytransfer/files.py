@@ -1,20 +1,101 @@
-"""Writing files so that a reader never sees half of one: a unique temporary file beside it, then a rename."""
+"""Writing files so that a reader never sees half of one: a unique temporary file beside it, then a rename.
+
+A temporary file is named ``.<name>.<pid>.<random>.tmp``: a process killed while writing (kill -9, power loss)
+leaves one behind, and `remove_stale_temporaries` deletes those whose process is gone when the folder is opened
+again. The finished file gets the permissions of any file the user creates (``0o666`` less the umask), not the
+private ``0o600`` of a temporary file.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "is_temporary", "remove_stale_temporaries", "temporary_prefix"]
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp
+
+
+def temporary_prefix(name: str) -> str:
+    """The start of a temporary file's name for the final name `name`, written by this process.
+
+    >>> temporary_prefix("model.safetensors") == f".model.safetensors.{os.getpid()}."
+    True
+    """
+    return f".{name}.{os.getpid()}."
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` is named as one of `atomic_write`'s temporary files.
+
+    >>> is_temporary(".model.safetensors.4242.k2j3h4.tmp"), is_temporary("model.safetensors")
+    (True, False)
+    """
+    return _TEMPORARY.match(Path(path).name) is not None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files in `folder` left by processes that no longer run; returns what was deleted.
+
+    A file of a process still running (another writer at work) is kept. Nothing happens when the folder is
+    missing or cannot be listed.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".model.safetensors.999999999.abc.tmp").write_bytes(b"half")  # no such process
+    >>> [p.name for p in remove_stale_temporaries(folder)]
+    ['.model.safetensors.999999999.abc.tmp']
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:  # someone else removed it, or we may not: leave it
+            pass
+    return removed
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a unique temporary path in `path`'s folder, then rename it to `path`.
 
     A crash or Ctrl-C leaves the old file (or none) in place, never a partial one; two writers never share a
-    temporary file. The folder is created when missing.
+    temporary file. The folder is created when missing; the file gets ``0o666`` less the umask, as ``open``
+    would give it.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
@@ -23,11 +104,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

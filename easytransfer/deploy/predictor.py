@@ -241,7 +241,7 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | to
     # built for the size it was trained at: a ViT's position embeddings depend on it
     model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
                            size=config.preprocessing.size, arch_config=config.arch_config)
-    state = read_bundle_weights(path)
+    state = read_bundle_weights(path, config)
     load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
     return Predictor(model, config, threshold=threshold, device=device)
 
