@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
+from ..data.arrays import rgb_from_array
 from ..data.augment import uses_cutmix
 from ..data.images import open_rgb
 from ..data.loaders import ImageData
@@ -713,8 +714,8 @@ class TransferLearner(Learner):
         """
         if isinstance(item, (str, os.PathLike)):
             item = PILImage.create(open_rgb(item))
-        elif isinstance(item, np.ndarray):
-            item = PILImage.create(np.asarray(item, dtype=np.uint8))
+        elif isinstance(item, (np.ndarray, torch.Tensor)):
+            item = PILImage.create(rgb_from_array(item))
         elif isinstance(item, Image.Image) and not isinstance(item, PILImage):
             item = PILImage.create(item.convert("RGB"))
         return super().predict(item, rm_type_tfms=rm_type_tfms, with_input=with_input)
