@@ -51,7 +51,15 @@ from .callbacks import (
     better,
     warmup_cosine,
 )
-from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, FitState, read_checkpoint, restore_optimizer
+from .checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    CheckpointCallback,
+    FitState,
+    ModelIdentity,
+    read_checkpoint,
+    restore_optimizer,
+)
 from .features import (
     DEFAULT_CACHE_VIEWS,
     FeatureCache,
@@ -254,7 +262,7 @@ class TransferLearner(Learner):
         if state.done:
             schedule = _continued(schedule, state.done / epochs)
         if self.checkpoint_dir is not None:
-            fit_cbs.append(CheckpointCallback(self.checkpoint_dir, state))
+            fit_cbs.append(CheckpointCallback(self.checkpoint_dir, state, self.model_identity()))
         all_cbs = [ParamScheduler({"lr": schedule})] + fit_cbs + list(cbs or [])
         if features is None:
             self.fit(epochs - state.done, cbs=all_cbs)
@@ -278,6 +286,11 @@ class TransferLearner(Learner):
         if self.checkpoint_dir is None:
             raise EasyTransferError("resume=True needs a checkpoint folder: transfer_learner(..., checkpoint_dir=...).")
         last = read_checkpoint(Path(self.checkpoint_dir) / LAST_NAME, device=self.device)
+        other_model = self.model_identity().mismatch(last.identity) if last.identity is not None else None
+        if other_model is not None:
+            raise EasyTransferError(f"The checkpoint in {str(self.checkpoint_dir)!r} belongs to another model "
+                                    f"({other_model}); resume with the same architecture and data, or give another "
+                                    "checkpoint_dir.")
         other = state.same_fit(last.state)
         if other is not None:
             raise EasyTransferError(f"The checkpoint in {str(self.checkpoint_dir)!r} is of another fit "
@@ -746,6 +759,11 @@ class TransferLearner(Learner):
         from ..evaluate.html_report import save_report
 
         return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
+
+    def model_identity(self) -> ModelIdentity:
+        """The architecture and classes this learner's checkpoints record (what `export` writes)."""
+        config = self.bundle_config()
+        return ModelIdentity(config.arch, config.classes)
 
     def bundle_config(self) -> BundleConfig:
         """What `export` writes beside the weights: architecture, classes, head and preprocessing."""
