@@ -16,7 +16,8 @@ from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_write_text", "is_temporary", "remove_stale_temporaries", "temporary_prefix"]
 
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp
+# .<name>.<pid>.<random>.tmp (atomic writes), features.<pid>.<random>.tmp (memory-mapped feature caches)
+_TEMPORARY = re.compile(r"^(?:\..+|features)\.(\d+)\.[^.]+\.tmp$")
 
 
 def temporary_prefix(name: str) -> str:
@@ -33,6 +34,8 @@ def is_temporary(path: str | os.PathLike) -> bool:
 
     >>> is_temporary(".model.safetensors.4242.k2j3h4.tmp"), is_temporary("model.safetensors")
     (True, False)
+    >>> is_temporary("features.4242.k2j3h4.tmp")  # a memory-mapped feature cache
+    True
     """
     return _TEMPORARY.match(Path(path).name) is not None
 

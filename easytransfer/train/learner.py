@@ -35,7 +35,7 @@ from ..data.images import open_rgb
 from ..data.loaders import ImageData
 from ..deploy.bundle import BundleConfig, Preprocessing, write_bundle
 from ..devices import resolve_device
-from ..errors import EasyTransferError
+from ..errors import DataError, EasyTransferError
 from ..evaluate.diagnosis import Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
 from ..models.factory import ModelSpec, build_model, head_dropout
@@ -237,6 +237,7 @@ class TransferLearner(Learner):
         """Fit with warm-up + cosine from `lrs` (one per group); on cached `features` when given, else the images."""
         self._check_fit_args(epochs, monitor, patience)
         self._check_head_trains()
+        self._check_batches()
         start = self._start_candidate(monitor, features) if restore_best and not resume else None
         self.fit_start = start
         self.best_epoch = None
@@ -269,6 +270,17 @@ class TransferLearner(Learner):
         else:
             self._head_loop(features).fit(epochs - state.done, cbs=all_cbs)
         return self
+
+    def _check_batches(self) -> None:
+        """A fit that would run no training batch (fewer images than the batch size) is an error, not a fit."""
+        train = self.dls.train
+        if len(train) == 0:
+            raise DataError(f"The training DataLoader has no batch: {len(train.dataset)} training images with "
+                            f"bs={train.bs} (the last incomplete batch is dropped). Use a batch size of at most "
+                            f"{len(train.dataset)}, or add images.")
+        if len(self.dls.valid.dataset) == 0:
+            raise DataError("The validation set is empty, so no epoch can be scored; add images or give a "
+                            "validation split.")
 
     def _start_candidate(self, monitor: str, features: FeatureCache | None) -> tuple[float, int] | None:
         """``(monitor value, history row)`` of the weights a fit starts from, when they were trained here.
