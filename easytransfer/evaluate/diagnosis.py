@@ -22,7 +22,8 @@ class Diagnosis:
     """The verdict on a training history, the evidence for it and what to do next.
 
     Attributes:
-        verdict: ``"under-fitting"``, ``"over-fitting"``, ``"good fit"`` or ``"too early to tell"``.
+        verdict: ``"under-fitting"``, ``"over-fitting"``, ``"good fit"``, ``"too early to tell"`` or ``"nothing was
+            trained"`` (no epoch recorded a training loss).
         evidence: the figures the verdict rests on, in words.
         advice: next steps, most promising first, each with the call to make.
 

@@ -251,6 +251,9 @@ class TransferLearner(Learner):
             done, best = self._resume(state)
             if done >= epochs:
                 print(f"Nothing to resume: the checkpoint's {phase.name} fit already finished its {epochs} epochs.")
+                if restore_best and best is not None:  # as the finished fit ended: on its best epoch's weights
+                    load_state_dict_strict(self.model, best[1], where=f"checkpoint {str(self.checkpoint_dir)!r}")
+                    self.best_epoch = best[2]
                 return self
             state = replace(state, done=done, best=best[0] if best is not None else None)
         else:
