@@ -1,15 +1,18 @@
 """Writing files so that a reader never sees half of one: a unique temporary file beside it, then a rename.
 
-A temporary file is named ``.<name>.<pid>.<random>.tmp``: a process killed while writing (kill -9, power loss)
-leaves one behind, and `remove_stale_temporaries` deletes those whose process is gone when the folder is opened
-again. The finished file gets the permissions of any file the user creates (``0o666`` less the umask), not the
-private ``0o600`` of a temporary file.
+The temporary file lives in a private folder named ``.<name>.<pid>.<random>.tmp`` beside the target (writers
+such as safetensors' ``save_file`` make temporary files of their own beside the path they are given; those land
+in that folder too). A process killed while writing (kill -9, power loss) leaves the folder behind, and
+`remove_stale_temporaries` deletes those whose process is gone when the folder is opened again. The finished
+file gets the permissions of any file the user creates (``0o666`` less the umask), not the private ``0o600`` of
+a temporary file.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,14 +54,14 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files in `folder` left by processes that no longer run; returns what was deleted.
+    """Delete the temporary files and folders in `folder` left by processes that no longer run; returns them.
 
     A file of a process still running (another writer at work) is kept. Nothing happens when the folder is
     missing or cannot be listed.
 
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (folder / ".model.safetensors.999999999.abc.tmp").write_bytes(b"half")  # no such process
+    >>> (folder / ".model.safetensors.999999999.abc.tmp").mkdir()  # no process has this id
     >>> [p.name for p in remove_stale_temporaries(folder)]
     ['.model.safetensors.999999999.abc.tmp']
     """
@@ -72,7 +75,10 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if match is None or _process_alive(int(match.group(1))):
             continue
         try:
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             removed.append(entry)
         except OSError:  # someone else removed it, or we may not: leave it
             pass
@@ -97,8 +103,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     """Call ``write(tmp)`` on a unique temporary path in `path`'s folder, then rename it to `path`.
 
     A crash or Ctrl-C leaves the old file (or none) in place, never a partial one; two writers never share a
-    temporary file. The folder is created when missing; the file gets ``0o666`` less the umask, as ``open``
-    would give it.
+    temporary file (each writes in its own private folder beside `path`, removed afterwards). The folder is
+    created when missing; the file gets ``0o666`` less the umask, as ``open`` would give it.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
@@ -107,16 +113,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    private = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent))
+    tmp = private / path.name
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     return path
 
 
