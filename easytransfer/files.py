@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text", "is_temporary", "remove_stale_temporaries", "temporary_prefix"]
+__all__ = ["atomic_write", "atomic_write_safetensors", "atomic_write_text", "is_temporary", "remove_stale_temporaries",
+           "temporary_prefix"]
 
 # .<name>.<pid>.<random>.tmp (atomic writes), features.<pid>.<random>.tmp (memory-mapped feature caches)
 _TEMPORARY = re.compile(r"^(?:\..+|features)\.(\d+)\.[^.]+\.tmp$")
@@ -127,3 +128,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically; see `atomic_write`."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` (name -> CPU tensor) as a safetensors file atomically; see `atomic_write`.
+
+    An I/O failure (a full disk) is an `OSError` with its errno, as for any other file, not safetensors' own error;
+    the old file stays as it was.
+
+    >>> import tempfile, pathlib, torch
+    >>> path = atomic_write_safetensors(pathlib.Path(tempfile.mkdtemp()) / "w.safetensors", {"w": torch.ones(2)})
+    >>> path.name
+    'w.safetensors'
+    """
+    from safetensors import SafetensorError  # imported here: `files` stays free of heavy imports
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            errno = int(code.group(1))
+            raise OSError(errno, f"{os.strerror(errno)}: could not write {str(path)!r} (the old file, if any, is "
+                                 "unchanged)") from None
+
+    return atomic_write(path, write)

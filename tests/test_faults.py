@@ -414,8 +414,9 @@ def test_probe_a_full_disk_keeps_the_old_bundle(tmp_path):
         config = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
                               Preprocessing(32, "bilinear", (0.5,) * 3, (0.5,) * 3))
         write_bundle(mount / "model", nn.Linear(64, 64), config)  # 16 kB: fits
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as info:
             write_bundle(mount / "model", nn.Linear(1024, 1024), config)  # 4 MB: the disk fills up
+        assert info.value.errno == 28 and "the old file" in str(info.value)  # ENOSPC, not safetensors' own error
         loaded, state = read_bundle(mount / "model")
         assert loaded == config and state["weight"].shape == (64, 64)  # the old bundle, intact
         assert sorted(os.listdir(mount / "model")) == [WEIGHTS_NAME, CONFIG_NAME][::-1]  # no temporary left

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import EasyTransferError, WeightsMismatchError
-from ..files import atomic_write, atomic_write_text, remove_stale_temporaries
+from ..files import atomic_write_safetensors, atomic_write_text, remove_stale_temporaries
 from ..models.heads import HeadConfig
 from ..models.segmentation import SegmentationConfig
 from ..version import __version__
@@ -241,7 +241,7 @@ def write_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig
     remove_stale_temporaries(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {WEIGHTS_IDENTITY_KEY: _weights_identity(config)}
-    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write_safetensors(path / WEIGHTS_NAME, state, metadata)
     atomic_write_text(path / CONFIG_NAME, config.to_json())
     return path
 

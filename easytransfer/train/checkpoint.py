@@ -21,10 +21,9 @@ import pandas as pd
 import torch
 from fastai.callback.core import Callback
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..errors import EasyTransferError
-from ..files import atomic_write, remove_stale_temporaries
+from ..files import atomic_write_safetensors, remove_stale_temporaries
 from .history import History, Phase
 
 __all__ = ["BEST_NAME", "CHECKPOINT_FORMAT", "LAST_NAME", "Checkpoint", "CheckpointCallback", "FitState",
@@ -167,7 +166,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt, state: FitState,
     if identity is not None:
         meta["model"] = identity.to_json()
     tensors, metadata = {**weights, **opt_tensors}, {"easytransfer": json.dumps(meta)}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return atomic_write_safetensors(path, tensors, metadata)
 
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> Checkpoint:
