@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 from pathlib import Path
 
 from ..choices import (
@@ -70,7 +72,10 @@ def add_parsers(commands) -> None:
     train.add_argument("--lr", type=learning_rate, default=None, help="head learning rate, or 'find' (default 3e-3)")
     train.add_argument("--lr-max", type=learning_rate, default=1e-3,
                        help="fine-tuning head rate, or 'find' (default 1e-3)")
-    train.add_argument("--out", default=None, help="output folder (default easytransfer_runs/train-<time>)")
+    train.add_argument("--out", default=None, help="output folder (default easytransfer_runs/train-<time>); "
+                       "checkpoints go to OUT/checkpoints until the model is exported")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out from its checkpoints (same data and arguments)")
 
     lr_find = commands.add_parser("lr-find", help="sweep the learning rate and print the suggestions",
                                   description="Run the LR finder on DATA (body frozen unless --unfrozen) and print "
@@ -179,13 +184,30 @@ def _learner(args):
     return transfer_learner(dls, args.arch, **pretrained)
 
 
-def _fit(learn, args) -> None:
-    """The recipe's stages: the head with the body frozen, then everything with discriminative rates."""
+def _fit(learn, args, checkpoints: Path) -> None:
+    """The recipe's stages: the head with the body frozen, then everything with discriminative rates; each stage
+    checkpoints into its own folder under `checkpoints` and, with ``--resume``, continues from it."""
     if args.frozen_epochs:
-        learn.fit_frozen(args.frozen_epochs, lr=args.lr)
+        learn.checkpoint_dir = checkpoints / "frozen"
+        learn.fit_frozen(args.frozen_epochs, lr=args.lr, resume=_resumable(args, learn.checkpoint_dir))
     if args.epochs:
         learn.unfreeze()
-        learn.fit_discriminative(args.epochs, lr_max=args.lr_max)
+        learn.checkpoint_dir = checkpoints / "fine-tune"
+        learn.fit_discriminative(args.epochs, lr_max=args.lr_max, resume=_resumable(args, learn.checkpoint_dir))
+
+
+def _resumable(args, folder: Path) -> bool:
+    from ..train.checkpoint import LAST_NAME
+
+    return bool(args.resume) and (folder / LAST_NAME).is_file()
+
+
+def _checkpoint_folder(args, out: Path) -> Path:
+    checkpoints = out / "checkpoints"
+    if args.resume and not checkpoints.is_dir():
+        raise EasyTransferError(f"--resume: {str(out)!r} has no checkpoints/ folder, so there is nothing to resume; "
+                                "give the --out of the interrupted run, or leave --resume out.")
+    return checkpoints
 
 
 def _write_history(learn, out: Path) -> None:
@@ -197,15 +219,24 @@ def _write_history(learn, out: Path) -> None:
 def _train(args) -> None:
     import time
 
+    if args.resume and not args.out:
+        raise EasyTransferError("--resume needs the --out folder of the interrupted run.")
     out = output_folder(args.out, "--out") if args.out else Path("easytransfer_runs") / time.strftime(
         "train-%Y%m%d-%H%M%S")
+    checkpoints = _checkpoint_folder(args, out)
     learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     n_valid = len(learn.dls.valid.dataset)
     print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
           f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
-    _fit(learn, args)
+    try:
+        _fit(learn, args, checkpoints)
+    except KeyboardInterrupt:
+        print(f"Interrupted; the finished epochs are checkpointed in {checkpoints}. Continue with the same "
+              f"command and --resume --out {out}", file=sys.stderr)
+        raise
     learn.export(out / "model")
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle is the result; the checkpoints only served a resume
     _write_history(learn, out)
     if args.task != "classification":
         _finish_dense(learn, args, out)

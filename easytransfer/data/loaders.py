@@ -151,6 +151,7 @@ class ImageData(DataLoaders):
             warn_data(f"{report.summary()} See dls.report for every file and reason.")
         _require_usable(kept[["path", "label", "is_valid"]], found.source, found.n_candidates)
         _warn_imbalance(report)
+        options = _batch_size_for(int((~kept["is_valid"]).sum()), options, report)
         return cls.from_recipe(_recipe(kept, test, report, options), device=options.device)
 
     @classmethod
@@ -435,6 +436,22 @@ def _require_usable(items: pd.DataFrame, source: str, n_candidates: int) -> None
     missing = [c for c in classes if c not in train_labels]
     if missing:
         raise DataError(f"Classes {missing} in {source} have no training images; add some or remove them.")
+    if not items["is_valid"].any():
+        raise DataError(f"No validation images in {source} ({len(items)} training images): too few images per class "
+                        "for the validation share. Add images (at least 2 per class), raise valid_pct, or give a "
+                        "valid/ folder (or a valid column) of your own.")
+
+
+def _batch_size_for(n_train: int, options: LoaderOptions, report: DataReport) -> LoaderOptions:
+    """`options` with a batch size no larger than the training set: fastai drops the last incomplete training
+    batch, so with fewer images than `bs` an epoch would train on nothing."""
+    if n_train >= options.bs:
+        return options
+    text = (f"Only {n_train} training images, fewer than the batch size {options.bs}: using bs={n_train} so that "
+            "every epoch trains (the last incomplete batch is dropped).")
+    report.messages.append(text)
+    warn_data(text)
+    return replace(options, bs=n_train)
 
 
 def _warn_imbalance(report: DataReport) -> None:

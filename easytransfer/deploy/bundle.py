@@ -1,23 +1,28 @@
 """The model bundle: ``model.safetensors`` plus ``easytransfer.json``, written and read here and nowhere else.
 
 The JSON is a `BundleConfig` (architecture, classes, head, preprocessing) with a format version; nothing is
-pickled. Both files are written atomically.
+pickled. Both files are written atomically (a unique temporary file each, then a rename), and the weights' own
+metadata repeats the architecture and the classes, so weights from one export beside the JSON of another (two
+exports into one folder) are refused on load instead of predicting another model's class names. The JSON is
+checked against the `BundleConfig` schema before anything is built from it: a wrong type or value is an error
+that names the field, and a name that would make `load_model` reach the network (``"hf-hub:..."``) is refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import EasyTransferError, WeightsMismatchError
-from ..files import atomic_write, atomic_write_text
+from ..files import atomic_write_safetensors, atomic_write_text, remove_stale_temporaries
 from ..models.heads import HeadConfig
 from ..models.segmentation import SegmentationConfig
 from ..version import __version__
@@ -31,6 +36,8 @@ BUNDLE_FORMAT_VERSION = 1
 RESIZE_RULE = "shorter side to size, centre crop"
 SQUISH_RULE = "whole image to size x size"  # segmentation: every pixel kept, the mask maps back onto the image
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, or torch's zip format
+WEIGHTS_IDENTITY_KEY = "easytransfer_model"  # the weights' metadata: {"arch": ..., "classes": [...]} as JSON
+_HUB_PREFIXES = ("hf-hub:", "hf_hub:")  # timm's names of Hugging Face Hub models: building one downloads its config
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,14 @@ class BundleConfig:
 
     @classmethod
     def from_json(cls, text: str, where: str = "the bundle") -> BundleConfig:
-        """Parse ``easytransfer.json``; a clear `EasyTransferError` names what is wrong and the fix."""
+        """Parse ``easytransfer.json``, checked against this schema; a clear `EasyTransferError` names what is wrong.
+
+        >>> try:
+        ...     BundleConfig.from_json('{"arch": "resnet18", "classes": ["a", "b"], "preprocessing": {"size": 0}}')
+        ... except EasyTransferError as e:
+        ...     print(e)  # doctest: +ELLIPSIS
+        the bundle: preprocessing 'size' must be a positive number of pixels, not 0; re-export the model ...
+        """
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -123,65 +137,188 @@ class BundleConfig:
         missing = [k for k in ("arch", "classes", "preprocessing") if k not in data]
         if missing:
             raise EasyTransferError(f"{where} lacks {missing}; re-export the model with learn.export().")
-        version = int(data.get("format_version", 0))  # bundles before format versions were introduced: 0
+        version = _field(data, "format_version", int, where, default=0)  # bundles before format versions: 0
         if version > BUNDLE_FORMAT_VERSION:
             raise EasyTransferError(f"{where} has bundle format {version}, newer than this easytransfer reads "
                                     f"({BUNDLE_FORMAT_VERSION}); upgrade easytransfer (pip install -U easytransfer).")
-        pre = data["preprocessing"]
         known = {"format_version", "easytransfer_version", "arch", "source", "source_arch", "classes",
                  "multilabel", "task", "head", "preprocessing", "arch_config", "segmentation"}
+        arch = _field(data, "arch", str, where)
+        arch_config = _field(data, "arch_config", dict, where, default=None)
+        _check_offline_arch(arch, arch_config, where)
+        head = _field(data, "head", dict, where, default=None) or {}
+        segmentation = _field(data, "segmentation", dict, where, default=None)
+        try:
+            head_config = HeadConfig.from_dict(head)
+            segmentation_config = SegmentationConfig.from_dict(segmentation) if segmentation else None
+        except (TypeError, ValueError) as e:
+            raise EasyTransferError(f"{where}: a value of 'head' or 'segmentation' is malformed ({e}); "
+                                    "re-export the model with learn.export().") from None
         return cls(
-            arch=data["arch"], source=data.get("source", "timm"), source_arch=data.get("source_arch", data["arch"]),
-            classes=tuple(str(c) for c in data["classes"]), multilabel=bool(data.get("multilabel", False)),
-            head=HeadConfig.from_dict(data.get("head") or {}),
-            preprocessing=Preprocessing(int(pre["size"]), pre.get("interpolation", "bilinear"),
-                                        tuple(float(m) for m in pre["mean"]), tuple(float(s) for s in pre["std"]),
-                                        pre.get("resize", RESIZE_RULE)),
-            easytransfer_version=data.get("easytransfer_version", "unknown"), format_version=version,
-            extra={k: v for k, v in data.items() if k not in known}, arch_config=data.get("arch_config"),
-            segmentation=SegmentationConfig.from_dict(data["segmentation"]) if data.get("segmentation") else None,
+            arch=arch, source=_field(data, "source", str, where, default="timm"),
+            source_arch=_field(data, "source_arch", str, where, default=arch),
+            classes=_classes(data["classes"], where), multilabel=_field(data, "multilabel", bool, where, default=False),
+            head=head_config, preprocessing=_preprocessing(data["preprocessing"], where),
+            easytransfer_version=str(data.get("easytransfer_version", "unknown")), format_version=version,
+            extra={k: v for k, v in data.items() if k not in known}, arch_config=arch_config,
+            segmentation=segmentation_config,
         )
 
 
+def _malformed(where: str, name: str, problem: str) -> EasyTransferError:
+    return EasyTransferError(f"{where}: {name} {problem}; re-export the model with learn.export() (or correct "
+                             f"{CONFIG_NAME}).")
+
+
+def _field(data: dict, name: str, kind: type, where: str, *, default=...):
+    """``data[name]`` when it is a `kind` (an int is no bool here), `default` when absent or null."""
+    value = data.get(name)
+    if value is None:
+        if default is ...:
+            raise _malformed(where, repr(name), "is missing")
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _malformed(where, repr(name), f"must be a {kind.__name__}, not {type(value).__name__} {value!r}")
+    if kind is str and not value.strip():
+        raise _malformed(where, repr(name), "is empty")
+    return value
+
+
+def _check_offline_arch(arch: str, arch_config: dict | None, where: str) -> None:
+    """Refuse an architecture name that could only be built with the network."""
+    name = arch.strip()
+    if name.lower().startswith(_HUB_PREFIXES):
+        raise EasyTransferError(f"{where}: arch {arch!r} names a Hugging Face Hub model; load_model never downloads "
+                                "(it would need the network to build it). Re-export the model, or build it with "
+                                "transfer_learner and load the weights yourself.")
+    if name.startswith("open_clip:") and arch_config is None:
+        raise EasyTransferError(f"{where}: the open_clip model {arch!r} comes without its 'arch_config', so building "
+                                "it would need its folder or the network; re-export it with this easytransfer.")
+
+
+def _classes(value, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _malformed(where, "'classes'", f"must be a non-empty list of class names, not {value!r}")
+    if not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in value):
+        raise _malformed(where, "'classes'", "must hold names (strings)")
+    classes = tuple(str(c) for c in value)
+    if len(set(classes)) != len(classes):
+        twice = sorted(c for c in set(classes) if classes.count(c) > 1)
+        raise _malformed(where, "'classes'", f"names a class twice ({twice})")
+    return classes
+
+
+def _stats(pre: dict, name: str, where: str) -> tuple[float, ...]:
+    value = pre.get(name)
+    ok = isinstance(value, list) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok:
+        raise _malformed(where, f"preprocessing {name!r}", f"must be three finite numbers (R, G, B), not {value!r}")
+    if name == "std" and min(value) <= 0:
+        raise _malformed(where, "preprocessing 'std'", f"must be positive (it divides the image), not {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _preprocessing(pre, where: str) -> Preprocessing:
+    if not isinstance(pre, dict):
+        raise _malformed(where, "'preprocessing'", f"must be an object, not {pre!r}")
+    size = _field(pre, "size", int, where)
+    if size < 1:
+        raise _malformed(where, "preprocessing 'size'", f"must be a positive number of pixels, not {size}")
+    return Preprocessing(size, _field(pre, "interpolation", str, where, default="bilinear"),
+                         _stats(pre, "mean", where), _stats(pre, "std", where),
+                         _field(pre, "resize", str, where, default=RESIZE_RULE))
+
+
 def write_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig) -> Path:
-    """Write `model`'s weights and `config` into folder `path` (each file atomically); returns the folder."""
+    """Write `model`'s weights and `config` into folder `path` (each file atomically); returns the folder.
+
+    The weights' metadata names the architecture and classes of `config` (checked by `read_bundle_weights`);
+    temporary files left in the folder by a killed export are removed first.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp)))
+    metadata = {WEIGHTS_IDENTITY_KEY: _weights_identity(config)}
+    atomic_write_safetensors(path / WEIGHTS_NAME, state, metadata)
     atomic_write_text(path / CONFIG_NAME, config.to_json())
     return path
+
+
+def _weights_identity(config: BundleConfig) -> str:
+    return json.dumps({"arch": config.arch, "classes": list(config.classes)})
+
+
+def _unreadable(path: Path, error: OSError) -> EasyTransferError:
+    return EasyTransferError(f"{str(path)!r} exists but cannot be read ({error.strerror or error}); ask its owner to "
+                             f"make it readable (chmod a+r), or copy the bundle to a folder you own.")
 
 
 def read_bundle_config(path: str | os.PathLike) -> BundleConfig:
     """The `BundleConfig` of bundle folder `path`, with a clear error for anything that is not a bundle."""
     folder = Path(path)
-    if folder.is_file():
-        with open(folder, "rb") as f:
-            magic = f.read(4)
-        kind = "a pickle / torch checkpoint" if magic.startswith(_PICKLE_MAGIC) else "a file"
-        raise EasyTransferError(f"{str(folder)!r} is {kind}, not a model bundle folder. easytransfer never "
-                                "unpickles files (they can run code); load a folder written by learn.export().")
-    if not folder.is_dir():
-        raise EasyTransferError(f"Model bundle {str(folder)!r} does not exist.")
-    config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
-        raise EasyTransferError(f"{str(folder)!r} is not an easytransfer model bundle: {CONFIG_NAME} is missing. "
-                                "Create one with learn.export(path).")
-    return BundleConfig.from_json(config_path.read_text(), where=repr(str(config_path)))
+    try:
+        if folder.is_file():
+            with open(folder, "rb") as f:
+                magic = f.read(4)
+            kind = "a pickle / torch checkpoint" if magic.startswith(_PICKLE_MAGIC) else "a file"
+            raise EasyTransferError(f"{str(folder)!r} is {kind}, not a model bundle folder. easytransfer never "
+                                    "unpickles files (they can run code); load a folder written by learn.export().")
+        if not folder.is_dir():
+            raise EasyTransferError(f"Model bundle {str(folder)!r} does not exist.")
+        config_path = folder / CONFIG_NAME
+        if not config_path.is_file():
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", str(folder))
+            raise EasyTransferError(f"{str(folder)!r} is not an easytransfer model bundle: {CONFIG_NAME} is missing. "
+                                    "Create one with learn.export(path).")
+        text = config_path.read_text()
+    except PermissionError as e:
+        raise _unreadable(Path(e.filename or folder), e) from None
+    return BundleConfig.from_json(text, where=repr(str(config_path)))
 
 
-def read_bundle_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict in bundle folder `path` (safetensors: no code can run)."""
+def read_bundle_weights(path: str | os.PathLike, config: BundleConfig | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in bundle folder `path` (safetensors: no code can run).
+
+    With `config` (the bundle's JSON), the architecture and classes the weights were exported with must be
+    its own: weights of one export beside the JSON of another are a `WeightsMismatchError`.
+    """
     weights = Path(path) / WEIGHTS_NAME
     if not weights.is_file():
         raise WeightsMismatchError(f"{str(weights)!r} is missing from the bundle.")
+    if not os.access(weights, os.R_OK):
+        raise _unreadable(weights, PermissionError(13, "Permission denied"))
     try:
+        if config is not None:
+            with safe_open(str(weights), framework="pt") as f:
+                _check_identity(weights, (f.metadata() or {}).get(WEIGHTS_IDENTITY_KEY), config)
         return load_file(str(weights), device="cpu")
     except SafetensorError as e:
         raise WeightsMismatchError(f"{str(weights)!r} is not a readable safetensors file: {e}") from None
+    except PermissionError as e:
+        raise _unreadable(weights, e) from None
+
+
+def _check_identity(weights: Path, recorded: str | None, config: BundleConfig) -> None:
+    """The weights' recorded architecture and classes are `config`'s (bundles before they were recorded pass)."""
+    if recorded is None:
+        return
+    try:
+        identity = json.loads(recorded)
+        arch, classes = identity["arch"], tuple(identity["classes"])
+    except (ValueError, KeyError, TypeError):
+        raise WeightsMismatchError(f"{str(weights)!r} has malformed {WEIGHTS_IDENTITY_KEY!r} metadata; export the "
+                                   "model again.") from None
+    if arch != config.arch or classes != config.classes:
+        raise WeightsMismatchError(
+            f"{str(weights)!r} holds the weights of {arch!r} with classes {list(classes)}, but {CONFIG_NAME} beside "
+            f"it describes {config.arch!r} with classes {list(config.classes)}: the folder mixes two exports (two "
+            "exports into one folder, or files copied in by hand). Export the model again into an empty folder.")
 
 
 def read_bundle(path: str | os.PathLike) -> tuple[BundleConfig, dict[str, torch.Tensor]]:
-    """``(config, state dict)`` of bundle folder `path`."""
-    return read_bundle_config(path), read_bundle_weights(path)
+    """``(config, state dict)`` of bundle folder `path`, the weights checked against the config."""
+    config = read_bundle_config(path)
+    return config, read_bundle_weights(path, config)

@@ -85,6 +85,6 @@ def load_detector(path: str | os.PathLike, config: BundleConfig, *, score_thresh
     """Rebuild the detector of bundle `path` (its `DetectionConfig`, no pre-trained weights) and load it strictly."""
     model, *_ = build_detector(config.arch, len(config.classes), pretrained=False,
                                config=DetectionConfig.from_dict(config.extra["detection"]))
-    load_state_dict_strict(model, read_bundle_weights(path), where=repr(str(Path(path) / WEIGHTS_NAME)),
+    load_state_dict_strict(model, read_bundle_weights(path, config), where=repr(str(Path(path) / WEIGHTS_NAME)),
                            arch=config.arch)
     return DetectionPredictor(model, config, score_threshold=score_threshold, device=device)

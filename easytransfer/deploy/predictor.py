@@ -17,6 +17,7 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from torch import nn
 
+from ..data.arrays import rgb_from_array
 from ..data.images import open_rgb, resample_filter, to_rgb
 from ..data.loaders import labelled_items
 from ..data.sources import candidate_files
@@ -59,7 +60,8 @@ class Predictor:
         self._std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
 
     def preprocess(self, image) -> torch.Tensor:
-        """One image (path, PIL image or HxWx3 uint8 array) as a normalised (3, size, size) tensor."""
+        """One image as a normalised (3, size, size) tensor: a path, a PIL image, or an array / tensor
+        (HxWx3 or a CxHxW tensor; integers in 0..255 or floats in [0, 1], see `rgb_from_array`)."""
         if isinstance(image, (str, os.PathLike)):
             img = open_rgb(image)
         elif isinstance(image, Image.Image):
@@ -67,7 +69,7 @@ class Predictor:
             img, _ = to_rgb(image)
             img = image.copy() if img is image else img  # never change the caller's object
         else:
-            img = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+            img = rgb_from_array(image)
         img = self._resize(PILImage(img), split_idx=1)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         return (x - self._mean) / self._std
@@ -91,7 +93,7 @@ class Predictor:
         return self._probabilities(self.preprocess(im) for im in images)
 
     def predict(self, image):
-        """``(label, probability, probs)`` for one image: a path, a PIL image or an array.
+        """``(label, probability, probs)`` for one image: a path, a PIL image or an array (0..255 or [0, 1]).
 
         `probs` holds every class's probability in vocabulary order (``predictor.vocab``), as fastai's
         ``learn.predict(image)[2]``. Multi-label: ``(labels above the threshold, their probabilities, probs)``.
@@ -241,7 +243,7 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | to
     # built for the size it was trained at: a ViT's position embeddings depend on it
     model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
                            size=config.preprocessing.size, arch_config=config.arch_config)
-    state = read_bundle_weights(path)
+    state = read_bundle_weights(path, config)
     load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
     return Predictor(model, config, threshold=threshold, device=device)
 

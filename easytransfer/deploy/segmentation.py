@@ -152,6 +152,6 @@ def load_segmentation_model(path: str | os.PathLike, config: BundleConfig,
     """Rebuild an exported segmentation model (``pretrained=False``, the bundle's weights loaded strictly)."""
     model, _ = build_segmentation_model(config.arch, len(config.classes), head=config.segmentation.head,
                                         pretrained=False)
-    load_state_dict_strict(model, read_bundle_weights(path), where=repr(str(Path(path) / WEIGHTS_NAME)),
+    load_state_dict_strict(model, read_bundle_weights(path, config), where=repr(str(Path(path) / WEIGHTS_NAME)),
                            arch=config.arch)
     return SegmentationPredictor(model, config, device=device)

@@ -22,7 +22,8 @@ class Diagnosis:
     """The verdict on a training history, the evidence for it and what to do next.
 
     Attributes:
-        verdict: ``"under-fitting"``, ``"over-fitting"``, ``"good fit"`` or ``"too early to tell"``.
+        verdict: ``"under-fitting"``, ``"over-fitting"``, ``"good fit"``, ``"too early to tell"`` or ``"nothing was
+            trained"`` (no epoch recorded a training loss).
         evidence: the figures the verdict rests on, in words.
         advice: next steps, most promising first, each with the call to make.
 
@@ -86,6 +87,11 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
         return Diagnosis("too early to tell", ["No epochs have been trained yet."],
                          ["Train the head first: learn.fit_frozen(3)."])
     records = history.records
+    if not any(_finite(r.train_loss) for r in records):
+        return Diagnosis("nothing was trained", [f"No training loss was recorded in any of the {len(records)} "
+                                                 "epochs: no training batch ran, or every one gave a non-finite loss."],
+                         ["Check that the training set holds at least one batch (bs no larger than the number of "
+                          "training images), then lower the learning rate if the loss is still not finite."])
     last = records[-1]
     fine_tuned = any(r.phase.trains_body for r in records)
     acc_col = _valid_accuracy_column(history)

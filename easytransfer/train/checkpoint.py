@@ -3,7 +3,8 @@
 A checkpoint holds the whole model's weights (also when the head trains on cached features), the optimizer
 state (tensors as safetensors, the rest as JSON in the file's metadata) and a `FitState` -- where the fit
 stands: phase, epochs done of how many, learning rates, warm-up, whether it runs on cached features, monitor,
-best value, history -- so `fit_*(..., resume=True)` can continue the same schedule after an interruption.
+best value, history -- so `fit_*(..., resume=True)` can continue the same schedule after an interruption -- and
+the `ModelIdentity` (architecture and classes) it belongs to, so another run's checkpoint is refused.
 Tensors are written from CPU copies and read onto the device the caller asks for. The metadata carries a
 format version (`CHECKPOINT_FORMAT`); this module is the only one that writes or reads it.
 """
@@ -19,15 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 from fastai.callback.core import Callback
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
 
 from ..errors import EasyTransferError
-from ..files import atomic_write
+from ..files import atomic_write_safetensors, remove_stale_temporaries
 from .history import History, Phase
 
 __all__ = ["BEST_NAME", "CHECKPOINT_FORMAT", "LAST_NAME", "Checkpoint", "CheckpointCallback", "FitState",
-           "read_checkpoint", "restore_optimizer", "save_checkpoint"]
+           "ModelIdentity", "read_checkpoint", "restore_optimizer", "save_checkpoint"]
 
 LAST_NAME = "last.safetensors"
 BEST_NAME = "best.safetensors"
@@ -87,18 +87,48 @@ class FitState:
                    int(meta["done"]), meta.get("best"), History.from_frame(pd.DataFrame(meta["history"])))
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model a checkpoint belongs to: the architecture and the classes, in output order.
+
+    >>> a = ModelIdentity("resnet18", ("cat", "dog"))
+    >>> a.mismatch(ModelIdentity("resnet18", ("ant", "bee")))
+    "classes ['ant', 'bee'], this learner's ['cat', 'dog']"
+    """
+
+    arch: str
+    classes: tuple[str, ...]
+
+    def mismatch(self, other: ModelIdentity) -> str | None:
+        """How `other` (a checkpoint's) differs from this one (``None``: the same model)."""
+        if other.arch != self.arch:
+            return f"architecture {other.arch!r}, this learner's {self.arch!r}"
+        if other.classes != self.classes:
+            return f"classes {list(other.classes)}, this learner's {list(self.classes)}"
+        return None
+
+    def to_json(self) -> dict:
+        return {"arch": self.arch, "classes": list(self.classes)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelIdentity:
+        return cls(str(data["arch"]), tuple(str(c) for c in data["classes"]))
+
+
 def _shown(value):
     return value.name if isinstance(value, Phase) else value
 
 
 @dataclass
 class Checkpoint:
-    """A checkpoint read back: the whole model's state, the optimizer's tensors and metadata, the `FitState`."""
+    """A checkpoint read back: the whole model's state, the optimizer's tensors and metadata, the `FitState`, and
+    the `ModelIdentity` (``None`` in checkpoints written before it was recorded)."""
 
     model_state: dict[str, torch.Tensor]
     optimizer_tensors: dict[str, torch.Tensor]
     optimizer_meta: dict | None
     state: FitState
+    identity: ModelIdentity | None = None
 
 
 def _jsonable(value):
@@ -124,16 +154,19 @@ def _optimizer_tensors(opt) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"scalars": scalars, "hypers": hypers, "n_params": len(sd["state"])}
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, opt, state: FitState) -> Path:
-    """Write the weights, the optimizer state and `state` to `path` atomically (temporary file, then rename).
+def save_checkpoint(path: Path, model: torch.nn.Module, opt, state: FitState,
+                    identity: ModelIdentity | None = None) -> Path:
+    """Write the weights, the optimizer state, `state` and `identity` to `path` atomically (temporary file, rename).
 
     >>> save_checkpoint(Path("runs/last.safetensors"), learn.model, learn.opt, fit_state)  # doctest: +SKIP
     """
     weights = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt) if opt is not None else ({}, None)
     meta = {"format": CHECKPOINT_FORMAT, "fit": state.to_json(), "optimizer": opt_meta}
+    if identity is not None:
+        meta["model"] = identity.to_json()
     tensors, metadata = {**weights, **opt_tensors}, {"easytransfer": json.dumps(meta)}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return atomic_write_safetensors(path, tensors, metadata)
 
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> Checkpoint:
@@ -150,22 +183,48 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     if not path.is_file():
         raise EasyTransferError(f"No checkpoint at {str(path)!r}: nothing to resume.")
     model, opt = {}, {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        meta = json.loads(f.metadata()["easytransfer"])
-        for key in f.keys():
-            (model if key.startswith("model.") else opt)[key.split(".", 1)[1]] = f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = _easytransfer_metadata(path, f.metadata())
+            for key in f.keys():
+                (model if key.startswith("model.") else opt)[key.split(".", 1)[1]] = f.get_tensor(key)
+    except SafetensorError as e:
+        raise EasyTransferError(f"{str(path)!r} is not a readable checkpoint (damaged, or not a safetensors file: "
+                                f"{e}); delete it and run the fit again without resume.") from None
+    except PermissionError as e:
+        raise EasyTransferError(f"The checkpoint {str(path)!r} exists but cannot be read ({e.strerror}); make it "
+                                "readable (chmod) or resume as its owner.") from None
     version = meta.get("format", 1)
-    if version > CHECKPOINT_FORMAT:
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
         raise EasyTransferError(f"The checkpoint {str(path)!r} has format {version}, newer than this easytransfer "
                                 f"reads ({CHECKPOINT_FORMAT}); upgrade easytransfer to resume it.")
-    if version == 1:
-        if meta.get("cached"):
-            raise EasyTransferError(f"The checkpoint {str(path)!r} of a fit on cached features was written by an "
-                                    "older easytransfer and holds the head alone; run the fit again without resume.")
-        state = FitState.from_legacy(meta)
-    else:
-        state = FitState.from_json(meta["fit"])
-    return Checkpoint(model, opt, meta.get("optimizer"), state)
+    if version == 1 and meta.get("cached"):
+        raise EasyTransferError(f"The checkpoint {str(path)!r} of a fit on cached features was written by an "
+                                "older easytransfer and holds the head alone; run the fit again without resume.")
+    try:
+        state = FitState.from_legacy(meta) if version == 1 else FitState.from_json(meta["fit"])
+        identity = ModelIdentity.from_json(meta["model"]) if "model" in meta else None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise EasyTransferError(f"The checkpoint {str(path)!r} has damaged metadata ({type(e).__name__}: {e}); "
+                                "delete it and run the fit again without resume.") from None
+    return Checkpoint(model, opt, meta.get("optimizer"), state, identity)
+
+
+def _easytransfer_metadata(path: Path, metadata: dict | None) -> dict:
+    """The checkpoint's own metadata (JSON under the ``easytransfer`` key), or a clear error."""
+    text = (metadata or {}).get("easytransfer")
+    if text is None:
+        raise EasyTransferError(f"{str(path)!r} is a safetensors file but not an easytransfer checkpoint (it has no "
+                                "easytransfer metadata); point checkpoint_dir at a folder of checkpoints written by a "
+                                "fit, or start without resume.")
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise EasyTransferError(f"The checkpoint {str(path)!r} has damaged metadata (not a JSON object); delete it "
+                                "and run the fit again without resume.")
+    return meta
 
 
 def restore_optimizer(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -189,15 +248,17 @@ class CheckpointCallback(Callback):
 
     order = 59  # after the history row (55) and the best-weights tracker (58)
 
-    def __init__(self, folder: str | os.PathLike, fit_state: FitState):
+    def __init__(self, folder: str | os.PathLike, fit_state: FitState, identity: ModelIdentity | None = None):
         self.folder = Path(folder)
         self.fit_state = fit_state
+        self.identity = identity
         self.monitor = fit_state.monitor
         self.lower_is_better = "loss" in self.monitor or "error" in self.monitor
         self.best = fit_state.best
 
     def before_fit(self):
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.folder)  # left by a fit killed while writing a checkpoint
         names = list(self.learn.recorder.metric_names[1:])
         self.idx = names.index(self.monitor) if self.monitor in names else None
 
@@ -211,6 +272,6 @@ class CheckpointCallback(Callback):
         history = getattr(self.learn, "fit_history", None)
         state = replace(self.fit_state, done=self.fit_state.done + self.epoch + 1, best=self.best,
                         history=History(list(history)) if history is not None else History())
-        save_checkpoint(self.folder / LAST_NAME, self.learn.model, self.learn.opt, state)
+        save_checkpoint(self.folder / LAST_NAME, self.learn.model, self.learn.opt, state, self.identity)
         if improved:
-            save_checkpoint(self.folder / BEST_NAME, self.learn.model, None, state)
+            save_checkpoint(self.folder / BEST_NAME, self.learn.model, None, state, self.identity)

@@ -5,9 +5,12 @@ torchvision model works), computed in eval mode under ``torch.inference_mode`` w
 of every training image is the plain preprocessed image (the validation transforms); views 1..k-1 are drawn with
 the training augmentations. Each epoch draws one view per image.
 
-The features are computed on the learner's device (model and batches there), kept in CPU memory (or a
-memory-mapped file), and the feature DataLoaders yield batches on the learner's device again. The head trains
-on them in a `HeadLoop` (an inner fastai Learner); see `easytransfer.train.head_loop`.
+The features are computed on the learner's device (model and batches there), kept in CPU memory (or, above
+`CACHE_MEMORY_LIMIT`, a memory-mapped file in `feature_cache_dir()`: ``~/.cache/easytransfer/features`` unless
+``EASYTRANSFER_CACHE_DIR`` or ``XDG_CACHE_HOME`` say otherwise; deleted when the cache is, and files left there
+by killed processes are removed when the next one is made), and the feature DataLoaders yield batches on
+the learner's device again. The head trains on them in a `HeadLoop` (an inner fastai Learner); see
+`easytransfer.train.head_loop`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import tempfile
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,10 +31,11 @@ from torch import nn
 
 from ..devices import CPU_FEATURE_BS, feature_batch_size
 from ..errors import EasyTransferError
+from ..files import remove_stale_temporaries
 from ..models.factory import head_dropout
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
-           "cache_key", "compute_feature_cache", "feature_head"]
+           "cache_key", "compute_feature_cache", "feature_cache_dir", "feature_head"]
 
 DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
 FEATURE_BS = CPU_FEATURE_BS  # the CPU value; `feature_batch_size(device)` gives each device's
@@ -166,11 +171,28 @@ def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: 
     return torch.cat(captured).numpy(), torch.cat(targets)
 
 
-def _allocate(shape, cache_dir: str | None):
+def feature_cache_dir() -> Path:
+    """Where memory-mapped feature caches live: ``$EASYTRANSFER_CACHE_DIR/features``, else
+    ``$XDG_CACHE_HOME/easytransfer/features``, else ``~/.cache/easytransfer/features`` (safe to delete when no
+    fit runs).
+
+    >>> feature_cache_dir().name
+    'features'
+    """
+    if os.environ.get("EASYTRANSFER_CACHE_DIR"):
+        return Path(os.environ["EASYTRANSFER_CACHE_DIR"]) / "features"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "easytransfer" / "features"
+
+
+def _allocate(shape, cache_dir: str | os.PathLike | None):
     nbytes = int(np.prod(shape)) * 4
     if nbytes <= CACHE_MEMORY_LIMIT:
         return np.empty(shape, dtype=np.float32), None
-    fd, path = tempfile.mkstemp(prefix="easytransfer-features-", suffix=".f32", dir=cache_dir)
+    folder = Path(cache_dir) if cache_dir is not None else feature_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)  # caches of processes killed before they could delete theirs
+    fd, path = tempfile.mkstemp(prefix=f"features.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape), path
 

@@ -29,12 +29,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
+from ..data.arrays import rgb_from_array
 from ..data.augment import uses_cutmix
 from ..data.images import open_rgb
 from ..data.loaders import ImageData
 from ..deploy.bundle import BundleConfig, Preprocessing, write_bundle
 from ..devices import resolve_device
-from ..errors import EasyTransferError
+from ..errors import DataError, EasyTransferError
 from ..evaluate.diagnosis import Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
 from ..models.factory import ModelSpec, build_model, head_dropout
@@ -50,7 +51,15 @@ from .callbacks import (
     better,
     warmup_cosine,
 )
-from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, FitState, read_checkpoint, restore_optimizer
+from .checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    CheckpointCallback,
+    FitState,
+    ModelIdentity,
+    read_checkpoint,
+    restore_optimizer,
+)
 from .features import (
     DEFAULT_CACHE_VIEWS,
     FeatureCache,
@@ -250,6 +259,7 @@ class TransferLearner(Learner):
         """Fit with warm-up + cosine from `lrs` (one per group); on cached `features` when given, else the images."""
         self._check_fit_args(epochs, monitor, patience)
         self._check_head_trains()
+        self._check_batches()
         start = self._start_candidate(monitor, features) if restore_best and not resume else None
         self.fit_start = start
         self.best_epoch = None
@@ -263,6 +273,9 @@ class TransferLearner(Learner):
             done, best = self._resume(state)
             if done >= epochs:
                 print(f"Nothing to resume: the checkpoint's {phase.name} fit already finished its {epochs} epochs.")
+                if restore_best and best is not None:  # as the finished fit ended: on its best epoch's weights
+                    load_state_dict_strict(self.model, best[1], where=f"checkpoint {str(self.checkpoint_dir)!r}")
+                    self.best_epoch = best[2]
                 return self
             state = replace(state, done=done, best=best[0] if best is not None else None)
         else:
@@ -275,13 +288,24 @@ class TransferLearner(Learner):
         if state.done:
             schedule = _continued(schedule, state.done / epochs)
         if self.checkpoint_dir is not None:
-            fit_cbs.append(CheckpointCallback(self.checkpoint_dir, state))
+            fit_cbs.append(CheckpointCallback(self.checkpoint_dir, state, self.model_identity()))
         all_cbs = [ParamScheduler({"lr": schedule})] + fit_cbs + list(cbs or [])
         if features is None:
             self.fit(epochs - state.done, cbs=all_cbs)
         else:
             self._head_loop(features).fit(epochs - state.done, cbs=all_cbs)
         return self
+
+    def _check_batches(self) -> None:
+        """A fit that would run no training batch (fewer images than the batch size) is an error, not a fit."""
+        train = self.dls.train
+        if len(train) == 0:
+            raise DataError(f"The training DataLoader has no batch: {len(train.dataset)} training images with "
+                            f"bs={train.bs} (the last incomplete batch is dropped). Use a batch size of at most "
+                            f"{len(train.dataset)}, or add images.")
+        if len(self.dls.valid.dataset) == 0:
+            raise DataError("The validation set is empty, so no epoch can be scored; add images or give a "
+                            "validation split.")
 
     def _start_candidate(self, monitor: str, features: FeatureCache | None) -> tuple[float, int] | None:
         """``(monitor value, history row)`` of the weights a fit starts from, when they were trained here.
@@ -299,6 +323,11 @@ class TransferLearner(Learner):
         if self.checkpoint_dir is None:
             raise EasyTransferError("resume=True needs a checkpoint folder: transfer_learner(..., checkpoint_dir=...).")
         last = read_checkpoint(Path(self.checkpoint_dir) / LAST_NAME, device=self.device)
+        other_model = self.model_identity().mismatch(last.identity) if last.identity is not None else None
+        if other_model is not None:
+            raise EasyTransferError(f"The checkpoint in {str(self.checkpoint_dir)!r} belongs to another model "
+                                    f"({other_model}); resume with the same architecture and data, or give another "
+                                    "checkpoint_dir.")
         other = state.same_fit(last.state)
         if other is not None:
             raise EasyTransferError(f"The checkpoint in {str(self.checkpoint_dir)!r} is of another fit "
@@ -740,8 +769,8 @@ class TransferLearner(Learner):
         """
         if isinstance(item, (str, os.PathLike)):
             item = PILImage.create(open_rgb(item))
-        elif isinstance(item, np.ndarray):
-            item = PILImage.create(np.asarray(item, dtype=np.uint8))
+        elif isinstance(item, (np.ndarray, torch.Tensor)):
+            item = PILImage.create(rgb_from_array(item))
         elif isinstance(item, Image.Image) and not isinstance(item, PILImage):
             item = PILImage.create(item.convert("RGB"))
         return super().predict(item, rm_type_tfms=rm_type_tfms, with_input=with_input)
@@ -772,6 +801,11 @@ class TransferLearner(Learner):
         from ..evaluate.html_report import save_report
 
         return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
+
+    def model_identity(self) -> ModelIdentity:
+        """The architecture and classes this learner's checkpoints record (what `export` writes)."""
+        config = self.bundle_config()
+        return ModelIdentity(config.arch, config.classes)
 
     def bundle_config(self) -> BundleConfig:
         """What `export` writes beside the weights: architecture, classes, head and preprocessing."""
