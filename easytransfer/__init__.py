@@ -14,6 +14,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     import fastai.layers  # noqa: F401
 
+from fastai.torch_core import set_seed as set_seed  # seeds Python, numpy and torch: `transfer_learner(seed=)`
+
 from .data.detection import DetectionData as DetectionData
 from .data.loaders import ImageData as ImageData
 from .data.segmentation import SegmentationData as SegmentationData
