@@ -172,7 +172,7 @@ def train_batches_name(records) -> str:
     cached = [r.on_features for r in records]
     if cached and all(cached):
         return "cached features of the plain images"
-    return "training batches" if any(cached) else "augmented batches"
+    return "augmented batches; cached features when frozen" if any(cached) else "augmented batches"
 
 
 def _num(x) -> float | None:
