@@ -70,10 +70,10 @@ def test_evaluate_checks_the_layout_before_inference(run, monkeypatch, capsys):
 
 def _history(valid_losses, train_acc, valid_acc, kind=PhaseKind.DISCRIMINATIVE, on_features=False):
     history = History()
+    cached = {"on_features": True} if on_features else {}
     for i, loss in enumerate(valid_losses):
         history.append(EpochRecord(Phase(kind), i, train_loss=1.0 / (i + 1), valid_loss=loss,
-                                   metrics={"accuracy": valid_acc}, train_accuracy=train_acc,
-                                   on_features=on_features))
+                                   metrics={"accuracy": valid_acc}, train_accuracy=train_acc, **cached))
     return history
 
 
