@@ -19,6 +19,7 @@ from .version import __version__ as __version__
 
 # public name -> the module that defines it
 PUBLIC_NAMES = {
+    "set_seed": "fastai.torch_core",
     "DetectionData": ".data.detection",
     "ImageData": ".data.loaders",
     "SegmentationData": ".data.segmentation",
@@ -67,7 +68,7 @@ def __getattr__(name: str):
     """Import a public name's module on first use (``easytransfer.ImageData``, ``from easytransfer import X``);
     sub-packages too (``easytransfer.models.block_layer_groups`` after ``import easytransfer``)."""
     if name in PUBLIC_NAMES:
-        value = getattr(importlib.import_module(PUBLIC_NAMES[name], __name__), name)
+        value = getattr(importlib.import_module(PUBLIC_NAMES[name], __name__), name)  # absolute names too
     elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         value = importlib.import_module(f".{name}", __name__)
     else:
@@ -81,6 +82,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from fastai.torch_core import set_seed as set_seed  # seeds Python, numpy and torch: `transfer_learner(seed=)`
+
     from .data.detection import DetectionData as DetectionData
     from .data.loaders import ImageData as ImageData
     from .data.segmentation import SegmentationData as SegmentationData

@@ -18,7 +18,7 @@ class UnknownModelError(EasyTransferError, ValueError):
 
     def __init__(self, name: str, close_matches: Sequence[str] = ()):
         self.name = name
-        self.close_matches = list(close_matches)
+        self.close_matches = list(dict.fromkeys(close_matches))  # each name once, best first
         hint = f" Closest known names: {', '.join(self.close_matches)}." if self.close_matches else ""
         super().__init__(
             f"Unknown architecture {name!r}.{hint} "
@@ -32,6 +32,7 @@ class WeightsUnavailableError(EasyTransferError, RuntimeError):
     def __init__(self, arch: str, tried: Sequence[tuple[str, str]], fix: str | None = None):
         self.arch = arch
         self.tried = list(tried)
+        self.fix = fix
         lines = "\n".join(f"  - {source}: {reason}" for source, reason in self.tried)
         if fix is None:  # a source with another way out (open_clip's local folders) says so in `fix`
             fix = (f"pass a local file, e.g. transfer_learner(dls, {arch!r}, weights='path/to/weights.safetensors') "
@@ -49,6 +50,15 @@ class WeightsMismatchError(EasyTransferError, ValueError):
 
 class DataError(EasyTransferError, ValueError):
     """Input data that cannot be turned into DataLoaders (no images, one class, bad columns ...)."""
+
+
+class MissingColumnError(DataError):
+    """A table without the file, label or validation column it was told to read."""
+
+    def __init__(self, column: str, source: str, columns: Sequence[str]):
+        self.column, self.source, self.columns = column, source, list(columns)
+        super().__init__(f"Column {column!r} is not in {source}; its columns are {self.columns}. "
+                         "Pass fn_col=, label_col= (and valid_col=) with the right names.")
 
 
 class DataWarning(UserWarning):

@@ -172,7 +172,7 @@ def test_fit_history_is_typed_and_history_is_the_same_table(learn):
     assert History.from_frame(table).to_frame().equals(table)  # a saved table reads back to the same records
     for source in (learn.fit_history, table):
         assert [line.get_label() for line in plot_history(source).axes[1].get_lines()] == [
-            "train accuracy (augmented batches)", "valid accuracy"]
+            "train accuracy (augmented batches; cached features when frozen)", "valid accuracy"]
 
 
 def test_a_frozen_fit_after_fine_tuning_leaves_the_body_alone(learn):

@@ -67,7 +67,7 @@ def run_demo(
 
     interp = learn.interpret(learn.dls.labelled_dl(test))
     print(f"\n3) held-out test set ({len(test)} images): per-class precision, recall, F1, support")
-    interp.report()
+    print(interp.report())
     interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
     learn.history.to_csv(out / "history.csv", index=False)
     learn.plot_history().savefig(out / "history.png", dpi=100)

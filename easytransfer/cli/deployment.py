@@ -131,25 +131,12 @@ def _evaluate(args) -> None:
 
 
 def _evaluate_classifier(predictor, folder: Path) -> None:
-    from ..data.sources import class_folder_items
-    from ..evaluate.metrics import per_class_report
-
+    """The per-class table and the accuracy on a folder of class sub-folders (the layout is checked first)."""
     if not folder.is_dir():
         raise DataError(f"Data folder {str(folder)!r} does not exist or is not a folder.")
-    items = class_folder_items(folder, "test", [])
-    unseen = sorted(set(items["label"]) - set(predictor.vocab))
-    if unseen:
-        raise DataError(f"Labels {unseen} in {str(folder)!r} are not classes of the model ({predictor.vocab}).")
-    table = predictor.predict_folder(folder)
-    table = table.merge(items[["path", "label"]].rename(columns={"label": "actual"}), on="path", how="inner")
-    table = table[table["error"].isna()]
-    if table.empty:
-        raise DataError(f"No readable images with a class sub-folder in {str(folder)!r}.")
-    index = {c: i for i, c in enumerate(predictor.vocab)}
-    report = per_class_report(table["actual"].map(index).to_numpy(), table["label"].map(index).to_numpy(),
-                              predictor.vocab)
-    print(report.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"accuracy: {(table['actual'] == table['label']).mean():.4f} on {len(table)} images")
+    interp = predictor.interpret(folder)  # the layout and the files are checked before any inference
+    print(interp.per_class().to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"accuracy: {interp.accuracy:.4f} on {len(interp.targs)} images")
 
 
 def _image_files(raw_paths) -> list[tuple[Path, Path]]:

@@ -13,6 +13,7 @@ import sys
 from ..errors import EasyTransferError
 from . import catalog, deployment, training
 from .allocator import reexec_with_jemalloc
+from .messages import cli_message
 
 __all__ = ["COMMANDS", "GROUPS", "build_parser", "main"]
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except (EasyTransferError, OSError, ValueError, ImportError) as exc:
-        print(f"easytransfer: error: {exc}", file=sys.stderr)
+        print(f"easytransfer: error: {cli_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("easytransfer: interrupted", file=sys.stderr)

@@ -31,7 +31,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="classification (default), segmentation (--masks) or detection (--annotations)")
     p.add_argument("--arch", default="efficientnet_lite0", help="architecture (default efficientnet_lite0)")
     p.add_argument("--valid-pct", type=float, default=0.2, help="validation share per class (default 0.2)")
+    p.add_argument("--test-pct", type=float, default=0.0,
+                   help="classification: share of each class held out as a test set, scored after training "
+                   "(default 0: none)")
     p.add_argument("--seed", type=int, default=42, help="seed of the split and the training (default 42)")
+    p.add_argument("--fn-col", default="path", help="CSV data: the column of image files (default path)")
+    p.add_argument("--label-col", default="label", help="CSV data: the column of labels (default label)")
     p.add_argument("--bs", type=positive_int, default=None,
                    help=f"batch size (default 16; segmentation 8, detection {DEFAULT_DETECTION_BS})")
     p.add_argument("--size", type=positive_int, default=None,
@@ -76,6 +81,9 @@ def add_parsers(commands) -> None:
                        "checkpoints go to OUT/checkpoints until the model is exported")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its checkpoints (same data and arguments)")
+    train.add_argument("--test", default=None, metavar="DIR",
+                       help="classification: a folder of class sub-folders held out for testing; scored after "
+                       "training (instead of --test-pct)")
 
     lr_find = commands.add_parser("lr-find", help="sweep the learning rate and print the suggestions",
                                   description="Run the LR finder on DATA (body frozen unless --unfrozen) and print "
@@ -177,11 +185,13 @@ def _learner(args):
     from ..train.learner import transfer_learner
 
     data = Path(args.data)
+    if args.test_pct:
+        common["test_pct"] = args.test_pct
     if data.suffix.lower() == ".csv":
-        dls = ImageData.from_csv(data, **common)
+        dls = ImageData.from_csv(data, fn_col=args.fn_col, label_col=args.label_col, **common)
     else:
         dls = ImageData.from_folder(data, **common)
-    return transfer_learner(dls, args.arch, **pretrained)
+    return transfer_learner(dls, args.arch, seed=args.seed, **pretrained)
 
 
 def _fit(learn, args, checkpoints: Path) -> None:
@@ -210,6 +220,14 @@ def _checkpoint_folder(args, out: Path) -> Path:
     return checkpoints
 
 
+def _bars_on_a_terminal(learn):
+    """fastai's epoch bars only when standard output is a terminal: piped or redirected output stays clean."""
+    import contextlib
+    import sys
+
+    return contextlib.nullcontext() if sys.stdout.isatty() else learn.no_bar()
+
+
 def _write_history(learn, out: Path) -> None:
     learn.history.to_csv(out / "history.csv", index=False)
     if len(learn.history):
@@ -224,30 +242,65 @@ def _train(args) -> None:
     out = output_folder(args.out, "--out") if args.out else Path("easytransfer_runs") / time.strftime(
         "train-%Y%m%d-%H%M%S")
     checkpoints = _checkpoint_folder(args, out)
+    _check_test_flags(args)
+    if args.test and not Path(args.test).is_dir():
+        raise EasyTransferError(f"--test {args.test!r} is not a folder; give a folder of class sub-folders.")
     learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     n_valid = len(learn.dls.valid.dataset)
     print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
           f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
-    try:
-        _fit(learn, args, checkpoints)
-    except KeyboardInterrupt:
-        print(f"Interrupted; the finished epochs are checkpointed in {checkpoints}. Continue with the same "
-              f"command and --resume --out {out}", file=sys.stderr)
-        raise
-    learn.export(out / "model")
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle is the result; the checkpoints only served a resume
-    _write_history(learn, out)
-    if args.task != "classification":
-        _finish_dense(learn, args, out)
-        return
+    with _bars_on_a_terminal(learn):
+        try:
+            _fit(learn, args, checkpoints)
+        except KeyboardInterrupt:
+            print(f"Interrupted; the finished epochs are checkpointed in {checkpoints}. Continue with the same "
+                  f"command and --resume --out {out}", file=sys.stderr)
+            raise
+        learn.export(out / "model")
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle is the result; the checkpoints only served a resume
+        _write_history(learn, out)
+        if args.task != "classification":
+            _finish_dense(learn, args, out)
+            return
+        _finish_classifier(learn, args, out)
+
+
+def _finish_classifier(learn, args, out: Path) -> None:
+    """The validation (and test) tables, the diagnosis, the confusion matrix and the report."""
     interp = learn.interpret()
-    interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
-    learn.save_report(out / "report.html", interp=interp)
-    interp.report()
+    test = _test_interpretation(learn, args)  # the report shows the test set when there is one
+    shown = test if test is not None else interp
+    shown.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
+    learn.save_report(out / "report.html", interp=shown)
+    print(interp.report())
     print(learn.diagnose())
     print(f"written to {out.resolve()} (model/, history.csv, history.png, confusion_matrix.png, report.html)")
     print(f"valid accuracy: {interp.accuracy:.4f}")
+    if test is not None:
+        print(f"test set ({len(test.targs)} images, never trained on):")
+        print(test.report())
+        print(f"test accuracy: {test.accuracy:.4f}")
+
+
+def _check_test_flags(args) -> None:
+    """--test and --test-pct are for classifiers, and one at a time."""
+    if (args.test or args.test_pct) and args.task != "classification":
+        raise EasyTransferError("--test and --test-pct are for --task classification; segmentation and detection "
+                                "read a test/ folder beside train/ and valid/.")
+    if args.test and args.test_pct:
+        raise EasyTransferError("Give one test set: --test DIR (a folder of class sub-folders) or --test-pct "
+                                f"(a share of DATA), not both (got --test {args.test!r} and --test-pct "
+                                f"{args.test_pct}).")
+
+
+def _test_interpretation(learn, args):
+    """The interpretation of the held-out test set (--test DIR, --test-pct or DATA's test/ folder), or None."""
+    if args.test:
+        return learn.interpret(args.test)
+    if learn.dls.recipe.test_items is not None:
+        return learn.interpret(learn.dls.labelled_dl())
+    return None
 
 
 def _finish_dense(learn, args, out: Path) -> None:
@@ -273,7 +326,8 @@ def _lr_find(args) -> None:
     learn = _learner(args)
     if args.unfrozen:
         learn.unfreeze()
-    result = learn.lr_find(num_it=args.num_it)
+    with _bars_on_a_terminal(learn):
+        result = learn.lr_find(num_it=args.num_it)
     for name, value in result.suggestions.items():
         print(f"{name}: {value:.2e}")
     if args.plot:

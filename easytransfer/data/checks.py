@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastprogress.fastprogress import progress_bar
 from PIL import Image, UnidentifiedImageError
 
+from ..progress import progress_bar
 from .images import to_rgb
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FileCheck", "check_files", "check_image_file", "check_items"]
@@ -111,8 +111,7 @@ def check_files(paths, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: check_image_file(p, max_pixels), paths, chunksize=16)
         if show:
-            results = progress_bar(results, total=len(paths))
-            results.comment = "checking image files"
+            results = progress_bar(results, total=len(paths), comment="checking image files")
         return list(results)
 
 

@@ -27,7 +27,7 @@ from .checks import DEFAULT_MAX_PIXELS, check_items
 from .images import ImageBlockRGB, resample_filter
 from .options import BALANCE_MODES, DEFAULT_BS, LoaderOptions
 from .report import IMBALANCE_RATIO, DataReport, class_counts, warn_data
-from .sources import FoundItems, class_folder_items, folder_items
+from .sources import FoundItems, class_folder_items, folder_items, require_class_folders
 from .split import stratified_split
 from .tables import table_items
 
@@ -160,6 +160,7 @@ class ImageData(DataLoaders):
         path: str | os.PathLike,
         *,
         valid_pct: float = 0.2,
+        test_pct: float = 0.0,
         seed: int = 42,
         bs: int = DEFAULT_BS,
         size: int | None = None,
@@ -181,6 +182,9 @@ class ImageData(DataLoaders):
         Args:
             path: the folder.
             valid_pct: share of each class held out for validation (class sub-folder layout only).
+            test_pct: share of each class held out as a test set that training never sees (class sub-folder
+                layout only; default 0, none): ``learn.evaluate()`` scores it. With ``valid_pct=0.2, test_pct=0.2``
+                60% of each class trains.
             seed: seed of the split, so that it is the same every run.
             bs: batch size.
             size: image side; by default the chosen model's input size (224 until a model is chosen).
@@ -200,9 +204,9 @@ class ImageData(DataLoaders):
         >>> len(dls.train_ds), len(dls.valid_ds)
         (9, 3)
         """
-        options = LoaderOptions(valid_pct=valid_pct, seed=seed, bs=bs, size=size, aug=aug, balance=balance,
-                                item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
-                                num_workers=num_workers, device=device)
+        options = LoaderOptions(valid_pct=valid_pct, test_pct=test_pct, seed=seed, bs=bs, size=size, aug=aug,
+                                balance=balance, item_tfms=item_tfms, batch_tfms=batch_tfms, check=check,
+                                max_pixels=max_pixels, num_workers=num_workers, device=device)
         return cls._build(folder_items(path), options)
 
     @classmethod
@@ -215,6 +219,7 @@ class ImageData(DataLoaders):
         label_col: str = "label",
         valid_col: str | None = None,
         valid_pct: float = 0.2,
+        test_pct: float = 0.0,
         seed: int = 42,
         label_delim: str | None = None,
         bs: int = DEFAULT_BS,
@@ -241,6 +246,7 @@ class ImageData(DataLoaders):
             fn_col, label_col: names of the file and label columns.
             valid_col: optional boolean column marking validation rows; otherwise a stratified
                 `valid_pct` split with `seed`.
+            test_pct: share of each class held out as a test set (rows without a split of their own; default 0).
             label_delim: separator for multi-label labels (``"cat dog"`` with ``" "``).
             Other arguments as in `from_folder`.
 
@@ -250,9 +256,10 @@ class ImageData(DataLoaders):
         >>> dls.report.counts["valid"].to_dict()
         {'global': 1, 'local': 1, 'nominal': 1}
         """
-        options = LoaderOptions(valid_pct=valid_pct, seed=seed, bs=bs, size=size, aug=aug, balance=balance,
-                                item_tfms=item_tfms, batch_tfms=batch_tfms, check=check, max_pixels=max_pixels,
-                                num_workers=num_workers, device=device, label_delim=label_delim)
+        options = LoaderOptions(valid_pct=valid_pct, test_pct=test_pct, seed=seed, bs=bs, size=size, aug=aug,
+                                balance=balance, item_tfms=item_tfms, batch_tfms=batch_tfms, check=check,
+                                max_pixels=max_pixels, num_workers=num_workers, device=device,
+                                label_delim=label_delim)
         found = table_items(df, folder, fn_col=fn_col, label_col=label_col, valid_col=valid_col,
                             label_delim=label_delim)
         return cls._build(found, options)
@@ -359,6 +366,7 @@ def labelled_items(items, labels: Sequence[str] | None = None) -> pd.DataFrame:
         folder = Path(items).expanduser()
         if not folder.is_dir():
             raise DataError(f"Test folder {str(folder)!r} does not exist or is not a folder.")
+        require_class_folders(folder)
         messages: list[str] = []
         found = class_folder_items(folder, "test", messages)
         items, excluded, _ = check_items(found, check=True, max_pixels=DEFAULT_MAX_PIXELS)
@@ -404,16 +412,28 @@ def _checked_items(found: FoundItems, options: LoaderOptions) -> tuple[pd.DataFr
 
 
 def _assign_splits(kept: pd.DataFrame, options: LoaderOptions) -> pd.DataFrame:
-    """Rows without a split from their source go to train or valid: stratified for single-label data."""
+    """Rows without a split from their source go to test (`test_pct`), valid or train: stratified for single-label
+    data, with `split_train_valid_test`'s shares and seeds."""
     unsplit = kept["split"].isna()
+    if unsplit.any() and options.test_pct > 0:
+        is_test = _held_out(kept.loc[unsplit, "label"], options.test_pct, options.seed, options.label_delim)
+        kept.loc[kept.index[unsplit.to_numpy()][is_test], "split"] = "test"
+        unsplit = kept["split"].isna()
+        valid_share = options.valid_pct / (1 - options.test_pct)
+        seed = options.seed + 1
+    else:
+        valid_share, seed = options.valid_pct, options.seed
     if unsplit.any():
-        labels = kept.loc[unsplit, "label"]
-        if options.label_delim is None:
-            mask = stratified_split(labels, options.valid_pct, options.seed)
-        else:
-            mask = np.random.default_rng(options.seed).random(len(labels)) < options.valid_pct
+        mask = _held_out(kept.loc[unsplit, "label"], valid_share, seed, options.label_delim)
         kept.loc[unsplit, "split"] = np.where(mask, "valid", "train")
     return kept
+
+
+def _held_out(labels: pd.Series, share: float, seed: int, label_delim: str | None) -> np.ndarray:
+    """A boolean mask of about `share` of the rows: stratified per class, random for multi-label rows."""
+    if label_delim is None:
+        return stratified_split(labels, share, seed)
+    return np.random.default_rng(seed).random(len(labels)) < share
 
 
 def _require_usable(items: pd.DataFrame, source: str, n_candidates: int) -> None:

@@ -34,6 +34,8 @@ class LoaderOptions:
 
     Attributes:
         valid_pct: share of each class held out for validation when the source has no split of its own.
+        test_pct: share of each class held out as a test set (``learn.evaluate()``) when the source has no split of
+            its own; 0 for none (default). Taken first, then `valid_pct` of the whole for validation.
         seed: seed of that split.
         bs: batch size.
         size: image side, ``None`` for the model's input size (224 until a model is chosen).
@@ -67,6 +69,7 @@ class LoaderOptions:
     num_workers: int = 0
     device: Any = None
     label_delim: str | None = None
+    test_pct: float = 0.0
 
     def __post_init__(self):
         # frozen: normalise the transforms through object.__setattr__, once, here
@@ -89,6 +92,9 @@ class LoaderOptions:
             out.append("label_delim='' cannot split labels; pass the separator (e.g. ' ') or None for single-label.")
         if not 0 < self.valid_pct < 1:
             out.append(f"valid_pct must be between 0 and 1 (e.g. 0.2), got {self.valid_pct}")
+        if not 0 <= self.test_pct < 1 or self.valid_pct + self.test_pct >= 1:
+            out.append(f"test_pct must be 0 (no test split) or between 0 and 1 with valid_pct + test_pct below 1 "
+                       f"(e.g. valid_pct=0.2, test_pct=0.2), got test_pct={self.test_pct}, valid_pct={self.valid_pct}")
         if self.bs < 1:
             out.append(f"bs (batch size) must be at least 1, got {self.bs}")
         if self.size is not None and self.size < 1:

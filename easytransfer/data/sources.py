@@ -13,7 +13,7 @@ from ..errors import DataError
 from .report import warn_data
 
 __all__ = ["VALID_NAMES", "FoundItems", "candidate_files", "class_folder_items", "find_split_folder", "folder_items",
-           "resolved"]
+           "require_class_folders", "resolved"]
 
 VALID_NAMES = ("valid", "val", "validation")
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
@@ -89,6 +89,29 @@ def class_folder_items(folder: Path, split: str | None, messages: list[str]) -> 
     return pd.DataFrame(rows, columns=["path", "label", "split"])
 
 
+def require_class_folders(folder: Path) -> None:
+    """A `DataError` unless `folder` has at least one class sub-folder; says so when its images lie loose in it.
+
+    Called before anything is predicted, so a wrong layout fails in a second, not after an inference pass.
+
+    >>> import tempfile; root = Path(tempfile.mkdtemp()); (root / "1.jpg").write_bytes(b"")
+    0
+    >>> require_class_folders(root)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    easytransfer.errors.DataError: The 1 file(s) in '...' lie loose, without class folders: ...
+    """
+    if any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
+        return
+    loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if loose:
+        raise DataError(f"The {len(loose)} file(s) in {str(folder)!r} lie loose, without class folders: put each "
+                        f"class's images in a sub-folder named after the class ({str(folder / 'cat' / '1.jpg')!r}, "
+                        f"{str(folder / 'dog' / '2.jpg')!r}).")
+    raise DataError(f"No images found in {str(folder)!r}: it has no class sub-folders (e.g. "
+                    f"{str(folder / 'cat' / '1.jpg')!r}, {str(folder / 'dog' / '2.jpg')!r}).")
+
+
 def find_split_folder(path: Path, names: Sequence[str]) -> Path | None:
     """The first sub-folder of `path` named one of `names`, or ``None``."""
     for name in names:
@@ -141,5 +164,6 @@ def folder_items(path: str | os.PathLike) -> FoundItems:
             parts.append(class_folder_items(test_dir, "test", messages))
         items = pd.concat(parts, ignore_index=True)
     else:
+        require_class_folders(path)
         items = class_folder_items(path, None, messages)
     return FoundItems(items=items, source=repr(str(path)), messages=messages)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, MissingColumnError
 from .paths import resolve_paths
 from .report import warn_data
 from .sources import FoundItems
@@ -20,8 +20,7 @@ __all__ = ["table_items"]
 def _require_columns(df: pd.DataFrame, columns: Sequence[str], source: str) -> None:
     for col in columns:
         if col not in df.columns:
-            raise DataError(f"Column {col!r} is not in {source}; its columns are {list(df.columns)}. "
-                            f"Pass fn_col=, label_col= (and valid_col=) with the right names.")
+            raise MissingColumnError(col, source, df.columns)
     if len(df) == 0:
         raise DataError(f"{source} has no rows.")
 

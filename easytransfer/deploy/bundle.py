@@ -268,6 +268,9 @@ def read_bundle_config(path: str | os.PathLike) -> BundleConfig:
         if not folder.is_dir():
             raise EasyTransferError(f"Model bundle {str(folder)!r} does not exist.")
         config_path = folder / CONFIG_NAME
+        if not config_path.is_file() and (folder / "model" / CONFIG_NAME).is_file():
+            raise EasyTransferError(f"{str(folder)!r} is a training run's folder; its model bundle is "
+                                    f"{str(folder / 'model')!r}: give that folder.")
         if not config_path.is_file():
             if not os.access(folder, os.R_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied", str(folder))

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.core import PILImage
-from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from torch import nn
 
@@ -28,6 +27,7 @@ from ..models.factory import build_model
 from ..models.heads import HeadConfig
 from ..models.weights import load_state_dict_strict
 from ..models.zero_shot import zero_shot_model
+from ..progress import progress_bar
 from .bundle import WEIGHTS_NAME, BundleConfig, Preprocessing, read_bundle_config, read_bundle_weights, write_bundle
 
 __all__ = ["DEFAULT_ZERO_SHOT_ARCH", "Predictor", "load_model", "zero_shot_classifier"]
@@ -115,7 +115,7 @@ class Predictor:
             path: a folder (searched recursively) or one image file.
             bs: images per forward pass (default `predict_batch_size`: 8 on the CPU, 64 on CUDA).
             csv: also write the table to this CSV file.
-            progress: show a progress bar.
+            progress: show a progress bar (in a notebook, or on standard error in a terminal; `progress_bar`).
         """
         bs = bs or predict_batch_size(self.device)
         root = Path(path)
@@ -123,7 +123,7 @@ class Predictor:
         rows = []
         batches = [files[i:i + bs] for i in range(0, len(files), bs)]
         # decoding in a second thread while torch runs measured slower on 2 cores (they fight for them)
-        for batch in progress_bar(batches, leave=False) if progress and batches else batches:
+        for batch in progress_bar(batches, enabled=progress):
             rows.extend(self._predict_loaded(self._load_batch(batch)))
         columns = ["path", "label", "probability"] + [f"p_{c}" for c in self.vocab] + ["error"]
         table = pd.DataFrame(rows, columns=columns)
@@ -163,7 +163,7 @@ class Predictor:
         paths = items["path"].tolist()
         batches = [paths[i:i + bs] for i in range(0, len(paths), bs)]
         logits = torch.cat([self._logits(self.preprocess(p) for p in batch)
-                            for batch in (progress_bar(batches, leave=False) if progress else batches)])
+                            for batch in progress_bar(batches, enabled=progress)])
         losses = F.cross_entropy(logits, targs, reduction="none")
         return Interpretation.from_probabilities(logits.softmax(dim=1), targs, self.vocab, items=items, losses=losses)
 

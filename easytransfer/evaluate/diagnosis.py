@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..train.history import FineTuneChoice, History, as_history
+from ..train.history import FineTuneChoice, History, as_history, train_batches_name
 
 __all__ = ["Diagnosis", "diagnose"]
 
 UNDERFIT_TRAIN_ACCURACY = 0.9  # below this the model has not learnt its own training images
 OVERFIT_GAP = 0.10  # train accuracy this far above valid accuracy
 VALID_LOSS_RISE = 0.10  # the last valid loss 10% above the best one while the train loss kept falling
+EARLY_BEST_EPOCHS = 2  # the best valid loss this many epochs or more before the last: the later ones over-fit
 
 
 @dataclass
@@ -22,8 +23,9 @@ class Diagnosis:
     """The verdict on a training history, the evidence for it and what to do next.
 
     Attributes:
-        verdict: ``"under-fitting"``, ``"over-fitting"``, ``"good fit"``, ``"too early to tell"`` or ``"nothing was
-            trained"`` (no epoch recorded a training loss).
+        verdict: ``"under-fitting"``, ``"over-fitting"``, ``"good fit"``, ``"a gap of N points, still improving"``
+            (train accuracy well above valid accuracy while the valid loss still falls: not over-fitting yet),
+            ``"too early to tell"`` or ``"nothing was trained"`` (no epoch recorded a training loss).
         evidence: the figures the verdict rests on, in words.
         advice: next steps, most promising first, each with the call to make.
 
@@ -63,9 +65,11 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
     """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
 
     Rules (thresholds are module constants): over-fitting when the last validation loss is 10% above its best
-    while the training loss kept falling; under-fitting when the accuracy on the training batches of the last
-    epoch is below 90%; over-fitting when it is more than 10 points above the validation accuracy; otherwise a
-    good fit.
+    while the training loss kept falling, or when the best validation loss came `EARLY_BEST_EPOCHS` or more
+    epochs before the last; under-fitting when the accuracy on the training batches of the last epoch is below
+    90%; when it is more than 10 points above the validation accuracy while the validation loss still improves,
+    "a gap of N points, still improving" (a gap alone is not over-fitting); otherwise a good fit. Advice about
+    augmentation is left out when only the head trained on cached features (augmentation cannot change them).
 
     Fine-tuning advice depends on whether any phase trained the body (`Phase.trains_body`): a frozen fit, a
     logistic probe and stage 0 of a gradual fit trained the head alone.
@@ -99,7 +103,7 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
     valid_acc = last.metrics.get(acc_col) if acc_col else None
     evidence = []
     if _finite(train_acc):
-        evidence.append(f"train accuracy {train_acc:.1%} in the last epoch (on augmented batches)")
+        evidence.append(f"train accuracy {train_acc:.1%} in the last epoch (on {train_batches_name([last])})")
     if _finite(valid_acc):
         evidence.append(f"valid {acc_col} {valid_acc:.1%}")
     evidence.append(f"train loss {last.train_loss:.4f}, valid loss {last.valid_loss:.4f} "
@@ -119,12 +123,21 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
     gap = train_acc - valid_acc if _finite(train_acc) and _finite(valid_acc) else None
 
     best_before_last = best < len(history) - 1
-    if rising:
-        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last, task)
+    early_best = best <= len(history) - 1 - EARLY_BEST_EPOCHS
+    if early_best and not rising:
+        evidence.append(f"the valid loss was lowest at epoch {best} ({best_loss:.4f}), {len(history) - 1 - best} "
+                        "epochs before the last, and has not improved since")
+    augmentable = fine_tuned or not all(r.on_features for r in records)  # cached features ignore augmentation
+    if rising or early_best:
+        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last, task, augmentable)
     elif _finite(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
         verdict, advice = "under-fitting", _underfit_advice(fine_tuned, still_falling, frozen_body_groups)
     elif gap is not None and gap > OVERFIT_GAP:
-        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last, task)
+        verdict = f"a gap of {gap * 100:.0f} points, still improving"
+        evidence.append(f"train accuracy is {gap * 100:.0f} points above valid {acc_col}, but the valid loss is "
+                        f"at its lowest in epoch {best}{' (the last)' if not best_before_last else ''}: not "
+                        "over-fitting (yet)")
+        advice = _good_fit_advice(fine_tuned, still_falling, task)
     else:
         verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling, task)
     if restored_epoch is not None and restored_epoch != len(history) - 1:
@@ -160,12 +173,16 @@ def _underfit_advice(fine_tuned: bool, still_falling: bool, frozen_body_groups: 
     return advice
 
 
-def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool, task: str = "classification") -> list[str]:
+def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool, task: str = "classification",
+                    augmentable: bool = True) -> list[str]:
     advice = []
     if fine_tuned:
         advice.append("Fine-tune less: unfreeze fewer groups (learn.unfreeze(1)), lower lr_max, or keep "
                       "feature extraction (fit_frozen) when the data set is small.")
-    if task == "classification":
+    if not augmentable:  # the head trained on cached features of the plain images: augmentation changes nothing
+        advice.append("More weight decay (transfer_learner(..., wd=0.1)) or dropout on the head (dropout=0.3); "
+                      "or fine-tune, where augmentation starts to help (the cached features are not augmented).")
+    elif task == "classification":
         advice.append("Stronger augmentation: ImageData.from_folder(..., aug='strong') (adds rotation, colour "
                       "jitter and CutMix), or transfer_learner(..., mix='mixup').")
         advice.append("More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).")

@@ -144,7 +144,10 @@ def _history_section(learn) -> str:
     history = learn.fit_history
     if len(history) == 0:
         return '<p class="muted">No training yet.</p>'
-    return _figure_html(plot_history(history), "training history") + _table_html(history.to_frame())
+    table = history.to_frame()
+    for column in [c for c in table.columns if c.startswith("lr_")]:  # 3.0e-05, not 0.0000
+        table[column] = table[column].map(lambda v: f"{v:.1e}")
+    return _figure_html(plot_history(history), "training history") + _table_html(table)
 
 
 def _lr_section(learn) -> str:
@@ -165,8 +168,14 @@ def _classification_sections(interp: Interpretation, top_k: int) -> dict[str, st
         "confusion-matrix": _figure_html(interp.plot_confusion_matrix(), "confusion matrix")
         + _figure_html(interp.plot_confusion_matrix(normalize=True), "row-normalised confusion matrix"),
         "top-losses": _figure_html(interp.plot_top_losses(top_k), "top losses") + _table_html(interp.top_losses(top_k)),
-        "per-class": f"<p>{len(interp.losses)} images, accuracy {interp.accuracy:.4f}.</p>" + per_class,
+        "per-class": f"<p>{len(interp.losses)} images{_data_name(interp)}, accuracy {interp.accuracy:.4f}.</p>"
+        + per_class,
     }
+
+
+def _data_name(interp) -> str:
+    name = getattr(interp, "data_name", None)
+    return f" ({html.escape(name)})" if name else ""
 
 
 def _scores_table(scores: dict, names: dict[str, str]) -> str:

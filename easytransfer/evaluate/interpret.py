@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,38 @@ from PIL import Image
 from ..data.images import open_rgb
 from .metrics import confusion_matrix, multilabel_confusion_matrix, per_class_report
 
-__all__ = ["Interpretation", "as_dataloader", "draw_matrix"]
+__all__ = ["ClassReport", "Interpretation", "as_dataloader", "draw_matrix"]
 
 MULTILABEL_THRESHOLD = 0.5
 RECALL_GAP = 0.25  # a class whose recall is this far below the overall accuracy is called out
+
+
+@dataclass(frozen=True)
+class ClassReport:
+    """The per-class table and the warnings about classes the average hides, shown once wherever it is displayed.
+
+    ``print(report)`` and the REPL show it as text; a notebook shows it as an HTML table (``_repr_html_``).
+
+    >>> report = ClassReport(pd.DataFrame({"recall": [0.5]}, index=["cat"]), ("Class 'cat' is weak.",))
+    >>> print(report)
+         recall
+    cat  0.5000
+    Class 'cat' is weak.
+    """
+
+    table: pd.DataFrame
+    warnings: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return "\n".join([self.table.to_string(float_format=lambda v: f"{v:.4f}"), *self.warnings])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        import html
+
+        notes = "".join(f"<p>{html.escape(w)}</p>" for w in self.warnings)
+        return self.table.to_html(float_format=lambda v: f"{v:.4f}") + notes
 
 
 class Interpretation(FastaiInterpretation):
@@ -36,10 +65,13 @@ class Interpretation(FastaiInterpretation):
         vocab: class names.
         multilabel: whether the data is multi-label.
         items: the table of the items (``path`` and ``label`` columns), when known.
+        data_name: which images these are (``"validation set"``, ``"test split"``, a folder), when known.
 
     >>> interp = learn.interpret()  # doctest: +SKIP
     >>> interp.per_class(); interp.plot_confusion_matrix(); interp.plot_top_losses(9)  # doctest: +SKIP
     """
+
+    data_name: str | None = None
 
     def __init__(self, learn, dl, probs: torch.Tensor, targs: torch.Tensor, losses: torch.Tensor,
                  threshold: float = MULTILABEL_THRESHOLD, *, vocab=None, items: pd.DataFrame | None = None):
@@ -171,12 +203,13 @@ class Interpretation(FastaiInterpretation):
                            f"{overall:.0%} overall accuracy: the overall figure hides it; {fix}.")
         return out
 
-    def report(self) -> str:
-        """Print and return the per-class table, followed by any warning about a hidden weak class."""
-        text = self.per_class().to_string(float_format=lambda v: f"{v:.4f}")
-        text = "\n".join([text] + self.warnings())
-        print(text)
-        return text
+    def report(self) -> ClassReport:
+        """The per-class table, followed by any warning about a hidden weak class, as a `ClassReport`.
+
+        Nothing is printed: a notebook shows the returned report once (as a table), ``print(interp.report())``
+        shows it as text.
+        """
+        return ClassReport(self.per_class(), tuple(self.warnings()))
 
     # ------------------------------------------------------------------------------------------------- plots
 
@@ -219,7 +252,11 @@ class Interpretation(FastaiInterpretation):
         return fig
 
     def plot_top_losses(self, k: int = 9, ncols: int = 3) -> Figure:
-        """The `k` highest-loss images in a grid, titled predicted / actual and loss / probability of the actual."""
+        """The `k` highest-loss images in a grid, titled predicted / actual and loss / probability of the actual.
+
+        Each image is shown as the model saw it: the centre square of the photo (the validation resize crops the
+        longer side), not the whole photo.
+        """
         top = self.top_losses(k)
         nrows = max(1, math.ceil(len(top) / ncols))
         fig = Figure(figsize=(3.2 * ncols, 3.4 * nrows))
@@ -229,7 +266,7 @@ class Interpretation(FastaiInterpretation):
             ax.set_title(f"{row.predicted} / {row.actual}\n{row.loss:.2f} / {row.p_actual:.2f}", fontsize=9)
         for ax in axes:
             ax.axis("off")
-        fig.suptitle("predicted / actual, loss / probability of actual")
+        fig.suptitle("predicted / actual, loss / probability of actual (centre crop: what the model saw)")
         fig.tight_layout()
         return fig
 
@@ -247,7 +284,9 @@ class Interpretation(FastaiInterpretation):
         else:
             img = self.dl.dataset[i][0]
             img = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
-        img = img.copy()
+        side = min(img.size)  # the centre square, as the validation transform (Resize, method crop) takes it
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side))
         img.thumbnail((size, size))
         return np.asarray(img)
 

@@ -24,6 +24,7 @@ from .backends.torchvision import TORCHVISION_PREFIX as TORCHVISION_PREFIX
 from .heads import HeadConfig
 from .spec import FAMILY_NOTES as FAMILY_NOTES
 from .spec import ModelSpec as ModelSpec
+from .weights import packaged_weights_for
 
 __all__ = [
     "ModelSpec",
@@ -130,13 +131,23 @@ def describe_model(name: str) -> str:
         f"({spec.classifier or 'head'})",
         f"  input           {spec.size}x{spec.size} px, {spec.interpolation}, crop {spec.crop_pct:.3f}",
         f"  normalisation   mean {tuple(round(m, 4) for m in spec.mean)}, std {tuple(round(s, 4) for s in spec.std)}",
-        f"  weights offline {'yes' if spec.offline_weights else 'no (downloaded on first use, or weights=FILE)'}",
+        f"  weights offline {_offline_weights_line(spec)}",
     ]
     if spec.notes:
         lines.append(f"  notes           {spec.notes}")
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def _offline_weights_line(spec: ModelSpec) -> str:
+    """Whether the weights are on this machine, and the package that ships them when one does."""
+    source_name = f"tv:{spec.arch}" if spec.source == "torchvision" else spec.arch
+    packaged = packaged_weights_for(source_name)
+    if packaged is not None:
+        where = "installed" if packaged.is_installed() else "not installed"
+        return f"{'yes' if packaged.is_installed() else 'no'} (pip package {packaged.package}, {where})"
+    return "yes (in the local cache)" if spec.offline_weights else "no (downloaded on first use, or weights=FILE)"
 
 
 def build_model(

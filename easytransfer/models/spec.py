@@ -17,7 +17,7 @@ FAMILY_NOTES: list[tuple[str, str]] = [
     ("*clip*", "CLIP image tower: language-aligned features, zero-shot capable; strong general features, "
                "more compute."),
     ("*lite*", "EfficientNet-Lite: EfficientNet without squeeze-excite and with ReLU6; fast on CPU and mobile, "
-               "Lite0 works offline here."),
+               "Lite0, Lite1 and Lite2 work offline (their weights are pip packages installed with easytransfer)."),
     ("*efficientnet*", "EfficientNet: balanced accuracy per compute; B3/B4 are the usual sweet spot, "
                        "B5-B7 for large images and big budgets."),
     ("*resne*t*", "ResNet: the baseline that runs anywhere; well understood, robust to fine-tune."),

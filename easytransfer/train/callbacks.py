@@ -92,9 +92,10 @@ class PhaseLogCallback(Callback):
     order = 55  # after Recorder (50) has written the epoch's log
     run_valid = False
 
-    def __init__(self, phase: Phase | str, history: History | None = None):
+    def __init__(self, phase: Phase | str, history: History | None = None, on_features: bool = False):
         self.phase = phase if isinstance(phase, Phase) else Phase.from_name(phase)
         self.history = history
+        self.on_features = on_features
 
     def before_epoch(self):
         self._start = time.perf_counter()
@@ -131,7 +132,7 @@ class PhaseLogCallback(Callback):
         history.append(EpochRecord(
             self.phase, len(history), train_loss, valid_loss, metrics=values,
             train_accuracy=self._correct / self._seen if self._seen else np.nan,
-            lrs=tuple(self._peak_lrs or ()), seconds=time.perf_counter() - self._start))
+            lrs=tuple(self._peak_lrs or ()), seconds=time.perf_counter() - self._start, on_features=self.on_features))
 
 
 def _changeable_state(model: nn.Module) -> dict[str, torch.Tensor]:

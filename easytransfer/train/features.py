@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastprogress.fastprogress import progress_bar
 from torch import nn
 
 from ..devices import CPU_FEATURE_BS, feature_batch_size
 from ..errors import EasyTransferError
 from ..files import remove_stale_temporaries
 from ..models.factory import head_dropout
+from ..progress import progress_bar
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
            "cache_key", "compute_feature_cache", "feature_cache_dir", "feature_head"]
@@ -157,9 +157,7 @@ def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: 
     targets = []
     try:
         with torch.inference_mode():
-            bar = progress_bar(dl, total=len(dl), leave=False)
-            bar.comment = comment
-            for batch in bar:
+            for batch in progress_bar(dl, total=len(dl), comment=comment):
                 xb, yb = batch[0], batch[1]
                 model(xb.to(device).contiguous(memory_format=torch.channels_last))
                 targets.append(yb.detach().cpu())

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 __all__ = ["PROBE_LABELS", "EpochRecord", "FineTuneChoice", "History", "Phase", "PhaseKind", "as_history",
-           "metric_columns", "plot_history"]
+           "metric_columns", "plot_history", "train_batches_name"]
 
 
 class PhaseKind(str, Enum):
@@ -120,10 +120,12 @@ class EpochRecord:
         epoch: the epoch's number across all fits (0, 1, ...).
         train_loss, valid_loss: the losses (NaN when not measured).
         metrics: the validation metrics by name (``{"accuracy": 0.9}``), in the learner's order.
-        train_accuracy: accuracy on the training batches as trained (augmented); NaN when not measured.
+        train_accuracy: accuracy on the training batches as trained (augmented, unless `on_features`); NaN when
+            not measured.
         lrs: the epoch's peak learning rate of each layer group, stem first (empty for the probe).
         seconds: wall time of the epoch.
         extras: other figures of the epoch that are not metrics, e.g. the probe's ``C``.
+        on_features: the epoch trained the head on cached features of the plain (not augmented) images.
     """
 
     phase: Phase
@@ -135,6 +137,7 @@ class EpochRecord:
     lrs: tuple[float, ...] = ()
     seconds: float = math.nan
     extras: dict[str, float] = field(default_factory=dict)
+    on_features: bool = False
 
     def as_row(self) -> dict:
         """The record as one row of ``learn.history`` (the column order of the table)."""
@@ -149,14 +152,27 @@ class EpochRecord:
         return {"phase": self.phase.to_json(), "epoch": self.epoch, "train_loss": _num(self.train_loss),
                 "valid_loss": _num(self.valid_loss), "metrics": {k: _num(v) for k, v in self.metrics.items()},
                 "train_accuracy": _num(self.train_accuracy), "lrs": [float(x) for x in self.lrs],
-                "seconds": _num(self.seconds), "extras": {k: _num(v) for k, v in self.extras.items()}}
+                "seconds": _num(self.seconds), "extras": {k: _num(v) for k, v in self.extras.items()},
+                "on_features": self.on_features}
 
     @classmethod
     def from_json(cls, data: dict) -> EpochRecord:
         return cls(Phase.from_json(data["phase"]), int(data["epoch"]), _float(data["train_loss"]),
                    _float(data["valid_loss"]), {k: _float(v) for k, v in data["metrics"].items()},
                    _float(data["train_accuracy"]), tuple(float(x) for x in data["lrs"]), _float(data["seconds"]),
-                   {k: _float(v) for k, v in data["extras"].items()})
+                   {k: _float(v) for k, v in data["extras"].items()}, bool(data.get("on_features", False)))
+
+
+def train_batches_name(records) -> str:
+    """What the training accuracy of `records` was measured on: augmented batches, or cached plain features.
+
+    >>> train_batches_name([])
+    'augmented batches'
+    """
+    cached = [r.on_features for r in records]
+    if cached and all(cached):
+        return "cached features of the plain images"
+    return "augmented batches; cached features when frozen" if any(cached) else "augmented batches"
 
 
 def _num(x) -> float | None:
@@ -362,7 +378,7 @@ def plot_history(history: History | pd.DataFrame, axes=None, title: str | None =
     loss_ax.legend()
     train_accuracy = [r.train_accuracy for r in history]
     if any(not math.isnan(a) for a in train_accuracy):
-        metric_ax.plot(epochs, train_accuracy, "o--", label="train accuracy (augmented batches)")
+        metric_ax.plot(epochs, train_accuracy, "o--", label=f"train accuracy ({train_batches_name(history.records)})")
     for name in history.metric_names:
         metric_ax.plot(epochs, [r.metrics.get(name, math.nan) for r in history], "o-", label=f"valid {name}")
     metric_ax.set_xlabel("epoch")

@@ -24,6 +24,7 @@ from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy, accuracy_multi
 from fastai.optimizer import OptimWrapper
+from fastai.torch_core import set_seed
 from fastai.vision.core import PILImage
 from matplotlib.figure import Figure
 from PIL import Image
@@ -33,6 +34,7 @@ from ..data.arrays import rgb_from_array
 from ..data.augment import uses_cutmix
 from ..data.images import open_rgb
 from ..data.loaders import ImageData
+from ..data.sources import candidate_files
 from ..deploy.bundle import BundleConfig, Preprocessing, write_bundle
 from ..devices import resolve_device
 from ..errors import DataError, EasyTransferError
@@ -181,7 +183,20 @@ class TransferLearner(Learner):
         self.best_epoch = None
         self.fit_start: tuple[float, int] | None = None  # (monitor value, history row) the last fit had to beat
         self.fine_tune_choice = None
+        self.last_interpretation: Interpretation | None = None  # what save_report shows by default
+        self._interpretation_cache: tuple[tuple, Interpretation] | None = None
         self.freeze()
+
+    def __repr__(self) -> str:
+        """One line a notebook shows when a fit is the last line of a cell.
+
+        >>> learn  # doctest: +SKIP
+        TransferLearner(efficientnet_lite0, 3 classes, 5 layer groups of which 4 frozen, 6 epochs trained)
+        """
+        trainable = [any(p.requires_grad for p in g) for g in self.layer_groups.params(self.model)]
+        n_classes = len(getattr(self.dls, "vocab", ()) or ())
+        return (f"{type(self).__name__}({self.spec.name}, {n_classes} classes, {self.n_groups} layer groups of which "
+                f"{trainable.count(False)} frozen, {len(self.fit_history)} epochs trained)")
 
     @property
     def n_groups(self) -> int:
@@ -245,8 +260,9 @@ class TransferLearner(Learner):
         if patience is not None and patience < 1:
             raise ValueError(f"patience must be at least 1 (or None for no early stopping), got {patience}")
 
-    def _fit_callbacks(self, phase: Phase, monitor: str, patience: int | None, restore_best: bool) -> list:
-        cbs = [PhaseLogCallback(phase, self.fit_history), StopOnNaNCallback()]
+    def _fit_callbacks(self, phase: Phase, monitor: str, patience: int | None, restore_best: bool,
+                       on_features: bool = False) -> list:
+        cbs = [PhaseLogCallback(phase, self.fit_history, on_features=on_features), StopOnNaNCallback()]
         if restore_best:
             cbs.append(BestWeightsCallback(monitor=monitor))
         if patience is not None:
@@ -280,7 +296,7 @@ class TransferLearner(Learner):
             state = replace(state, done=done, best=best[0] if best is not None else None)
         else:
             self.opt.set_hyper("lr", lrs)
-        fit_cbs = self._fit_callbacks(phase, monitor, patience, restore_best)
+        fit_cbs = self._fit_callbacks(phase, monitor, patience, restore_best, on_features=features is not None)
         for cb in fit_cbs:
             if isinstance(cb, BestWeightsCallback):
                 cb.initial, cb.start = best, start
@@ -366,7 +382,7 @@ class TransferLearner(Learner):
         self._check_head_trains()
         if num_it is None:
             num_it = FROZEN_LR_FIND_IT if self._body_is_frozen() else UNFROZEN_LR_FIND_IT
-        cache = self._feature_cache_or_none(cache_views=1) if self._body_is_frozen() else None
+        cache = self._feature_cache_or_none(cache_views=1, caller="lr_find") if self._body_is_frozen() else None
         if cache is not None:
             result = find_lr(self, start_lr, end_lr, num_it, stop_div, loop=self._head_loop(cache))
         elif self._body_is_frozen():
@@ -506,18 +522,28 @@ class TransferLearner(Learner):
         if not isinstance(self.dls, ImageData):
             return "the data is not an ImageData"
         if any(isinstance(cb, MixHandler) for cb in self.cbs):
-            return "MixUp / CutMix mixes images"
+            return "MixUp / CutMix mixes the images of each batch (aug='strong' adds CutMix; mix='none' turns it off)"
         if feature_head(self) is None:
             return f"the head of {self.spec.name} is not a single module"
         return None
 
-    def _feature_cache_or_none(self, cache_views: int):
-        """The cached features for the current weights, data and views (computed when needed), or ``None``."""
-        if self._cache_obstacle() is not None:
+    def _feature_cache_or_none(self, cache_views: int, caller: str = "fit_frozen"):
+        """The cached features for the current weights, data and views (computed when needed), or ``None``.
+
+        Says in one line when the cheap path is lost (and why), and when `lr_find` does the one-time feature pass.
+        """
+        obstacle = self._cache_obstacle()
+        if obstacle is not None:
+            print(f"{caller}: the head trains on the images, not on cached features, because {obstacle}: every "
+                  "frozen epoch is a full pass through the body.")
             return None
         module, _ = feature_head(self)
         key = cache_key(self, module, cache_views)
         if self.feature_cache is None or self.feature_cache.key != key:
+            if caller == "lr_find":
+                print(f"lr_find: computing the frozen body's features of the {len(self.dls.train_ds)} training and "
+                      f"{len(self.dls.valid_ds)} validation images once (one pass); the sweep and later frozen fits "
+                      "reuse them.")
             self.feature_cache = None  # free the old one first
             try:
                 self.feature_cache = compute_feature_cache(self, module, cache_views, key)
@@ -744,9 +770,28 @@ class TransferLearner(Learner):
             dl: the validation set (default), a DataLoader, a folder of class sub-folders or a list of files.
             tta: average the plain pass with augmented ones (`tta`).
 
+        Predictions on the same images with the same weights are made once: `evaluate` then `interpret` on a
+        folder (or the validation or test set) costs one pass. The result is kept as ``learn.last_interpretation``,
+        which `save_report` shows by default.
+
         >>> interp = learn.interpret(); interp.per_class(); interp.plot_top_losses(9)  # doctest: +SKIP
         """
-        return Interpretation.from_learner(self, dl, tta=tta)
+        return self._interpretation(dl, tta=tta, test_set=False)
+
+    def _interpretation(self, dl, *, tta: bool, test_set: bool) -> Interpretation:
+        """`interpret` on `dl` (on the data's test split when `test_set`), reused while images and weights match."""
+        images = _images_key(dl, test_set)
+        key = None if images is None else images + (tta, id(self.dls), _weights_fingerprint(self.model))
+        cached = self._interpretation_cache
+        if key is not None and cached is not None and cached[0] == key:
+            interp = cached[1]
+        else:
+            loader = self.dls.labelled_dl() if test_set else dl
+            interp = Interpretation.from_learner(self, loader, tta=tta)
+            interp.data_name = None if images is None else " ".join(str(part) for part in images[:2])
+            self._interpretation_cache = (key, interp) if key is not None else None
+        self.last_interpretation = interp
+        return interp
 
     def tta(self, dl=None, n: int = 4, beta: float = 0.25, **kwargs):
         """Test-time augmentation: `n` passes with the training augmentations, averaged with the plain pass.
@@ -779,27 +824,34 @@ class TransferLearner(Learner):
         """Loss, accuracy and macro / weighted F1 on held-out images, from one inference pass.
 
         Args:
-            test: ``None`` (the ``test/`` folder the data came with), a folder of class sub-folders, a list of
-                files (labelled by their folder), a table with ``path`` and ``label``, or a DataLoader.
+            test: ``None`` (the data's test split: its ``test/`` folder or ``test_pct``), a folder of class
+                sub-folders, a list of files (labelled by their folder), a table with ``path`` and ``label``, or a
+                DataLoader.
             tta: use test-time augmentation.
 
         >>> learn.evaluate("data/test")  # doctest: +SKIP
         {'n_images': 90, 'loss': 0.41, 'accuracy': 0.87, 'macro_f1': 0.86, 'weighted_f1': 0.86}
+
+        With ``test=None`` the data must have a test split: a ``test/`` folder, or ``test_pct=`` when it was
+        built. A following ``interpret`` of the same images reuses these predictions.
         """
-        dl = self.dls.labelled_dl() if test is None else test  # folders, tables, lists: Interpretation reads them
-        return Interpretation.from_learner(self, dl, tta=tta).scores()
+        return self._interpretation(test, tta=tta, test_set=test is None).scores()
 
     def save_report(self, path, dl=None, interp=None, top_k: int = 9) -> Path:
         """One self-contained HTML file: data, model, layer groups, history, LR finder, mistakes, diagnosis.
 
         The same for segmentation (mIoU, per-class IoU and Dice, pixel confusion matrix, top-loss overlays) and
         detection (mAP@0.5, mAP, per-class AP, top losses with boxes); `interp`: an interpretation to reuse;
-        `top_k`: how many top losses are drawn.
+        `top_k`: how many top losses are drawn. By default the report shows the last `interpret` (or `evaluate`)
+        without predicting again, e.g. the test set after ``learn.evaluate()``; the validation set when there was
+        none.
 
-        >>> learn.save_report("report.html")  # doctest: +SKIP
+        >>> learn.evaluate(); learn.save_report("report.html")  # doctest: +SKIP
         """
         from ..evaluate.html_report import save_report
 
+        if interp is None and dl is None and self.task == "classification":
+            interp = self.last_interpretation
         return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
 
     def model_identity(self) -> ModelIdentity:
@@ -828,6 +880,26 @@ class TransferLearner(Learner):
 
 
 _MIXES = {"mixup": MixUp, "cutmix": CutMix}
+
+
+def _images_key(dl, test_set: bool) -> tuple | None:
+    """What names the images `dl` gives, for reusing an interpretation; ``None`` when it cannot be told."""
+    if test_set:
+        return ("test split",)
+    if dl is None:
+        return ("validation set",)
+    if isinstance(dl, (str, os.PathLike)):
+        folder = Path(dl).expanduser().resolve()
+        return ("folder", str(folder), tuple(candidate_files(folder)) if folder.is_dir() else ())
+    if isinstance(dl, (list, tuple)) and dl and all(isinstance(p, (str, os.PathLike)) for p in dl):
+        return ("files", tuple(str(Path(p).expanduser().resolve()) for p in dl))
+    return None  # a DataLoader or a table: predicted every time
+
+
+def _weights_fingerprint(model: nn.Module) -> tuple[float, ...]:
+    """The sum of each tensor of the model's state: changes with any training step or loaded weights."""
+    with torch.no_grad():
+        return tuple(float(t.float().sum()) for t in model.state_dict().values() if t.is_floating_point())
 
 
 def _continued(schedule, offset: float):
@@ -923,6 +995,7 @@ def transfer_learner(
     device: str | torch.device | None = None,
     matcher: dict | None = None,
     size: int | None = None,
+    seed: int | None = None,
     **kwargs,
 ) -> TransferLearner:
     """A `TransferLearner` for `dls` with a pre-trained `arch` whose head is replaced for the data's classes.
@@ -967,6 +1040,10 @@ def transfer_learner(
             (``ImageData.from_folder(..., size=...)``, which always wins: a different `size` here is ignored with
             a warning), else the model's (DINOv2: 224 px, not the 518 of its pretrained config; see
             ``easytransfer.models.backends.timm.DEFAULT_SIZES``). The model and the data always agree on it.
+        seed: seed Python, numpy and torch (fastai's ``set_seed``, also ``easytransfer.set_seed``) before the head
+            is made, so the head's initial weights and the order of the training batches repeat: the same
+            figures in a notebook as from ``easytransfer train --seed`` (which passes it). ``from_folder(seed=)``
+            fixes only the split. Default ``None``: not seeded.
 
     Returns:
         The learner, its body frozen (only the new head trains until `unfreeze`).
@@ -975,6 +1052,8 @@ def transfer_learner(
     >>> dls = ImageData.from_folder("path/to/images", valid_pct=0.2, seed=42)  # doctest: +SKIP
     >>> learn = transfer_learner(dls, "efficientnet_lite0"); learn.fit_frozen(3)  # doctest: +SKIP
     """
+    if seed is not None:
+        set_seed(seed)
     cbs = list(kwargs.pop("cbs", None) or [])
     recipe = getattr(dls, "recipe", None)
     if mix is None and recipe is not None and uses_cutmix(recipe.aug):

@@ -69,13 +69,14 @@ class LRFinderResult:
     def plot(self, ax=None) -> Figure:
         """Loss against learning rate (log scale) with the suggestions marked; returns the Figure."""
         if ax is None:
-            fig = Figure(figsize=(6, 4))
+            fig = Figure(figsize=(6, 4), layout="constrained")  # room for the axis labels: none is clipped
             ax = fig.add_subplot()
         else:
             fig = ax.figure
         ax.plot(self.lrs, self.losses)
         for (name, (lr, loss)), colour in zip(self.points.items(), ("C1", "C2", "C3", "C4")):
-            ax.plot([lr], [loss], "o", color=colour, label=f"{name}: {lr:.1e}")
+            # the legend gives the suggestion itself: fastai's `minimum` suggests a tenth of the rate it marks
+            ax.plot([lr], [loss], "o", color=colour, label=f"{name}: {self.suggestions[name]:.1e}")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (head)")
         ax.set_ylabel("training loss (smoothed)")

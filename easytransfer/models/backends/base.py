@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from ...errors import UnknownModelError
+from ...errors import UnknownModelError, WeightsUnavailableError
 from ..heads import HeadConfig
 from ..spec import ModelSpec
 
@@ -87,7 +87,13 @@ class ModelBackend(ABC):
         model = self.create(arch, head=head, size=size, pretrained=load)
         spec = self.spec(name, arch, model, size=size)
         if load:
-            spec = replace(spec, weights=self.load_pretrained(model, arch, weights=weights, head=spec.classifier))
+            try:
+                loaded = self.load_pretrained(model, arch, weights=weights, head=spec.classifier)
+            except WeightsUnavailableError as e:  # name what the user typed, not the source's name for it
+                if e.arch == name:
+                    raise
+                raise WeightsUnavailableError(name, e.tried, e.fix) from None
+            spec = replace(spec, weights=loaded)
         self.replace_head(model, spec, n_out, head)
         return self.finish(model), spec
 
@@ -161,5 +167,5 @@ def backend_for(name: str) -> tuple[ModelBackend, str]:
         arch = backend.resolve(name)
         if arch is not None:
             return backend, arch
-    known = [n for backend in registered_backends() for n in backend.list_names()]
+    known = list(dict.fromkeys(n for backend in registered_backends() for n in backend.list_names()))  # once each
     raise UnknownModelError(name, difflib.get_close_matches(name, known, n=5, cutoff=0.5))
