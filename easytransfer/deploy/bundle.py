@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import EasyTransferError, WeightsMismatchError
+from ..evaluate.calibration import Calibration
+from ..evaluate.conformal import ConformalCalibration
 from ..files import atomic_write, atomic_write_text
 from ..models.heads import HeadConfig
 from ..models.segmentation import SegmentationConfig
@@ -61,6 +63,11 @@ class BundleConfig:
             ``None`` (and absent from the JSON) for timm and torchvision.
         segmentation: a segmentation model's `SegmentationConfig` (decoder, ignore_index); ``None`` (and absent
             from the JSON) for a classifier. Its ``task`` is then ``"segmentation"``.
+        calibration: the `Calibration` of ``learn.calibrate()`` (temperature or isotonic), applied to every
+            prediction of the loaded model; ``None`` (and absent from the JSON): the plain softmax.
+        conformal: the `ConformalCalibration` of ``learn.conformal()`` (calibration scores, score type, Mondrian,
+            default alpha), for ``load_model(path).predict_set(image)``; ``None`` (absent from the JSON) if none.
+        Bundles written before these two fields load with ``None``; the format version stays 1.
 
     >>> cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
     ...                    Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))
@@ -80,6 +87,8 @@ class BundleConfig:
     extra: dict = field(default_factory=dict, compare=False)
     arch_config: dict | None = None
     segmentation: SegmentationConfig | None = None
+    calibration: Calibration | None = None
+    conformal: ConformalCalibration | None = None
 
     @property
     def task(self) -> str:
@@ -109,6 +118,10 @@ class BundleConfig:
             data["arch_config"] = self.arch_config
         if self.segmentation is not None:
             data["segmentation"] = self.segmentation.to_dict()
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_dict()
+        if self.conformal is not None:
+            data["conformal"] = self.conformal.to_dict()
         return json.dumps(data, indent=2)
 
     @classmethod
@@ -129,7 +142,8 @@ class BundleConfig:
                                     f"({BUNDLE_FORMAT_VERSION}); upgrade easytransfer (pip install -U easytransfer).")
         pre = data["preprocessing"]
         known = {"format_version", "easytransfer_version", "arch", "source", "source_arch", "classes",
-                 "multilabel", "task", "head", "preprocessing", "arch_config", "segmentation"}
+                 "multilabel", "task", "head", "preprocessing", "arch_config", "segmentation", "calibration",
+                 "conformal"}
         return cls(
             arch=data["arch"], source=data.get("source", "timm"), source_arch=data.get("source_arch", data["arch"]),
             classes=tuple(str(c) for c in data["classes"]), multilabel=bool(data.get("multilabel", False)),
@@ -140,6 +154,8 @@ class BundleConfig:
             easytransfer_version=data.get("easytransfer_version", "unknown"), format_version=version,
             extra={k: v for k, v in data.items() if k not in known}, arch_config=data.get("arch_config"),
             segmentation=SegmentationConfig.from_dict(data["segmentation"]) if data.get("segmentation") else None,
+            calibration=Calibration.from_dict(data["calibration"]) if data.get("calibration") else None,
+            conformal=ConformalCalibration.from_dict(data["conformal"]) if data.get("conformal") else None,
         )
 
 
