@@ -76,12 +76,14 @@ def test_isotonic_calibration_and_retraining_drops_it(learn, folders):
     with pytest.warns(UserWarning, match="dropped"):
         learn.fit_frozen(1)
     assert learn.calibration is None and learn.conformal_calibration is None
+    assert "expected calibration error" in str(learn.diagnose())  # after training: read on the validation set
     with pytest.raises(ValueError, match="method must be one of"):
         learn.calibrate(folders[1], method="platt")
 
 
 def test_conformal_sets_from_learner_bundle_and_cli(learn, folders, tmp_path, capsys):
     train, calib, test = folders
+    learn.calibrate(calib)  # sets are made from the calibrated probabilities (conformal after calibrate)
     cp = learn.conformal(calib, alpha=0.2, mondrian=False, score="lac")
     image = sorted(test.rglob("*.jpg"))[0]
     found = cp.predict(image)
@@ -109,6 +111,25 @@ def test_conformal_sets_from_learner_bundle_and_cli(learn, folders, tmp_path, ca
     main(["predict", str(bundle), str(test), "--alpha", "0.2"])
     out = capsys.readouterr().out
     assert "{" in out and "send those to a person" in out
+
+    report = learn.save_report(tmp_path / "report.html", dl=learn.dls.labelled_dl(test)).read_text()
+    assert "before calibration" in report and "reliability diagram" in report
+    assert "lowest class coverage" in report and "Score &#x27;lac&#x27;" in report
+
+
+def test_diagnose_calls_out_over_confidence():
+    import pandas as pd
+
+    from easytransfer.evaluate.diagnosis import ConfidenceCheck, diagnose
+
+    history = pd.DataFrame([dict(phase="frozen", epoch=0, train_loss=0.3, valid_loss=0.32, accuracy=0.8,
+                                 train_accuracy=0.95)])
+    over = diagnose(history, confidence=ConfidenceCheck(ece=0.15, mean_confidence=0.95, accuracy=0.8))
+    assert "over-confident" in str(over) and any("learn.calibrate(" in a for a in over.advice)
+    fine = diagnose(history, confidence=ConfidenceCheck(ece=0.02, mean_confidence=0.81, accuracy=0.8,
+                                                         calibrated=True))
+    assert "over-confident" not in str(fine) and "0.020" in str(fine) and "(calibrated)" in str(fine)
+    assert "calibration" not in str(diagnose(history))
 
 
 def test_errors_name_the_fix(learn, folders, tmp_path):

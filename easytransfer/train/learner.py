@@ -38,7 +38,7 @@ from ..errors import EasyTransferError
 from ..evaluate.calibration import Calibration, fit_calibration
 from ..evaluate.conformal import ConformalCalibration
 from ..evaluate.conformal_sets import ConformalPredictor
-from ..evaluate.diagnosis import Diagnosis, diagnose
+from ..evaluate.diagnosis import ConfidenceCheck, Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
 from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
@@ -680,14 +680,27 @@ class TransferLearner(Learner):
         """
         return plot_history(self.fit_history, axes=axes, title=title)
 
-    def diagnose(self) -> Diagnosis:
+    def diagnose(self, interp: Interpretation | None = None) -> Diagnosis:
         """Under-fitting, over-fitting or a good fit, in plain words, from ``learn.fit_history``; with next steps.
+
+        A trained single-label classifier also gets its calibration error on the validation set (from `interp`,
+        an interpretation of it, or one validation pass), and the advice to calibrate when it is over-confident.
 
         >>> print(learn.diagnose())  # doctest: +SKIP
         """
         trainable = [any(p.requires_grad for p in g) for g in self.layer_groups.params(self.model)[:-1]]
         return diagnose(self.fit_history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False),
-                        restored_epoch=self.best_epoch, fine_tune=self.fine_tune_choice, task=self.task)
+                        restored_epoch=self.best_epoch, fine_tune=self.fine_tune_choice, task=self.task,
+                        confidence=self._confidence_check(interp))
+
+    def _confidence_check(self, interp: Interpretation | None) -> ConfidenceCheck | None:
+        if self.task != "classification" or getattr(self.dls, "is_multilabel", False) or not len(self.fit_history):
+            return None
+        interp = interp if interp is not None else self.interpret()
+        if interp.multilabel or not len(interp.targs):
+            return None
+        return ConfidenceCheck(interp.calibration_error(), float(interp.probs.max(axis=1).mean()), interp.accuracy,
+                               calibrated=self.calibration is not None)
 
     def interpret(self, dl=None, tta: bool = False) -> Interpretation:
         """Predictions on `dl`, computed once; every table and plot of the `Interpretation` reads them.
