@@ -27,6 +27,10 @@ from .errors import NoBlockGroupsError as NoBlockGroupsError
 from .errors import UnknownModelError as UnknownModelError
 from .errors import WeightsMismatchError as WeightsMismatchError
 from .errors import WeightsUnavailableError as WeightsUnavailableError
+from .evaluate.calibration import Calibration as Calibration
+from .evaluate.conformal import ConformalEvaluation as ConformalEvaluation
+from .evaluate.conformal_sets import ConformalPredictor as ConformalPredictor
+from .evaluate.conformal_sets import PredictionSet as PredictionSet
 from .evaluate.diagnosis import Diagnosis as Diagnosis
 from .evaluate.diagnosis import diagnose as diagnose
 from .evaluate.interpret import Interpretation as Interpretation

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .conformal import ConformalCalibration, ConformalEvaluation, evaluate_sets
+from .interpret import Interpretation
 
 __all__ = ["ConformalPredictor", "PredictionSet", "set_rows", "sets_table"]
 
@@ -109,8 +110,13 @@ class ConformalPredictor:
         return sets_table(paths, np.asarray(probs, dtype=float), self.calibration, self.vocab, alpha, csv)
 
     def evaluate(self, test, alpha: float | None = None) -> ConformalEvaluation:
-        """Coverage, per-class coverage, average set size and share of single-label sets on labelled images."""
-        interp = self._interpret(test)
+        """Coverage, per-class coverage, average set size and share of single-label sets on labelled images.
+
+        `test` is what ``learn.interpret`` takes (a folder of class sub-folders, a table, a list of files, a
+        DataLoader), or an `Interpretation` of the same model already computed (no new inference: handy to
+        compare several alphas).
+        """
+        interp = test if isinstance(test, Interpretation) else self._interpret(test)
         if interp.multilabel:
             raise ValueError("Conformal sets are for single-label data; this data is multi-label.")
         alpha = self.alpha if alpha is None else alpha
