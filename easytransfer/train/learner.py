@@ -755,7 +755,8 @@ class TransferLearner(Learner):
 
         Args:
             calib: labelled calibration images not used for training (a folder, a table, a list of files or a
-                DataLoader); default the validation set (with a warning).
+                DataLoader), or this learner's `Interpretation` of them (no new inference); default the
+                validation set (with a warning).
             alpha: the error rate: 0.1 asks for sets that miss the true label at most 10 % of the time.
             mondrian: one threshold per class (coverage within each class) instead of one overall.
             score: ``"lac"`` (smallest sets) or ``"aps"`` (sets that adapt to how hard the image is).
@@ -773,7 +774,7 @@ class TransferLearner(Learner):
             warnings.warn("Conformal thresholds from the validation set, which also chose the weights; coverage is "
                           "only promised on a separate calibration set: learn.conformal('path/to/calib').",
                           stacklevel=2)
-        interp = self.interpret(calib)
+        interp = calib if isinstance(calib, Interpretation) else self.interpret(calib)
         self.conformal_calibration = ConformalCalibration.fit(interp.probs, interp.targs, score=score, alpha=alpha,
                                                               mondrian=mondrian, allow_empty=allow_empty)
         return ConformalPredictor(self.conformal_calibration, self.dls.vocab,
