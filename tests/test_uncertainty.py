@@ -112,6 +112,13 @@ def test_conformal_sets_from_learner_bundle_and_cli(learn, folders, tmp_path, ca
     out = capsys.readouterr().out
     assert "{" in out and "send those to a person" in out
 
+
+
+@pytest.mark.slow
+def test_report_shows_calibration_before_after_and_conformal_sets(learn, folders, tmp_path):
+    train, calib, test = folders
+    learn.calibrate(calib)
+    learn.conformal(calib, alpha=0.2)
     report = learn.save_report(tmp_path / "report.html", dl=learn.dls.labelled_dl(test)).read_text()
     assert "before calibration" in report and "reliability diagram" in report
     assert "lowest class coverage" in report and "Score &#x27;lac&#x27;" in report
