@@ -733,7 +733,8 @@ class TransferLearner(Learner):
             method: ``"temperature"`` (one number divides the logits: the predicted class never changes) or
                 ``"isotonic"`` (an increasing step function per class; needs a few hundred images).
 
-        Training again drops the calibration (it was fitted to the old weights).
+        Training again drops the calibration (it was fitted to the old weights); calibrating drops conformal
+        sets made before (call `conformal` after `calibrate`).
 
         >>> learn.calibrate("data/calib"); learn.interpret("data/test").calibration_error()  # doctest: +SKIP
         """
