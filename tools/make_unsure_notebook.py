@@ -33,7 +33,7 @@ CELLS = [
     md("## A model\n\nThe head of a pre-trained EfficientNet-Lite0, trained on cached features (seconds)."),
     code("from easytransfer import ImageData, transfer_learner\n\n"
          "dls = ImageData.from_df(train, valid_pct=0.25, seed=0)\n"
-         "learn = transfer_learner(dls, \"efficientnet_lite0\")\nlearn.fit_frozen(5);"),
+         "learn = transfer_learner(dls, \"efficientnet_lite0\")\nlearn.fit_frozen(15, lr=1e-2);"),
     md("## How far to trust the probabilities\n\n"
        "The expected calibration error (ECE) puts the test images in 15 bins of top-class probability and "
        "averages the gap between each bin's accuracy and its mean probability. The reliability diagram draws it: "
