@@ -33,6 +33,10 @@ PUBLIC_NAMES = {
     "UnknownModelError": ".errors",
     "WeightsMismatchError": ".errors",
     "WeightsUnavailableError": ".errors",
+    "Calibration": ".evaluate.calibration",
+    "ConformalEvaluation": ".evaluate.conformal",
+    "ConformalPredictor": ".evaluate.conformal_sets",
+    "PredictionSet": ".evaluate.conformal_sets",
     "Diagnosis": ".evaluate.diagnosis",
     "diagnose": ".evaluate.diagnosis",
     "Interpretation": ".evaluate.interpret",
@@ -97,6 +101,10 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .errors import UnknownModelError as UnknownModelError
     from .errors import WeightsMismatchError as WeightsMismatchError
     from .errors import WeightsUnavailableError as WeightsUnavailableError
+    from .evaluate.calibration import Calibration as Calibration
+    from .evaluate.conformal import ConformalEvaluation as ConformalEvaluation
+    from .evaluate.conformal_sets import ConformalPredictor as ConformalPredictor
+    from .evaluate.conformal_sets import PredictionSet as PredictionSet
     from .evaluate.diagnosis import Diagnosis as Diagnosis
     from .evaluate.diagnosis import diagnose as diagnose
     from .evaluate.interpret import Interpretation as Interpretation

@@ -181,8 +181,8 @@ def test_html_report_is_self_contained_with_every_section_and_image(trained, tmp
     parser.feed(text)
     assert parser.sections == list(SECTIONS)
     assert parser.headings == list(SECTIONS.values())
-    # history, LR finder, two confusion matrices, top losses
-    assert len(parser.images) == 5
+    # history, LR finder, two confusion matrices, top losses, reliability diagram
+    assert len(parser.images) == 6
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))

@@ -52,6 +52,9 @@ def add_parsers(commands) -> None:
     predict.add_argument("--out", default=None, help="segmentation: the folder for the mask PNGs (required)")
     predict.add_argument("--threshold", type=float, default=0.5,
                          help="detection: the lowest score of a box kept; multi-label: of a label (default 0.5)")
+    predict.add_argument("--alpha", type=float, default=None,
+                         help="classification: also print each image's conformal set of labels, which holds the true "
+                         "one with probability >= 1 - alpha (needs a bundle exported after learn.conformal(...))")
 
     export = commands.add_parser("export", help="convert a model bundle to ONNX or TorchScript",
                                  description="Write the bundle's model (classification or segmentation; not "
@@ -177,12 +180,20 @@ def _predict_labels(predictor, args) -> None:
         path = Path(raw)
         if not path.exists():
             raise FileNotFoundError(f"{raw!r} does not exist.")
-        tables.append(predictor.predict_folder(path))
+        tables.append(predictor.predict_folder(path, alpha=args.alpha))
     table = pd.concat(tables, ignore_index=True)
     for row in table.itertuples():
-        print(f"{row.path}\t{row.label}\t{row.probability:.4f}" if pd.isna(row.error) else
-              f"{row.path}\tERROR\t{row.error}")
+        if not pd.isna(row.error):
+            print(f"{row.path}\tERROR\t{row.error}")
+        elif args.alpha is None:
+            print(f"{row.path}\t{row.label}\t{row.probability:.4f}")
+        else:
+            print(f"{row.path}\t{row.label}\t{row.probability:.4f}\t{{{row.set}}}")
     _require_predictions(len(table), int(table["error"].isna().sum()), args.paths)
+    if args.alpha is not None:
+        sizes = table["set_size"].dropna()
+        print(f"alpha={args.alpha}: {int((sizes > 1).sum())} of {len(sizes)} images have more than one label in "
+              "their set (send those to a person)")
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.csv, index=False)

@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import EasyTransferError, WeightsMismatchError
+from ..evaluate.calibration import Calibration
+from ..evaluate.conformal import ConformalCalibration
 from ..files import atomic_write_safetensors, atomic_write_text, remove_stale_temporaries
 from ..models.heads import HeadConfig
 from ..models.segmentation import SegmentationConfig
@@ -68,6 +70,11 @@ class BundleConfig:
             ``None`` (and absent from the JSON) for timm and torchvision.
         segmentation: a segmentation model's `SegmentationConfig` (decoder, ignore_index); ``None`` (and absent
             from the JSON) for a classifier. Its ``task`` is then ``"segmentation"``.
+        calibration: the `Calibration` of ``learn.calibrate()`` (temperature or isotonic), applied to every
+            prediction of the loaded model; ``None`` (and absent from the JSON): the plain softmax.
+        conformal: the `ConformalCalibration` of ``learn.conformal()`` (calibration scores, score type, Mondrian,
+            default alpha), for ``load_model(path).predict_set(image)``; ``None`` (absent from the JSON) if none.
+        Bundles written before these two fields load with ``None``; the format version stays 1.
 
     >>> cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
     ...                    Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))
@@ -87,6 +94,8 @@ class BundleConfig:
     extra: dict = field(default_factory=dict, compare=False)
     arch_config: dict | None = None
     segmentation: SegmentationConfig | None = None
+    calibration: Calibration | None = None
+    conformal: ConformalCalibration | None = None
 
     @property
     def task(self) -> str:
@@ -116,6 +125,10 @@ class BundleConfig:
             data["arch_config"] = self.arch_config
         if self.segmentation is not None:
             data["segmentation"] = self.segmentation.to_dict()
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_dict()
+        if self.conformal is not None:
+            data["conformal"] = self.conformal.to_dict()
         return json.dumps(data, indent=2)
 
     @classmethod
@@ -142,18 +155,23 @@ class BundleConfig:
             raise EasyTransferError(f"{where} has bundle format {version}, newer than this easytransfer reads "
                                     f"({BUNDLE_FORMAT_VERSION}); upgrade easytransfer (pip install -U easytransfer).")
         known = {"format_version", "easytransfer_version", "arch", "source", "source_arch", "classes",
-                 "multilabel", "task", "head", "preprocessing", "arch_config", "segmentation"}
+                 "multilabel", "task", "head", "preprocessing", "arch_config", "segmentation", "calibration",
+                 "conformal"}
         arch = _field(data, "arch", str, where)
         arch_config = _field(data, "arch_config", dict, where, default=None)
         _check_offline_arch(arch, arch_config, where)
         head = _field(data, "head", dict, where, default=None) or {}
         segmentation = _field(data, "segmentation", dict, where, default=None)
+        calibration = _field(data, "calibration", dict, where, default=None)
+        conformal = _field(data, "conformal", dict, where, default=None)
         try:
             head_config = HeadConfig.from_dict(head)
             segmentation_config = SegmentationConfig.from_dict(segmentation) if segmentation else None
-        except (TypeError, ValueError) as e:
-            raise EasyTransferError(f"{where}: a value of 'head' or 'segmentation' is malformed ({e}); "
-                                    "re-export the model with learn.export().") from None
+            calibration_config = Calibration.from_dict(calibration) if calibration else None
+            conformal_config = ConformalCalibration.from_dict(conformal) if conformal else None
+        except (KeyError, TypeError, ValueError) as e:
+            raise EasyTransferError(f"{where}: a value of 'head', 'segmentation', 'calibration' or 'conformal' is "
+                                    f"malformed ({e}); re-export the model with learn.export().") from None
         return cls(
             arch=arch, source=_field(data, "source", str, where, default="timm"),
             source_arch=_field(data, "source_arch", str, where, default=arch),
@@ -161,7 +179,7 @@ class BundleConfig:
             head=head_config, preprocessing=_preprocessing(data["preprocessing"], where),
             easytransfer_version=str(data.get("easytransfer_version", "unknown")), format_version=version,
             extra={k: v for k, v in data.items() if k not in known}, arch_config=arch_config,
-            segmentation=segmentation_config,
+            segmentation=segmentation_config, calibration=calibration_config, conformal=conformal_config,
         )
 
 

@@ -22,6 +22,7 @@ from ..data.loaders import labelled_items
 from ..data.sources import candidate_files
 from ..devices import predict_batch_size, resolve_device
 from ..errors import DataError, EasyTransferError
+from ..evaluate.conformal_sets import ConformalPredictor, PredictionSet, sets_table
 from ..evaluate.interpret import Interpretation
 from ..models.factory import build_model
 from ..models.heads import HeadConfig
@@ -81,9 +82,47 @@ class Predictor:
             return self.model(x).float().cpu()
 
     def _probabilities(self, tensors) -> torch.Tensor:
-        """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label)."""
+        """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label); a
+        bundle exported after ``learn.calibrate()`` gives the calibrated ones."""
         logits = self._logits(tensors)
-        return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
+        return logits.sigmoid() if self.multilabel else self._softmax(logits)
+
+    def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """Single-label probabilities of logits: the bundle's calibration when it has one, else the softmax."""
+        if self.config.calibration is None:
+            return logits.softmax(dim=1)
+        return torch.from_numpy(self.config.calibration.probabilities(logits.numpy())).float()
+
+    def conformal_predictor(self) -> ConformalPredictor:
+        """The `ConformalPredictor` of the sets the bundle carries (``learn.conformal(...)`` before `export`).
+
+        >>> load_model("runs/textile-model").conformal_predictor().evaluate("data/test").coverage  # doctest: +SKIP
+        0.91
+        """
+        if self.config.conformal is None:
+            raise EasyTransferError("This model bundle has no conformal calibration; call learn.conformal(calib) "
+                                    "before learn.export(path) to give it prediction sets.")
+        return ConformalPredictor(self.config.conformal, self.vocab,
+                                  probabilities=lambda images: self.predict_batch(images).numpy(),
+                                  interpret=lambda data: self.interpret(data, progress=False),
+                                  folder_probabilities=self._folder_probabilities)
+
+    def predict_set(self, image, alpha: float | None = None) -> PredictionSet:
+        """The conformal set of labels for one image (most probable first), from the bundle's calibration scores.
+
+        Args:
+            alpha: the error rate (default the one given to ``learn.conformal``); any value works, the thresholds
+                follow from the stored scores.
+
+        >>> load_model("runs/textile-model").predict_set("photo.jpg", alpha=0.1).labels  # doctest: +SKIP
+        ['stain', 'hole']
+        """
+        return self.conformal_predictor().predict(image, alpha)
+
+    def _folder_probabilities(self, path) -> tuple[list[str], np.ndarray]:
+        table = self.predict_folder(path, progress=False)
+        table = table[table["error"].isna()]
+        return table["path"].tolist(), table[[f"p_{c}" for c in self.vocab]].to_numpy(dtype=float)
 
     def _labels_above_threshold(self, probs: torch.Tensor) -> list[str]:
         return [self.vocab[i] for i in torch.nonzero(probs > self.threshold).flatten().tolist()]
@@ -105,7 +144,7 @@ class Predictor:
         return self.vocab[i], float(probs[i]), probs
 
     def predict_folder(self, path, bs: int | None = None, csv: str | os.PathLike | None = None,
-                       progress: bool = True) -> pd.DataFrame:
+                       progress: bool = True, alpha: float | None = None) -> pd.DataFrame:
         """Predict every image under `path` (recursively), streaming in batches; optionally write a CSV.
 
         Returns one row per file: ``path``, ``label``, ``probability`` and one column per class. Files that
@@ -116,7 +155,20 @@ class Predictor:
             bs: images per forward pass (default `predict_batch_size`: 8 on the CPU, 64 on CUDA).
             csv: also write the table to this CSV file.
             progress: show a progress bar (in a notebook, or on standard error in a terminal; `progress_bar`).
+            alpha: also give each image its conformal set (``set``, ``set_size`` columns) at this error rate,
+                from the bundle's calibration scores (``learn.conformal`` before `export`).
         """
+        if alpha is not None:
+            cp = self.conformal_predictor()
+            table = self.predict_folder(path, bs=bs, progress=progress)
+            good = table[table["error"].isna()]
+            sets = sets_table(good["path"], good[[f"p_{c}" for c in self.vocab]].to_numpy(dtype=float),
+                              cp.calibration, self.vocab, alpha)
+            table = table.merge(sets[["path", "set", "set_size"]], on="path", how="left")
+            if csv is not None:
+                Path(csv).parent.mkdir(parents=True, exist_ok=True)
+                table.to_csv(csv, index=False)
+            return table
         bs = bs or predict_batch_size(self.device)
         root = Path(path)
         files = [root] if root.is_file() else candidate_files(root)
@@ -164,8 +216,12 @@ class Predictor:
         batches = [paths[i:i + bs] for i in range(0, len(paths), bs)]
         logits = torch.cat([self._logits(self.preprocess(p) for p in batch)
                             for batch in progress_bar(batches, enabled=progress)])
-        losses = F.cross_entropy(logits, targs, reduction="none")
-        return Interpretation.from_probabilities(logits.softmax(dim=1), targs, self.vocab, items=items, losses=losses)
+        if self.config.calibration is None:
+            losses = F.cross_entropy(logits, targs, reduction="none")
+            return Interpretation.from_probabilities(logits.softmax(dim=1), targs, self.vocab, items=items,
+                                                     losses=losses)
+        # calibrated: the losses are those of the calibrated probabilities (from_probabilities' default)
+        return Interpretation.from_probabilities(self._softmax(logits), targs, self.vocab, items=items)
 
     def evaluate(self, data, *, bs: int | None = None, progress: bool = True) -> dict:
         """Loss, accuracy and macro / weighted F1 on labelled images: the dict ``learn.evaluate`` returns.

@@ -23,6 +23,7 @@ from ..deploy.bundle import BundleConfig
 from ..files import atomic_write_text
 from ..train.history import History, plot_history
 from ..version import __version__
+from .conformal import evaluate_sets
 from .detection import DetectionInterpretation
 from .interpret import Interpretation
 from .segmentation import SegmentationInterpretation
@@ -38,6 +39,8 @@ SECTIONS = {  # classification
     "confusion-matrix": "Confusion matrix",
     "top-losses": "Top losses",
     "per-class": "Per-class precision, recall, F1 and support",
+    "calibration": "Calibration: how far to trust the probabilities",
+    "conformal": "Conformal prediction sets: which images to send to a person",
     "diagnosis": "Diagnosis",
 }
 
@@ -178,6 +181,58 @@ def _data_name(interp) -> str:
     return f" ({html.escape(name)})" if name else ""
 
 
+REPORT_ALPHAS = (0.05, 0.1, 0.2)  # the error rates the conformal section shows
+
+
+def _calibration_section(learn, interp: Interpretation) -> str:
+    """ECE and reliability diagram of the report's predictions; before and after when the learner is calibrated."""
+    if interp.multilabel:
+        return '<p class="muted">Calibration error is reported for single-label classifiers.</p>'
+    calibration = getattr(learn, "calibration", None)
+    before = None
+    if calibration is not None and interp.dl is not None:  # the same images through the plain softmax
+        probs, targs = learn.get_preds(dl=interp.dl, act=lambda logits: logits.softmax(dim=1))
+        before = Interpretation.from_probabilities(probs, targs, interp.vocab)
+    if calibration is None:
+        text = ("Not calibrated: these are the model's softmax probabilities (learn.calibrate(calib) fits a "
+                "temperature or isotonic calibration on separate labelled images).")
+    else:
+        fitted = (f"temperature {calibration.temperature:.3f}" if calibration.method == "temperature"
+                  else "isotonic, one step function per class")
+        text = f"Calibrated ({fitted}) on {calibration.n_images} images."
+    ece = ("Expected calibration error (15 equal-width bins of top-class probability): "
+           f"{interp.calibration_error():.4f}"
+           + (f", {before.calibration_error():.4f} before calibration" if before is not None else "") + ".")
+    return (f"<p>{html.escape(text)} {html.escape(ece)}</p>"
+            + _figure_html(interp.plot_calibration(before=before), "reliability diagram"))
+
+
+def _conformal_section(learn, interp: Interpretation) -> str:
+    """Coverage and set sizes of the learner's conformal sets on the report's images, for a few alphas."""
+    calibration = getattr(learn, "conformal_calibration", None)
+    if calibration is None or interp.multilabel:
+        return ('<p class="muted">No conformal sets: learn.conformal(calib, alpha=0.1) gives each image a set of '
+                "labels that holds the true one with probability at least 1 - alpha.</p>")
+    rows = {}
+    for alpha in sorted(set(REPORT_ALPHAS) | {calibration.alpha}):
+        result = evaluate_sets(calibration.prediction_sets(interp.probs, alpha), interp.targs, interp.vocab, alpha)
+        rows[alpha] = {"target coverage": 1 - alpha, "coverage": result.coverage,
+                       "lowest class coverage": min(result.per_class_coverage.values()),
+                       "average set size": result.avg_set_size, "single-label sets": result.singleton_share}
+    kind = "one threshold per class (Mondrian)" if calibration.mondrian else "one threshold for all classes"
+    text = (f"Score {calibration.score!r}, {kind}, from {calibration.n_images} calibration images; measured on the "
+            f"{len(interp.targs)} images of this report (honest only if they are not the calibration images). "
+            "Images whose set holds more than one label are the ones to send to a person.")
+    return f"<p>{html.escape(text)}</p>" + _table_html(pd.DataFrame(rows).T.rename_axis("alpha"))
+
+
+def _diagnosis(learn, interp):
+    """The learner's diagnosis; a classifier's reads its calibration from the report's interpretation."""
+    if isinstance(interp, Interpretation) and getattr(learn, "task", None) == "classification":
+        return learn.diagnose(interp=interp)
+    return learn.diagnose()
+
+
 def _scores_table(scores: dict, names: dict[str, str]) -> str:
     """The scalar `scores` named in `names` (score key -> row name) as a one-column table (counts as integers)."""
     shown = {name: f"{scores[key]:.4f}" if isinstance(scores[key], float) else str(scores[key])
@@ -222,7 +277,8 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
 
     Predictions on `dl` (``None``: the set ``learn.interpret()`` reads) are computed once for the task's
     sections; pass an interpretation you already have as `interp` to reuse it. The sections are those of
-    `SECTIONS` (classification: confusion matrix, top losses, per-class precision, recall and F1),
+    `SECTIONS` (classification: confusion matrix, top losses, per-class precision, recall and F1, calibration
+    error with a reliability diagram, conformal coverage and set sizes),
     `SEGMENTATION_SECTIONS` (mIoU, pixel accuracy and Dice, per-class IoU and Dice, the pixel confusion matrix,
     top losses as image, prediction and truth) or `DETECTION_SECTIONS` (mAP@0.5 and mAP, per-class AP, top
     losses with their boxes), each beside the data, model, layer groups, history, LR finder and diagnosis.
@@ -238,6 +294,7 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
         titles, task = DETECTION_SECTIONS, _detection_sections(interp, top_k)
     else:
         titles, task = SECTIONS, _classification_sections(interp, top_k)
+        task |= {"calibration": _calibration_section(learn, interp), "conformal": _conformal_section(learn, interp)}
     config = learn.bundle_config()
     bodies = {
         "data": _data_section(learn, config),
@@ -246,7 +303,7 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
         "history": _history_section(learn),
         "lr-finder": _lr_section(learn),
         **task,
-        "diagnosis": f"<pre>{html.escape(str(learn.diagnose()))}</pre>",
+        "diagnosis": f"<pre>{html.escape(str(_diagnosis(learn, interp)))}</pre>",
     }
     body = [_section(key, title, bodies[key]) for key, title in titles.items()]
     title = f"easytransfer run report: {learn.spec.name}"

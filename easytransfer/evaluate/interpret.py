@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..data.images import open_rgb
+from .calibration import ECE_BINS, reliability_bins
 from .metrics import confusion_matrix, multilabel_confusion_matrix, per_class_report
 
 __all__ = ["ClassReport", "Interpretation", "as_dataloader", "draw_matrix"]
@@ -104,6 +105,8 @@ class Interpretation(FastaiInterpretation):
         dl = as_dataloader(learn, dl)
         if not tta:
             probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
+            if getattr(learn, "calibration", None) is not None:  # fastai's losses are of the raw logits
+                losses = _losses_from_probs(probs, targs)
             return cls(learn, dl, probs, targs, losses)
         probs, targs = learn.tta(dl=dl, n=n_tta)
         return cls(learn, dl, probs, targs, _losses_from_probs(probs, targs))
@@ -202,6 +205,55 @@ class Interpretation(FastaiInterpretation):
                 out.append(f"Class {name!r} ({share:.0%} of these images) has recall {row['recall']:.0%} against "
                            f"{overall:.0%} overall accuracy: the overall figure hides it; {fix}.")
         return out
+
+    def calibration_error(self, n_bins: int = ECE_BINS) -> float:
+        """Expected calibration error (ECE) of these predictions: the images are put in `n_bins` equal-width bins
+        of top-class probability (15, as Guo et al. 2017), and the gaps between each bin's accuracy and its mean
+        probability are averaged, weighted by the bin's share of images. 0.0 is calibrated; 0.1 means the
+        probabilities are off by 10 points on average (above the accuracy: over-confident).
+
+        >>> interp = Interpretation.from_probabilities(torch.tensor([[0.9, 0.1], [0.8, 0.2]]), torch.tensor([0, 1]),
+        ...                                            ["a", "b"])
+        >>> round(interp.calibration_error(), 4)  # bins of 0.9 (right: gap 0.1) and 0.8 (wrong: gap 0.8)
+        0.45
+        """
+        self._check_single_label("calibration_error")
+        return reliability_bins(self.probs, self.targs, n_bins).ece
+
+    def plot_calibration(self, before: Interpretation | None = None, n_bins: int = ECE_BINS, ax=None) -> Figure:
+        """Reliability diagram: accuracy against mean top-class probability per bin, the diagonal being perfect
+        calibration; bars below it are over-confident. `before`: another interpretation (the same images before
+        ``learn.calibrate()``) drawn beside it, each labelled with its ECE.
+
+        >>> after = learn.calibrate("data/calib").interpret("data/test")  # doctest: +SKIP
+        >>> after.plot_calibration(before=before)  # doctest: +SKIP
+        """
+        self._check_single_label("plot_calibration")
+        fig = Figure(figsize=(4.5, 4.5)) if ax is None else ax.figure
+        ax = fig.add_subplot() if ax is None else ax
+        curves = ([("before", before)] if before is not None else []) + [("after" if before is not None else "model",
+                                                                          self)]
+        width = 1.0 / n_bins
+        for k, (name, interp) in enumerate(curves):
+            bins = reliability_bins(interp.probs, interp.targs, n_bins)
+            full = bins.counts > 0
+            shift = (k - (len(curves) - 1) / 2) * width / len(curves)
+            ax.bar(bins.edges[:-1][full] + width / 2 + shift, bins.accuracy[full], width=width / len(curves),
+                   alpha=0.7, label=f"{name} (ECE {bins.ece:.3f})")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("Top-class probability")
+        ax.set_ylabel("Accuracy")
+        ax.set_title(f"Reliability diagram ({n_bins} bins)")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def _check_single_label(self, what: str) -> None:
+        if self.multilabel:
+            raise ValueError(f"{what}() is for single-label predictions; these are multi-label (each label's "
+                             "probability is a separate yes / no).")
 
     def report(self) -> ClassReport:
         """The per-class table, followed by any warning about a hidden weak class, as a `ClassReport`.

@@ -38,7 +38,10 @@ from ..data.sources import candidate_files
 from ..deploy.bundle import BundleConfig, Preprocessing, write_bundle
 from ..devices import resolve_device
 from ..errors import DataError, EasyTransferError
-from ..evaluate.diagnosis import Diagnosis, diagnose
+from ..evaluate.calibration import Calibration, fit_calibration
+from ..evaluate.conformal import ConformalCalibration
+from ..evaluate.conformal_sets import ConformalPredictor
+from ..evaluate.diagnosis import ConfidenceCheck, Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
 from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
@@ -74,6 +77,7 @@ from .head_loop import HeadLoop
 from .history import FineTuneChoice, History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
 from .probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
+from .uncertainty import calibration_activation, folder_probabilities, image_probabilities, raw_logits
 
 __all__ = ["FIT_FROZEN_METHODS", "TransferLearner", "discriminative_lrs", "transfer_learner"]
 
@@ -185,6 +189,8 @@ class TransferLearner(Learner):
         self.fine_tune_choice = None
         self.last_interpretation: Interpretation | None = None  # what save_report shows by default
         self._interpretation_cache: tuple[tuple, Interpretation] | None = None
+        self.calibration: Calibration | None = None  # set by `calibrate`
+        self.conformal_calibration: ConformalCalibration | None = None  # set by `conformal`; exported
         self.freeze()
 
     def __repr__(self) -> str:
@@ -280,6 +286,7 @@ class TransferLearner(Learner):
         self.fit_start = start
         self.best_epoch = None
         self.fine_tune_choice = None  # any later fit changes the weights fine_tune chose
+        self._forget_calibration()
         if self.opt is None:
             self.create_opt()
         state = FitState(phase, epochs, tuple(float(x) for x in lrs), warmup_pct, on_features=features is not None,
@@ -461,6 +468,7 @@ class TransferLearner(Learner):
             if features is None:
                 raise ValueError(f"method={method!r} needs cached features: {self._cache_obstacle()}")
             self.fine_tune_choice = None
+            self._forget_calibration()
             if method == "logistic":
                 if self.head_config.type in FEW_SHOT_HEADS:  # the probe is written into a Linear layer
                     self._install_head(nn.Linear(features.train.shape[-1], len(self.dls.vocab)))
@@ -754,14 +762,27 @@ class TransferLearner(Learner):
         """
         return plot_history(self.fit_history, axes=axes, title=title)
 
-    def diagnose(self) -> Diagnosis:
+    def diagnose(self, interp: Interpretation | None = None) -> Diagnosis:
         """Under-fitting, over-fitting or a good fit, in plain words, from ``learn.fit_history``; with next steps.
+
+        A trained single-label classifier also gets its calibration error on the validation set (from `interp`,
+        an interpretation of it, or one validation pass), and the advice to calibrate when it is over-confident.
 
         >>> print(learn.diagnose())  # doctest: +SKIP
         """
         trainable = [any(p.requires_grad for p in g) for g in self.layer_groups.params(self.model)[:-1]]
         return diagnose(self.fit_history, n_valid=len(self.dls.valid_ds), frozen_body_groups=trainable.count(False),
-                        restored_epoch=self.best_epoch, fine_tune=self.fine_tune_choice, task=self.task)
+                        restored_epoch=self.best_epoch, fine_tune=self.fine_tune_choice, task=self.task,
+                        confidence=self._confidence_check(interp))
+
+    def _confidence_check(self, interp: Interpretation | None) -> ConfidenceCheck | None:
+        if self.task != "classification" or getattr(self.dls, "is_multilabel", False) or not len(self.fit_history):
+            return None
+        interp = interp if interp is not None else self.interpret()
+        if interp.multilabel or not len(interp.targs):
+            return None
+        return ConfidenceCheck(interp.calibration_error(), float(interp.probs.max(axis=1).mean()), interp.accuracy,
+                               calibrated=self.calibration is not None)
 
     def interpret(self, dl=None, tta: bool = False) -> Interpretation:
         """Predictions on `dl`, computed once; every table and plot of the `Interpretation` reads them.
@@ -781,7 +802,8 @@ class TransferLearner(Learner):
     def _interpretation(self, dl, *, tta: bool, test_set: bool) -> Interpretation:
         """`interpret` on `dl` (on the data's test split when `test_set`), reused while images and weights match."""
         images = _images_key(dl, test_set)
-        key = None if images is None else images + (tta, id(self.dls), _weights_fingerprint(self.model))
+        key = None if images is None else images + (tta, id(self.dls), _weights_fingerprint(self.model),
+                                                     id(self.calibration))
         cached = self._interpretation_cache
         if key is not None and cached is not None and cached[0] == key:
             interp = cached[1]
@@ -792,6 +814,90 @@ class TransferLearner(Learner):
             self._interpretation_cache = (key, interp) if key is not None else None
         self.last_interpretation = interp
         return interp
+
+    def get_preds(self, ds_idx=1, dl=None, with_input=False, with_decoded=False, with_loss=False, act=None,
+                  **kwargs):
+        """fastai's ``get_preds``; after `calibrate` the probabilities are the calibrated ones (``act`` not given).
+
+        `predict`, `tta`, `interpret` and `evaluate` all read their probabilities from here.
+        """
+        if act is None and self.calibration is not None:
+            act = calibration_activation(self.calibration)
+        return super().get_preds(ds_idx, dl, with_input, with_decoded, with_loss, act, **kwargs)
+
+    def calibrate(self, dl=None, method: str = "temperature") -> TransferLearner:
+        """Fit a probability calibration on labelled images; every later prediction uses it, and `export` keeps it.
+
+        Args:
+            dl: the calibration set: a folder of class sub-folders, a table with ``path`` and ``label``, a list of
+                files or a DataLoader; default the validation set (with a warning: images the model was not chosen
+                on give an honest fit).
+            method: ``"temperature"`` (one number divides the logits: the predicted class never changes) or
+                ``"isotonic"`` (an increasing step function per class; needs a few hundred images).
+
+        Training again drops the calibration (it was fitted to the old weights); calibrating drops conformal
+        sets made before (call `conformal` after `calibrate`).
+
+        >>> learn.calibrate("data/calib"); learn.interpret("data/test").calibration_error()  # doctest: +SKIP
+        """
+        self._check_single_label("calibrate")
+        if dl is None:
+            warnings.warn("Calibrating on the validation set, which also chose the weights; a separate set of "
+                          "labelled images gives an honest fit: learn.calibrate('path/to/calib').", stacklevel=2)
+        logits, targets = raw_logits(self, as_dataloader(self, dl))
+        self.calibration = fit_calibration(logits, targets, method)
+        self.conformal_calibration = None  # its thresholds were for the probabilities before
+        return self
+
+    def conformal(self, calib=None, alpha: float = 0.1, *, mondrian: bool = False, score: str = "lac",
+                  allow_empty: bool = False) -> ConformalPredictor:
+        """Conformal prediction sets: labels that hold the true one with probability at least ``1 - alpha``.
+
+        The promise holds on images exchangeable with `calib` (same source and conditions), on average over
+        the draw of the calibration set; docs/when_the_model_is_unsure.md says what it does not promise.
+
+        Args:
+            calib: labelled calibration images not used for training (a folder, a table, a list of files or a
+                DataLoader), or this learner's `Interpretation` of them (no new inference); default the
+                validation set (with a warning).
+            alpha: the error rate: 0.1 asks for sets that miss the true label at most 10 % of the time.
+            mondrian: one threshold per class (coverage within each class) instead of one overall.
+            score: ``"lac"`` (smallest sets) or ``"aps"`` (sets that adapt to how hard the image is).
+            allow_empty: keep empty sets; by default an empty set becomes the top label.
+
+        Returns:
+            a `ConformalPredictor` (``predict``, ``predict_folder``, ``evaluate``); its scores are also kept as
+            ``learn.conformal_calibration`` and travel in the exported bundle (`Predictor.predict_set`).
+
+        >>> cp = learn.conformal("data/calib", alpha=0.1); cp.predict("photo.jpg").labels  # doctest: +SKIP
+        ['stain']
+        """
+        self._check_single_label("conformal")
+        if calib is None:
+            warnings.warn("Conformal thresholds from the validation set, which also chose the weights; coverage is "
+                          "only promised on a separate calibration set: learn.conformal('path/to/calib').",
+                          stacklevel=2)
+        interp = calib if isinstance(calib, Interpretation) else self.interpret(calib)
+        self.conformal_calibration = ConformalCalibration.fit(interp.probs, interp.targs, score=score, alpha=alpha,
+                                                              mondrian=mondrian, allow_empty=allow_empty)
+        return ConformalPredictor(self.conformal_calibration, self.dls.vocab,
+                                  probabilities=lambda images: image_probabilities(self, images),
+                                  interpret=self.interpret,
+                                  folder_probabilities=lambda path: folder_probabilities(self, path))
+
+    def _check_single_label(self, what: str) -> None:
+        if self.task != "classification" or getattr(self.dls, "is_multilabel", False):
+            kind = "multi-label classification" if self.task == "classification" else self.task
+            raise EasyTransferError(f"learn.{what}() is for single-label classification; this learner does {kind}. "
+                                    "For multi-label data, threshold each label's probability instead.")
+
+    def _forget_calibration(self) -> None:
+        """Training changes the weights: a calibration or conformal thresholds fitted before no longer hold."""
+        if self.calibration is not None or self.conformal_calibration is not None:
+            warnings.warn("Training changes the model: its calibration and conformal thresholds are dropped; call "
+                          "learn.calibrate() / learn.conformal() again after training.", stacklevel=3)
+        self.calibration = None
+        self.conformal_calibration = None
 
     def tta(self, dl=None, n: int = 4, beta: float = 0.25, **kwargs):
         """Test-time augmentation: `n` passes with the training augmentations, averaged with the plain pass.
@@ -868,7 +974,7 @@ class TransferLearner(Learner):
             arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(str(c) for c in self.dls.vocab),
             multilabel=bool(getattr(self.dls, "is_multilabel", False)), head=self.head_config,
             preprocessing=Preprocessing(int(size), source.interpolation, tuple(source.mean), tuple(source.std)),
-            arch_config=spec.arch_config,
+            arch_config=spec.arch_config, calibration=self.calibration, conformal=self.conformal_calibration,
         )
 
     def export(self, path) -> Path:
