@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from ..errors import EasyTransferError
 from ..files import atomic_write
+from .distributed import is_main_process, unwrap_model
 from .history import History, Phase
 
 __all__ = ["BEST_NAME", "CHECKPOINT_FORMAT", "LAST_NAME", "Checkpoint", "CheckpointCallback", "FitState",
@@ -197,7 +198,8 @@ class CheckpointCallback(Callback):
         self.best = fit_state.best
 
     def before_fit(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if is_main_process():
+            self.folder.mkdir(parents=True, exist_ok=True)
         names = list(self.learn.recorder.metric_names[1:])
         self.idx = names.index(self.monitor) if self.monitor in names else None
 
@@ -211,6 +213,9 @@ class CheckpointCallback(Callback):
         history = getattr(self.learn, "fit_history", None)
         state = replace(self.fit_state, done=self.fit_state.done + self.epoch + 1, best=self.best,
                         history=History(list(history)) if history is not None else History())
-        save_checkpoint(self.folder / LAST_NAME, self.learn.model, self.learn.opt, state)
+        if not is_main_process():  # a distributed run: every rank holds the same weights, rank 0 writes them
+            return
+        model = unwrap_model(self.learn.model)  # DDP's wrapper would prefix every name with "module."
+        save_checkpoint(self.folder / LAST_NAME, model, self.learn.opt, state)
         if improved:
-            save_checkpoint(self.folder / BEST_NAME, self.learn.model, None, state)
+            save_checkpoint(self.folder / BEST_NAME, model, None, state)

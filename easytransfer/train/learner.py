@@ -51,6 +51,7 @@ from .callbacks import (
     warmup_cosine,
 )
 from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, FitState, read_checkpoint, restore_optimizer
+from .distributed import RankSplit, broadcast_object, is_main_process, one_process_view, rank_trainer
 from .features import (
     DEFAULT_CACHE_VIEWS,
     FeatureCache,
@@ -62,6 +63,7 @@ from .features import (
 from .head_loop import HeadLoop
 from .history import FineTuneChoice, History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
+from .precision import autocast_dtype
 from .probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
 
 __all__ = ["FIT_FROZEN_METHODS", "TransferLearner", "discriminative_lrs", "transfer_learner"]
@@ -150,7 +152,30 @@ class TransferLearner(Learner):
         self.best_epoch = None
         self.fit_start: tuple[float, int] | None = None  # (monitor value, history row) the last fit had to beat
         self.fine_tune_choice = None
+        self.world = None  # the `World` of a distributed run while `distributed()` is active
         self.freeze()
+
+    @contextmanager
+    def distributed(self, *, sync_bn: bool | None = None, verbose: bool = True) -> Iterator[TransferLearner]:
+        """Train data-parallel in the processes torchrun started (fastai's ``distrib_ctx``, CPU-safe).
+
+        Run the script with ``torchrun --nproc_per_node N script.py`` (or ``easytransfer train DATA --nproc N``):
+        inside the block every fit, `lr_find` and `fine_tune` runs on all ranks, each on its share of every
+        epoch's images, with gradients averaged (DDP), so the weights are the same on every rank. The feature
+        cache is computed by all ranks, each on its share, and gathered; `lr_find`'s suggestion and each
+        epoch's figures are rank 0's, so early stopping and best weights agree; rank 0 alone prints, writes
+        checkpoints, `export` s and saves reports (also after the block). One line says
+        ``distributed: N processes (backend gloo|nccl)``. On CUDA each rank uses its own GPU (``LOCAL_RANK``)
+        and BatchNorm is synchronised (`sync_bn`; never on the CPU). Outside torchrun the block changes nothing.
+
+        >>> with learn.distributed():  # doctest: +SKIP
+        ...     learn.fine_tune(5)
+        >>> learn.export("model")  # rank 0 writes it  # doctest: +SKIP
+        """
+        from .distributed import distributed_run
+
+        with distributed_run(self, sync_bn=sync_bn, verbose=verbose):
+            yield self
 
     @property
     def n_groups(self) -> int:
@@ -323,6 +348,8 @@ class TransferLearner(Learner):
         else:
             ratios = discriminative_lrs(1.0, self.n_groups, DEFAULT_DECAY if decay is None else decay)
             result = find_lr(self, start_lr * ratios, end_lr * ratios, num_it, stop_div)
+        if self.world is not None:  # every rank swept in step (DDP); rank 0's suggestion is everyone's
+            result = broadcast_object(result)
         self.lr_find_result = result
         return result
 
@@ -468,7 +495,9 @@ class TransferLearner(Learner):
         if self.feature_cache is None or self.feature_cache.key != key:
             self.feature_cache = None  # free the old one first
             try:
-                self.feature_cache = compute_feature_cache(self, module, cache_views, key)
+                ranks = RankSplit(self.world) if self.world is not None else None
+                self.feature_cache = compute_feature_cache(self, module, cache_views, key, ranks=ranks,
+                                                           autocast_dtype=autocast_dtype(self.cbs, self.device))
             except FeatureCacheUnsupported as e:
                 print(f"Training the head on images, not cached features: {e}.")
                 return None
@@ -477,7 +506,8 @@ class TransferLearner(Learner):
     def _head_loop(self, cache: FeatureCache) -> HeadLoop:
         """The loop that trains the head on `cache` with this learner's optimizer and callbacks."""
         _, trainable = feature_head(self)
-        return HeadLoop(self, cache.dataloaders(self.dls, self.device), trainable)
+        inner_cbs = [rank_trainer(self.device)] if self.world is not None else []  # DDP over the head alone
+        return HeadLoop(self, cache.dataloaders(self.dls, self.device), trainable, inner_cbs=inner_cbs)
 
     def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY,
                            layer_decay: float | None = None, warmup_pct: float = 0.1, monitor: str = "valid_loss",
@@ -744,7 +774,10 @@ class TransferLearner(Learner):
         """
         from ..evaluate.html_report import save_report
 
-        return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
+        if not is_main_process():  # a distributed run: rank 0 writes it
+            return Path(path)
+        with one_process_view():
+            return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
 
     def bundle_config(self) -> BundleConfig:
         """What `export` writes beside the weights: architecture, classes, head and preprocessing."""
@@ -763,6 +796,8 @@ class TransferLearner(Learner):
 
         >>> learn.export("runs/textile-model")  # doctest: +SKIP
         """
+        if not is_main_process():  # a distributed run: rank 0 writes it
+            return Path(path)
         return write_bundle(path, self.model, self.bundle_config())
 
 
