@@ -11,7 +11,10 @@ from ..data.detection import ANNOTATION_FORMATS, DEFAULT_DETECTION_BS, DEFAULT_D
 from ..errors import EasyTransferError
 from ..models.detection import DETECTION_HEADS
 from ..models.segmentation import SEGMENTATION_HEADS
+from ..train.distributed import is_main_process, one_process_view
+from ..train.precision import PRECISIONS, mixed_precision_callback
 from .arguments import TASKS, name_list, non_negative_int, positive_int
+from .launch import add_distributed_args, announce_world, needs_launch, run_under_torchrun
 
 __all__ = ["HANDLERS", "add_parsers"]
 
@@ -65,6 +68,9 @@ def add_parsers(commands) -> None:
     train.add_argument("--lr", default=None, help="head learning rate, or 'find' (default 3e-3)")
     train.add_argument("--lr-max", default="1e-3", help="fine-tuning head rate, or 'find' (default 1e-3)")
     train.add_argument("--out", default=None, help="output folder (default easytransfer_runs/train-<time>)")
+    train.add_argument("--mixed-precision", choices=PRECISIONS, default="no",
+                       help="fp16 or bf16 mixed precision on a GPU (fastai's to_fp16 / to_bf16); ignored on the CPU")
+    add_distributed_args(train)
 
     lr_find = commands.add_parser("lr-find", help="sweep the learning rate and print the suggestions",
                                   description="Run the LR finder on DATA (body frozen unless --unfrozen) and print "
@@ -181,6 +187,14 @@ def _learner(args):
 
 def _fit(learn, args) -> None:
     """The recipe's stages: the head with the body frozen, then everything with discriminative rates."""
+    precision = mixed_precision_callback(args.mixed_precision, learn.device)
+    if precision is not None:
+        learn.add_cb(precision)
+    with learn.distributed(verbose=False):  # `announce_world` said it at the start
+        _fit_stages(learn, args)
+
+
+def _fit_stages(learn, args) -> None:
     if args.frozen_epochs:
         learn.fit_frozen(args.frozen_epochs, lr=_lr(args.lr))
     if args.epochs:
@@ -198,12 +212,25 @@ def _train(args) -> None:
     import time
 
     out = Path(args.out) if args.out else Path("easytransfer_runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    if needs_launch(args):  # the ranks get this output folder: their clocks may differ
+        run_under_torchrun(args, args.argv, str(out))
+        return
+    announce_world()
+    main = is_main_process()  # rank 0 of a distributed run (or a plain process) prints and writes
     learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    n_valid = len(learn.dls.valid.dataset)
-    print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
-          f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        n_valid = len(learn.dls.valid.dataset)
+        print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
+              f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
     _fit(learn, args)
+    if not main:
+        return
+    with one_process_view():  # the other ranks are done: fastai must not wait for them
+        _write_outputs(learn, args, out)
+
+
+def _write_outputs(learn, args, out: Path) -> None:
     learn.export(out / "model")
     _write_history(learn, out)
     if args.task != "classification":
