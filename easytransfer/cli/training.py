@@ -12,7 +12,7 @@ from ..errors import EasyTransferError
 from ..models.detection import DETECTION_HEADS
 from ..models.segmentation import SEGMENTATION_HEADS
 from ..train.distributed import is_main_process, one_process_view
-from ..train.precision import PRECISIONS, mixed_precision_callback
+from ..train.precision import PRECISIONS
 from .arguments import TASKS, name_list, non_negative_int, positive_int
 from .launch import add_distributed_args, announce_world, needs_launch, run_under_torchrun
 
@@ -187,9 +187,8 @@ def _learner(args):
 
 def _fit(learn, args) -> None:
     """The recipe's stages: the head with the body frozen, then everything with discriminative rates."""
-    precision = mixed_precision_callback(args.mixed_precision, learn.device)
-    if precision is not None:
-        learn.add_cb(precision)
+    if args.mixed_precision != "no":  # a GPU only; on the CPU one line says it is off
+        {"fp16": learn.to_fp16, "bf16": learn.to_bf16}[args.mixed_precision]()
     with learn.distributed(verbose=False):  # `announce_world` said it at the start
         _fit_stages(learn, args)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.mixup import CutMix, MixHandler, MixUp
 from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import EarlyStoppingCallback
@@ -63,7 +64,7 @@ from .features import (
 from .head_loop import HeadLoop
 from .history import FineTuneChoice, History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
-from .precision import autocast_dtype
+from .precision import autocast_dtype, mixed_precision_callback
 from .probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
 
 __all__ = ["FIT_FROZEN_METHODS", "TransferLearner", "discriminative_lrs", "transfer_learner"]
@@ -176,6 +177,26 @@ class TransferLearner(Learner):
 
         with distributed_run(self, sync_bn=sync_bn, verbose=verbose):
             yield self
+
+    def to_fp16(self, **kwargs) -> TransferLearner:
+        """fastai's ``to_fp16`` (float16 mixed precision, AMP) on a GPU, also for the feature cache; off on the CPU.
+
+        >>> learn.to_fp16().fine_tune(5)  # doctest: +SKIP
+        """
+        return self._mixed_precision("fp16", **kwargs)
+
+    def to_bf16(self) -> TransferLearner:
+        """fastai's ``to_bf16`` (bfloat16 mixed precision) on a GPU, also for the feature cache; off on the CPU."""
+        return self._mixed_precision("bf16")
+
+    def _mixed_precision(self, precision: str, **kwargs) -> TransferLearner:
+        self.remove_cbs([cb for cb in self.cbs if isinstance(cb, MixedPrecision)])
+        callback = mixed_precision_callback(precision, self.device, **kwargs)
+        if callback is None:
+            print(f"Mixed precision ({precision}) is for CUDA devices; on {self.device} the learner trains in float32.")
+        else:
+            self.add_cb(callback)
+        return self
 
     @property
     def n_groups(self) -> int:
@@ -897,6 +918,7 @@ def transfer_learner(
     device: str | torch.device | None = None,
     matcher: dict | None = None,
     size: int | None = None,
+    mixed_precision: str | None = None,
     **kwargs,
 ) -> TransferLearner:
     """A `TransferLearner` for `dls` with a pre-trained `arch` whose head is replaced for the data's classes.
@@ -941,6 +963,8 @@ def transfer_learner(
             (``ImageData.from_folder(..., size=...)``, which always wins: a different `size` here is ignored with
             a warning), else the model's (DINOv2: 224 px, not the 518 of its pretrained config; see
             ``easytransfer.models.backends.timm.DEFAULT_SIZES``). The model and the data always agree on it.
+        mixed_precision: ``"fp16"`` or ``"bf16"``: train (and compute cached features) in mixed precision on a
+            GPU, as ``learn.to_fp16()`` / ``learn.to_bf16()``; ignored with a message on the CPU. Default off.
 
     Returns:
         The learner, its body frozen (only the new head trains until `unfreeze`).
@@ -985,4 +1009,6 @@ def transfer_learner(
         head_config=head_config, checkpoint_dir=checkpoint_dir, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
         wd=wd, cbs=cbs, device=device, **kwargs,
     )
+    if mixed_precision not in (None, "no"):
+        learn._mixed_precision(mixed_precision)
     return learn

@@ -16,8 +16,11 @@ __all__ = ["PRECISIONS", "autocast_dtype", "mixed_precision_callback"]
 PRECISIONS = ("no", "fp16", "bf16")
 
 
-def mixed_precision_callback(precision: str | None, device: torch.device) -> MixedPrecision | None:
+def mixed_precision_callback(precision: str | None, device: torch.device, **kwargs) -> MixedPrecision | None:
     """fastai's `MixedPrecision` callback for `precision` on `device`; ``None`` for ``"no"`` or on the CPU.
+
+    Raises:
+        ValueError: a `precision` other than ``"no"``, ``"fp16"``, ``"bf16"`` or ``None``.
 
     >>> mixed_precision_callback("fp16", torch.device("cpu")) is None
     True
@@ -30,7 +33,7 @@ def mixed_precision_callback(precision: str | None, device: torch.device) -> Mix
         raise ValueError(f"mixed_precision must be one of {PRECISIONS} (or None), got {precision!r}")
     if torch.device(device).type != "cuda":
         return None  # CUDA autocast only: on the CPU fastai's callback would train in float32 behind a warning
-    return MixedPrecision(amp_mode=AMPMode(precision))
+    return MixedPrecision(amp_mode=AMPMode(precision), **kwargs)  # kwargs: GradScaler's (init_scale ...)
 
 
 def autocast_dtype(cbs, device: torch.device) -> torch.dtype | None:
