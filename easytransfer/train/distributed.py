@@ -29,14 +29,15 @@ import torch
 import torch.distributed as dist
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
+from fastai.torch_core import num_distrib
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import EasyTransferError
 
-__all__ = ["DEFAULT_MASTER_PORT", "RankSplit", "SyncRecordCallback", "World", "all_gather_rows", "broadcast_object",
-           "collective_device", "distributed_run", "identical_on_all_ranks", "is_main_process", "one_process_view",
-           "rank_trainer", "torchrun_command", "unwrap_model"]
+__all__ = ["DEFAULT_MASTER_PORT", "RankSplit", "SyncRecordCallback", "World", "all_gather_rows", "any_rank",
+           "broadcast_object", "collective_device", "distributed_run", "identical_on_all_ranks", "is_main_process",
+           "one_process_view", "rank_trainer", "torchrun_command", "unwrap_model"]
 
 DEFAULT_MASTER_PORT = 29500  # torchrun's own default
 
@@ -144,6 +145,22 @@ def broadcast_object(obj, src: int = 0):
     holder = [obj]
     dist.broadcast_object_list(holder, src=src, device=collective_device())
     return holder[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether `flag` is true on any rank: one decision for all ranks.
+
+    `flag` itself outside a process group, or where fastai sees one process (``WORLD_SIZE`` unset or 1, as in
+    `one_process_view`), so a rank working alone never waits for the others.
+
+    >>> any_rank(False)
+    False
+    """
+    if num_distrib() <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
