@@ -52,7 +52,14 @@ from .callbacks import (
     warmup_cosine,
 )
 from .checkpoint import BEST_NAME, LAST_NAME, CheckpointCallback, FitState, read_checkpoint, restore_optimizer
-from .distributed import RankSplit, broadcast_object, is_main_process, one_process_view, rank_trainer
+from .distributed import (
+    RankSplit,
+    broadcast_object,
+    distributed_run,
+    is_main_process,
+    one_process_view,
+    rank_trainer,
+)
 from .features import (
     DEFAULT_CACHE_VIEWS,
     FeatureCache,
@@ -173,8 +180,6 @@ class TransferLearner(Learner):
         ...     learn.fine_tune(5)
         >>> learn.export("model")  # rank 0 writes it  # doctest: +SKIP
         """
-        from .distributed import distributed_run
-
         with distributed_run(self, sync_bn=sync_bn, verbose=verbose):
             yield self
 
@@ -1010,5 +1015,5 @@ def transfer_learner(
         wd=wd, cbs=cbs, device=device, **kwargs,
     )
     if mixed_precision not in (None, "no"):
-        learn._mixed_precision(mixed_precision)
+        learn._mixed_precision(mixed_precision)  # to_fp16 / to_bf16; an unknown name raises ValueError
     return learn
