@@ -242,10 +242,10 @@ def distributed_run(learn, *, sync_bn: bool | None = None, verbose: bool = True)
     if world is None:
         yield None
         return
+    if world.backend == "nccl":  # nccl's collectives run on the current GPU: this rank's own
+        torch.cuda.set_device(world.local_rank)
     created = not dist.is_initialized()
     if created:
-        if world.backend == "nccl":
-            torch.cuda.set_device(world.local_rank)
         dist.init_process_group(backend=world.backend)
     device = world.device(learn.device)
     if device != learn.device:
