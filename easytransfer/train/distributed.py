@@ -265,12 +265,13 @@ def distributed_run(learn, *, sync_bn: bool | None = None, verbose: bool = True)
             if not world.is_main:  # rank 0 alone prints: progress bars, fit lines, messages
                 stack.enter_context(redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
             yield world
+        if created:  # not after an error: the other ranks may never come
+            dist.barrier()
     finally:
         learn.world = None
         learn.remove_cbs([trainer, sync])
         learn.add_cbs(progress)
         if created:
-            dist.barrier()
             dist.destroy_process_group()
 
 
