@@ -12,7 +12,8 @@ included). The modules that use them (`data.augment`, `data.detection`, `models.
 from __future__ import annotations
 
 __all__ = ["ANNOTATION_FORMATS", "AUG_PRESETS", "DEFAULT_DETECTION_BS", "DEFAULT_DETECTION_SIZE", "DETECTION_HEADS",
-           "SEGMENTATION_HEADS"]
+           "SEGMENTATION_HEADS",
+           "DEFAULT_MASTER_PORT", "PRECISIONS"]
 
 AUG_PRESETS = ("none", "flips", "light", "strong")
 ANNOTATION_FORMATS = ("voc", "coco", "yolo")
@@ -27,3 +28,5 @@ SEGMENTATION_HEADS = {
     "unetplusplus": "UnetPlusPlus",
     "linknet": "Linknet",
 }
+PRECISIONS = ("no", "fp16", "bf16")  # mixed precision on a GPU (`train.precision`)
+DEFAULT_MASTER_PORT = 29500  # torchrun's own default rendezvous port (`train.distributed`)

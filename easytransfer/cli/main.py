@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the console script: run under jemalloc when it is installed (docs/performance.md)
         reexec_with_jemalloc(sys.argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # `train --nproc` runs them again under torchrun
     try:
         COMMANDS[args.command](args)
     except (EasyTransferError, OSError, ValueError, ImportError) as exc:

@@ -14,10 +14,12 @@ from ..choices import (
     DEFAULT_DETECTION_BS,
     DEFAULT_DETECTION_SIZE,
     DETECTION_HEADS,
+    PRECISIONS,
     SEGMENTATION_HEADS,
 )
 from ..errors import EasyTransferError
 from .arguments import TASKS, learning_rate, name_list, non_negative_int, positive_int
+from .launch import add_distributed_args, announce_world, needs_launch, run_under_torchrun
 from .outputs import output_file, output_folder
 
 __all__ = ["HANDLERS", "add_parsers"]
@@ -84,6 +86,9 @@ def add_parsers(commands) -> None:
     train.add_argument("--test", default=None, metavar="DIR",
                        help="classification: a folder of class sub-folders held out for testing; scored after "
                        "training (instead of --test-pct)")
+    train.add_argument("--mixed-precision", choices=PRECISIONS, default="no",
+                       help="fp16 or bf16 mixed precision on a GPU (fastai's to_fp16 / to_bf16); ignored on the CPU")
+    add_distributed_args(train)
 
     lr_find = commands.add_parser("lr-find", help="sweep the learning rate and print the suggestions",
                                   description="Run the LR finder on DATA (body frozen unless --unfrozen) and print "
@@ -195,8 +200,17 @@ def _learner(args):
 
 
 def _fit(learn, args, checkpoints: Path) -> None:
-    """The recipe's stages: the head with the body frozen, then everything with discriminative rates; each stage
-    checkpoints into its own folder under `checkpoints` and, with ``--resume``, continues from it."""
+    """The recipe's stages (`_fit_stages`), in mixed precision when asked (a GPU only) and data-parallel under
+    torchrun (`TransferLearner.distributed`; a plain process is unchanged)."""
+    if args.mixed_precision != "no":  # a GPU only; on the CPU one line says it is off
+        {"fp16": learn.to_fp16, "bf16": learn.to_bf16}[args.mixed_precision]()
+    with learn.distributed(verbose=False):  # `announce_world` said it at the start
+        _fit_stages(learn, args, checkpoints)
+
+
+def _fit_stages(learn, args, checkpoints: Path) -> None:
+    """The head with the body frozen, then everything with discriminative rates; each stage checkpoints into its
+    own folder under `checkpoints` and, with ``--resume``, continues from it."""
     if args.frozen_epochs:
         learn.checkpoint_dir = checkpoints / "frozen"
         learn.fit_frozen(args.frozen_epochs, lr=args.lr, resume=_resumable(args, learn.checkpoint_dir))
@@ -245,25 +259,41 @@ def _train(args) -> None:
     _check_test_flags(args)
     if args.test and not Path(args.test).is_dir():
         raise EasyTransferError(f"--test {args.test!r} is not a folder; give a folder of class sub-folders.")
+    if needs_launch(args):  # the ranks get this output folder: their clocks may differ
+        run_under_torchrun(args, args.argv, str(out))
+        return
+    from ..train.distributed import is_main_process, one_process_view
+
+    announce_world()
+    main = is_main_process()  # rank 0 of a distributed run (or a plain process) prints and writes
     learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    n_valid = len(learn.dls.valid.dataset)
-    print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
-          f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        n_valid = len(learn.dls.valid.dataset)
+        print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
+              f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
     with _bars_on_a_terminal(learn):
         try:
             _fit(learn, args, checkpoints)
         except KeyboardInterrupt:
-            print(f"Interrupted; the finished epochs are checkpointed in {checkpoints}. Continue with the same "
-                  f"command and --resume --out {out}", file=sys.stderr)
+            if main:
+                print(f"Interrupted; the finished epochs are checkpointed in {checkpoints}. Continue with the same "
+                      f"command and --resume --out {out}", file=sys.stderr)
             raise
-        learn.export(out / "model")
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle is the result; the checkpoints only served a resume
-        _write_history(learn, out)
-        if args.task != "classification":
-            _finish_dense(learn, args, out)
+        if not main:
             return
-        _finish_classifier(learn, args, out)
+        with one_process_view():  # the other ranks are done: fastai must not wait for them
+            _write_outputs(learn, args, out, checkpoints)
+
+
+def _write_outputs(learn, args, out: Path, checkpoints: Path) -> None:
+    learn.export(out / "model")
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle is the result; the checkpoints only served a resume
+    _write_history(learn, out)
+    if args.task != "classification":
+        _finish_dense(learn, args, out)
+        return
+    _finish_classifier(learn, args, out)
 
 
 def _finish_classifier(learn, args, out: Path) -> None:

@@ -12,6 +12,7 @@ from fastai.callback.schedule import SchedCos, SchedLin, combine_scheds
 from fastai.callback.tracker import TrackerCallback
 from torch import nn
 
+from .distributed import any_rank
 from .history import EpochRecord, History, Phase
 
 __all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "PhaseLogCallback", "StopOnNaNCallback", "better",
@@ -225,13 +226,14 @@ class StopOnNaNCallback(Callback):
         self.learn.stop_reason = None
 
     def after_loss(self):
-        if self.training and not torch.isfinite(self.learn.loss).all():
+        # in a distributed run every rank must stop at the same batch, or the others wait for it forever
+        if self.training and any_rank(not torch.isfinite(self.learn.loss).all()):
             self._stop(f"the training loss became {float(self.learn.loss.detach().float().mean())}"
                        f" at epoch {self.epoch}, batch {self.iter}")
 
     def after_epoch(self):
         values = [v for v in self.learn.recorder.log[1:] if isinstance(v, float)]
-        if any(not math.isfinite(v) for v in values):
+        if any_rank(any(not math.isfinite(v) for v in values)):
             self._stop(f"a non-finite loss or metric at the end of epoch {self.epoch}")
         self.good_state, self.good_epoch = _changeable_state(self.learn.model), self.epoch
 

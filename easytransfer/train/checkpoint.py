@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import EasyTransferError
 from ..files import atomic_write_safetensors, remove_stale_temporaries
+from .distributed import is_main_process, unwrap_model
 from .history import History, Phase
 
 __all__ = ["BEST_NAME", "CHECKPOINT_FORMAT", "LAST_NAME", "Checkpoint", "CheckpointCallback", "FitState",
@@ -257,8 +258,9 @@ class CheckpointCallback(Callback):
         self.best = fit_state.best
 
     def before_fit(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.folder)  # left by a fit killed while writing a checkpoint
+        if is_main_process():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.folder)  # left by a fit killed while writing a checkpoint
         names = list(self.learn.recorder.metric_names[1:])
         self.idx = names.index(self.monitor) if self.monitor in names else None
 
@@ -272,6 +274,9 @@ class CheckpointCallback(Callback):
         history = getattr(self.learn, "fit_history", None)
         state = replace(self.fit_state, done=self.fit_state.done + self.epoch + 1, best=self.best,
                         history=History(list(history)) if history is not None else History())
-        save_checkpoint(self.folder / LAST_NAME, self.learn.model, self.learn.opt, state, self.identity)
+        if not is_main_process():  # a distributed run: every rank holds the same weights, rank 0 writes them
+            return
+        model = unwrap_model(self.learn.model)  # DDP's wrapper would prefix every name with "module."
+        save_checkpoint(self.folder / LAST_NAME, model, self.learn.opt, state, self.identity)
         if improved:
-            save_checkpoint(self.folder / BEST_NAME, self.learn.model, None, state, self.identity)
+            save_checkpoint(self.folder / BEST_NAME, model, None, state, self.identity)

@@ -15,6 +15,7 @@ the learner's device again. The head trains on them in a `HeadLoop` (an inner fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -33,6 +34,7 @@ from ..errors import EasyTransferError
 from ..files import remove_stale_temporaries
 from ..models.factory import head_dropout
 from ..progress import progress_bar
+from .distributed import RankSplit
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
            "cache_key", "compute_feature_cache", "feature_cache_dir", "feature_head"]
@@ -144,8 +146,15 @@ class FeatureCache:
         return DataLoaders(train, valid, device=device)
 
 
-def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: torch.device):
-    """Run `model` over `dl` on `device` and return the inputs of `module` (N, D, in CPU memory) and the targets."""
+def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: torch.device, *,
+                 ranks: RankSplit | None = None, autocast_dtype: torch.dtype | None = None):
+    """Run `model` over `dl` on `device` and return the inputs of `module` (N, D, in CPU memory) and the targets.
+
+    With `ranks` each rank runs over its share of `dl` and every rank gets all N rows, in `dl`'s order.
+    """
+    n_items = len(dl.dataset)
+    if ranks is not None:
+        dl = ranks.shard(dl)
     captured = []
 
     def grab(_, args):
@@ -155,8 +164,10 @@ def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: 
 
     handle = module.register_forward_pre_hook(grab)
     targets = []
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                else contextlib.nullcontext())
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             for batch in progress_bar(dl, total=len(dl), comment=comment):
                 xb, yb = batch[0], batch[1]
                 model(xb.to(device).contiguous(memory_format=torch.channels_last))
@@ -166,7 +177,10 @@ def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: 
                                                   "batches")
     finally:
         handle.remove()
-    return torch.cat(captured).numpy(), torch.cat(targets)
+    features, targets = torch.cat(captured), torch.cat(targets)
+    if ranks is not None:
+        features, targets = ranks.gather(features, n_items), ranks.gather(targets, n_items)
+    return features.numpy(), targets
 
 
 def feature_cache_dir() -> Path:
@@ -195,8 +209,15 @@ def _allocate(shape, cache_dir: str | os.PathLike | None):
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape), path
 
 
-def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None):
-    """Compute `views` views of the training features and one of the validation features on ``learn.device``."""
+def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None, *,
+                          ranks: RankSplit | None = None, autocast_dtype: torch.dtype | None = None):
+    """Compute `views` views of the training features and one of the validation features on ``learn.device``.
+
+    Args:
+        ranks: in a distributed run, each rank computes its share of the images and all ranks get every row.
+        autocast_dtype: run the body under ``torch.autocast`` in this dtype (mixed precision on a GPU); the
+            features are kept as float32.
+    """
     dls = learn.dls
     recipe = dls.recipe
     items = recipe.items
@@ -207,18 +228,21 @@ def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_
     model.eval()
     try:
         plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=bs, device=device)
+        passes = dict(ranks=ranks, autocast_dtype=autocast_dtype)
         first, train_targets = _features_of(model, module, plain_train, f"features of {len(train_items)} images",
-                                            device)
+                                            device, **passes)
         train, path = _allocate((views, *first.shape), cache_dir)
         train[0] = first
         for v in range(1, views):
             aug_dl = dls.train.new(shuffle=False, drop_last=False, bs=bs, device=device)
-            feats, targets = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}", device)
+            feats, targets = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}", device,
+                                          **passes)
             if not torch.equal(targets, train_targets):
                 raise RuntimeError("augmented views came in another order than the plain one")  # a bug, not data
             train[v] = feats
         valid_feats, valid_targets = _features_of(model, module, dls.valid.new(bs=bs, device=device),
-                                                  f"features of {len(dls.valid_ds)} validation images", device)
+                                                  f"features of {len(dls.valid_ds)} validation images", device,
+                                                  **passes)
     finally:
         model.train(was_training)
     cache = FeatureCache(key, train, valid_feats, train_targets, valid_targets, path)

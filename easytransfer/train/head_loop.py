@@ -18,6 +18,7 @@ callback makes to the batch (``xb``, ``yb``, ``pred``, ``loss``) go back into th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 from fastai.callback.core import Callback, TrainEvalCallback
@@ -93,6 +94,8 @@ class HeadLoop:
         learn: the outer learner (a `TransferLearner` with its body frozen).
         dls: the feature DataLoaders (``FeatureCache.dataloaders``), on ``learn.device``.
         head: the trainable head module, a sub-module of ``learn.model``.
+        inner_cbs: callbacks of the inner learner itself, each in place of the outer learner's callback of its
+            type (a distributed run's `RankTrainer`, which wraps the inner model and data, not the outer ones).
 
     Attributes:
         inner: the inner fastai `Learner` (an `InnerLearner`) over `dls` and `head`.
@@ -101,12 +104,13 @@ class HeadLoop:
     >>> loop.fit(3, cbs=[ParamScheduler({"lr": warmup_cosine(lrs)})])  # doctest: +SKIP
     """
 
-    def __init__(self, learn: Learner, dls: DataLoaders, head: nn.Module):
+    def __init__(self, learn: Learner, dls: DataLoaders, head: nn.Module, inner_cbs: Sequence[Callback] = ()):
         self.outer = learn
+        self.inner_cbs = list(inner_cbs)
         self.inner = InnerLearner(dls, InnerHead(head), loss_func=learn.loss_func, opt_func=learn.opt_func,
                                   lr=learn.lr, metrics=learn.metrics, path=learn.path, wd=learn.wd,
                                   wd_bn_bias=learn.wd_bn_bias, train_bn=learn.train_bn, moms=learn.moms,
-                                  default_cbs=False, cbs=[TrainEvalCallback(), CastToTensor()])
+                                  default_cbs=False, cbs=[TrainEvalCallback(), CastToTensor(), *self.inner_cbs])
 
     @property
     def dls(self) -> DataLoaders:
@@ -119,7 +123,8 @@ class HeadLoop:
             outer.create_opt()
         self.inner.opt = outer.opt  # the same optimizer: see the module's docstring
         with outer.added_cbs(list(cbs or [])):
-            relays = [RelayCallback(cb, outer) for cb in outer.cbs if not isinstance(cb, LOOP_MECHANICS)]
+            own = LOOP_MECHANICS + tuple(type(cb) for cb in self.inner_cbs)
+            relays = [RelayCallback(cb, outer) for cb in outer.cbs if not isinstance(cb, own)]
             try:
                 with self.inner.added_cbs(relays):
                     yield

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.mixup import CutMix, MixHandler, MixUp
 from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import EarlyStoppingCallback
@@ -65,6 +66,14 @@ from .checkpoint import (
     read_checkpoint,
     restore_optimizer,
 )
+from .distributed import (
+    RankSplit,
+    broadcast_object,
+    distributed_run,
+    is_main_process,
+    one_process_view,
+    rank_trainer,
+)
 from .features import (
     DEFAULT_CACHE_VIEWS,
     FeatureCache,
@@ -76,6 +85,7 @@ from .features import (
 from .head_loop import HeadLoop
 from .history import FineTuneChoice, History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
+from .precision import autocast_dtype, mixed_precision_callback
 from .probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
 from .uncertainty import calibration_activation, folder_probabilities, image_probabilities, raw_logits
 
@@ -191,6 +201,7 @@ class TransferLearner(Learner):
         self._interpretation_cache: tuple[tuple, Interpretation] | None = None
         self.calibration: Calibration | None = None  # set by `calibrate`
         self.conformal_calibration: ConformalCalibration | None = None  # set by `conformal`; exported
+        self.world = None  # the `World` of a distributed run while `distributed()` is active
         self.freeze()
 
     def __repr__(self) -> str:
@@ -203,6 +214,47 @@ class TransferLearner(Learner):
         n_classes = len(getattr(self.dls, "vocab", ()) or ())
         return (f"{type(self).__name__}({self.spec.name}, {n_classes} classes, {self.n_groups} layer groups of which "
                 f"{trainable.count(False)} frozen, {len(self.fit_history)} epochs trained)")
+
+
+    @contextmanager
+    def distributed(self, *, sync_bn: bool | None = None, verbose: bool = True) -> Iterator[TransferLearner]:
+        """Train data-parallel in the processes torchrun started (fastai's ``distrib_ctx``, CPU-safe).
+
+        Run the script with ``torchrun --nproc_per_node N script.py`` (or ``easytransfer train DATA --nproc N``):
+        inside the block every fit, `lr_find` and `fine_tune` runs on all ranks, each on its share of every
+        epoch's images, with gradients averaged (DDP), so the weights are the same on every rank. The feature
+        cache is computed by all ranks, each on its share, and gathered; `lr_find`'s suggestion and each
+        epoch's figures are rank 0's, so early stopping and best weights agree; rank 0 alone prints, writes
+        checkpoints, `export` s and saves reports (also after the block). One line says
+        ``distributed: N processes (backend gloo|nccl)``. On CUDA each rank uses its own GPU (``LOCAL_RANK``)
+        and BatchNorm is synchronised (`sync_bn`; never on the CPU). Outside torchrun the block changes nothing.
+
+        >>> with learn.distributed():  # doctest: +SKIP
+        ...     learn.fine_tune(5)
+        >>> learn.export("model")  # rank 0 writes it  # doctest: +SKIP
+        """
+        with distributed_run(self, sync_bn=sync_bn, verbose=verbose):
+            yield self
+
+    def to_fp16(self, **kwargs) -> TransferLearner:
+        """fastai's ``to_fp16`` (float16 mixed precision, AMP) on a GPU, also for the feature cache; off on the CPU.
+
+        >>> learn.to_fp16().fine_tune(5)  # doctest: +SKIP
+        """
+        return self._mixed_precision("fp16", **kwargs)
+
+    def to_bf16(self) -> TransferLearner:
+        """fastai's ``to_bf16`` (bfloat16 mixed precision) on a GPU, also for the feature cache; off on the CPU."""
+        return self._mixed_precision("bf16")
+
+    def _mixed_precision(self, precision: str, **kwargs) -> TransferLearner:
+        self.remove_cbs([cb for cb in self.cbs if isinstance(cb, MixedPrecision)])
+        callback = mixed_precision_callback(precision, self.device, **kwargs)
+        if callback is None:
+            print(f"Mixed precision ({precision}) is for CUDA devices; on {self.device} the learner trains in float32.")
+        else:
+            self.add_cb(callback)
+        return self
 
     @property
     def n_groups(self) -> int:
@@ -397,6 +449,8 @@ class TransferLearner(Learner):
         else:
             ratios = discriminative_lrs(1.0, self.n_groups, DEFAULT_DECAY if decay is None else decay)
             result = find_lr(self, start_lr * ratios, end_lr * ratios, num_it, stop_div)
+        if self.world is not None:  # every rank swept in step (DDP); rank 0's suggestion is everyone's
+            result = broadcast_object(result)
         self.lr_find_result = result
         return result
 
@@ -554,7 +608,9 @@ class TransferLearner(Learner):
                       "reuse them.")
             self.feature_cache = None  # free the old one first
             try:
-                self.feature_cache = compute_feature_cache(self, module, cache_views, key)
+                ranks = RankSplit(self.world) if self.world is not None else None
+                self.feature_cache = compute_feature_cache(self, module, cache_views, key, ranks=ranks,
+                                                           autocast_dtype=autocast_dtype(self.cbs, self.device))
             except FeatureCacheUnsupported as e:
                 print(f"Training the head on images, not cached features: {e}.")
                 return None
@@ -563,7 +619,8 @@ class TransferLearner(Learner):
     def _head_loop(self, cache: FeatureCache) -> HeadLoop:
         """The loop that trains the head on `cache` with this learner's optimizer and callbacks."""
         _, trainable = feature_head(self)
-        return HeadLoop(self, cache.dataloaders(self.dls, self.device), trainable)
+        inner_cbs = [rank_trainer(self.device)] if self.world is not None else []  # DDP over the head alone
+        return HeadLoop(self, cache.dataloaders(self.dls, self.device), trainable, inner_cbs=inner_cbs)
 
     def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY,
                            layer_decay: float | None = None, warmup_pct: float = 0.1, monitor: str = "valid_loss",
@@ -958,7 +1015,10 @@ class TransferLearner(Learner):
 
         if interp is None and dl is None and self.task == "classification":
             interp = self.last_interpretation
-        return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
+        if not is_main_process():  # a distributed run: rank 0 writes it
+            return Path(path)
+        with one_process_view():
+            return save_report(self, path, dl=dl, top_k=top_k, interp=interp)
 
     def model_identity(self) -> ModelIdentity:
         """The architecture and classes this learner's checkpoints record (what `export` writes)."""
@@ -982,6 +1042,8 @@ class TransferLearner(Learner):
 
         >>> learn.export("runs/textile-model")  # doctest: +SKIP
         """
+        if not is_main_process():  # a distributed run: rank 0 writes it
+            return Path(path)
         return write_bundle(path, self.model, self.bundle_config())
 
 
@@ -1102,6 +1164,7 @@ def transfer_learner(
     matcher: dict | None = None,
     size: int | None = None,
     seed: int | None = None,
+    mixed_precision: str | None = None,
     **kwargs,
 ) -> TransferLearner:
     """A `TransferLearner` for `dls` with a pre-trained `arch` whose head is replaced for the data's classes.
@@ -1150,6 +1213,8 @@ def transfer_learner(
             is made, so the head's initial weights and the order of the training batches repeat: the same
             figures in a notebook as from ``easytransfer train --seed`` (which passes it). ``from_folder(seed=)``
             fixes only the split. Default ``None``: not seeded.
+        mixed_precision: ``"fp16"`` or ``"bf16"``: train (and compute cached features) in mixed precision on a
+            GPU, as ``learn.to_fp16()`` / ``learn.to_bf16()``; ignored with a message on the CPU. Default off.
 
     Returns:
         The learner, its body frozen (only the new head trains until `unfreeze`).
@@ -1196,4 +1261,6 @@ def transfer_learner(
         head_config=head_config, checkpoint_dir=checkpoint_dir, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
         wd=wd, cbs=cbs, device=device, **kwargs,
     )
+    if mixed_precision not in (None, "no"):
+        learn._mixed_precision(mixed_precision)  # to_fp16 / to_bf16; an unknown name raises ValueError
     return learn
