@@ -28,9 +28,10 @@ from torch import nn
 from ..devices import CPU_FEATURE_BS, feature_batch_size
 from ..errors import EasyTransferError
 from ..models.factory import head_dropout
+from ..runtime import CpuForward, cpu_forward
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
-           "cache_key", "compute_feature_cache", "feature_head"]
+           "HeadInput", "cache_key", "compute_feature_cache", "feature_head"]
 
 DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
 FEATURE_BS = CPU_FEATURE_BS  # the CPU value; `feature_batch_size(device)` gives each device's
@@ -125,6 +126,7 @@ class FeatureCache:
     train_targets: torch.Tensor
     valid_targets: torch.Tensor
     path: str | None = None
+    runtime: str = "torch"  # what computed the features on the CPU: "onnxruntime" or "torch"
 
     def dataloaders(self, like: DataLoaders, device: torch.device) -> DataLoaders:
         """Feature DataLoaders with the batch size, shuffling and drop_last of `like`, yielding batches on `device`.
@@ -139,30 +141,51 @@ class FeatureCache:
         return DataLoaders(train, valid, device=device)
 
 
-def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: torch.device):
-    """Run `model` over `dl` on `device` and return the inputs of `module` (N, D, in CPU memory) and the targets."""
-    captured = []
+class HeadInput(nn.Module):
+    """`model`'s forward pass that returns the input of its head module (the pooled features), not its output.
 
-    def grab(_, args):
-        if args[0].ndim != 2:  # a head that pools or runs per token: its input is not one vector per image
-            raise FeatureCacheUnsupported(f"the head's input has shape {tuple(args[0].shape)}, not (batch, features)")
-        captured.append(args[0].detach().float().cpu())
+    The head is named by its path in `model` (``learn.spec.classifier``'s Linear), so the model is not copied.
 
-    handle = module.register_forward_pre_hook(grab)
-    targets = []
-    try:
-        with torch.inference_mode():
-            bar = progress_bar(dl, total=len(dl), leave=False)
-            bar.comment = comment
-            for batch in bar:
-                xb, yb = batch[0], batch[1]
-                model(xb.to(device).contiguous(memory_format=torch.channels_last))
-                targets.append(yb.detach().cpu())
-                if len(captured) != len(targets):
-                    raise FeatureCacheUnsupported(f"the head was called {len(captured)} times in {len(targets)} "
-                                                  "batches")
-    finally:
-        handle.remove()
+    >>> body = HeadInput(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)), "1")
+    >>> tuple(body(torch.zeros(5, 3, 2, 2)).shape)
+    (5, 12)
+    """
+
+    def __init__(self, model: nn.Module, head_path: str):
+        super().__init__()
+        self.model, self.head_path = model, head_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured = []
+        handle = self.model.get_submodule(self.head_path).register_forward_pre_hook(
+            lambda _, args: captured.append(args[0]))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise FeatureCacheUnsupported(f"the head was called {len(captured)} times for one batch")
+        if captured[0].ndim != 2:  # a head that pools or runs per token: its input is not one vector per image
+            raise FeatureCacheUnsupported(f"the head's input has shape {tuple(captured[0].shape)}, not (batch, "
+                                          "features)")
+        return captured[0]
+
+
+def _module_path(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def _features_of(forward, dl, comment: str, device: torch.device):
+    """Run `forward` (a `CpuForward` or a `HeadInput`) over `dl` on `device`; return its outputs (N, D, in CPU
+    memory) and the targets."""
+    captured, targets = [], []
+    with torch.inference_mode():
+        bar = progress_bar(dl, total=len(dl), leave=False)
+        bar.comment = comment
+        for batch in bar:
+            xb, yb = batch[0], batch[1]
+            captured.append(forward(xb.to(device).contiguous(memory_format=torch.channels_last)).detach().float().cpu())
+            targets.append(yb.detach().cpu())
     return torch.cat(captured).numpy(), torch.cat(targets)
 
 
@@ -175,33 +198,42 @@ def _allocate(shape, cache_dir: str | None):
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape), path
 
 
-def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None):
-    """Compute `views` views of the training features and one of the validation features on ``learn.device``."""
+def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None,
+                          runtime: str | None = None):
+    """Compute `views` views of the training features and one of the validation features on ``learn.device``.
+
+    On the CPU the passes run through `easytransfer.runtime.cpu_forward` (`runtime`: ``"auto"``, ``"torch"``,
+    or ``None`` for ``EASYTRANSFER_RUNTIME``); the cache's ``runtime`` says which ran.
+    """
     dls = learn.dls
     recipe = dls.recipe
     items = recipe.items
     train_items = items[~items["is_valid"]].reset_index(drop=True)
     model, device = learn.model, learn.device
+    body = HeadInput(model, _module_path(model, module))
+    # on the CPU, ONNX Runtime where it gives the same features (exported once, for every pass below)
+    images = len(train_items) * views + len(dls.valid_ds)
+    forward = cpu_forward(body, runtime=runtime, images=images) if device.type == "cpu" else body
     bs = feature_batch_size(device)
     was_training = model.training
     model.eval()
     try:
         plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=bs, device=device)
-        first, train_targets = _features_of(model, module, plain_train, f"features of {len(train_items)} images",
-                                            device)
+        first, train_targets = _features_of(forward, plain_train, f"features of {len(train_items)} images", device)
         train, path = _allocate((views, *first.shape), cache_dir)
         train[0] = first
         for v in range(1, views):
             aug_dl = dls.train.new(shuffle=False, drop_last=False, bs=bs, device=device)
-            feats, targets = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}", device)
+            feats, targets = _features_of(forward, aug_dl, f"augmented view {v + 1}/{views}", device)
             if not torch.equal(targets, train_targets):
                 raise RuntimeError("augmented views came in another order than the plain one")  # a bug, not data
             train[v] = feats
-        valid_feats, valid_targets = _features_of(model, module, dls.valid.new(bs=bs, device=device),
+        valid_feats, valid_targets = _features_of(forward, dls.valid.new(bs=bs, device=device),
                                                   f"features of {len(dls.valid_ds)} validation images", device)
     finally:
         model.train(was_training)
-    cache = FeatureCache(key, train, valid_feats, train_targets, valid_targets, path)
+    used = forward.runtime if isinstance(forward, CpuForward) else "torch"
+    cache = FeatureCache(key, train, valid_feats, train_targets, valid_targets, path, used)
     if path is not None:
         weakref.finalize(cache, _remove, path)
     return cache
