@@ -74,3 +74,26 @@ def test_cached_features_from_onnxruntime_match_pytorchs(tmp_path):
     np.testing.assert_allclose(ours.train, torchs.train, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(ours.valid, torchs.valid, rtol=1e-3, atol=1e-4)
     assert torch.equal(ours.train_targets, torchs.train_targets)
+
+
+def test_predict_folder_and_interpret_run_in_onnxruntime_with_pytorchs_results(tmp_path, monkeypatch):
+    import easytransfer.runtime as runtime
+    from easytransfer import load_model
+
+    folder = make_image_folder(tmp_path / "images", classes=("cat", "dog"), per_class=4, size=50)
+    dls = ImageData.from_folder(folder, valid_pct=0.25, seed=0, bs=4, size=48)
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, device="cpu")
+    predictor = load_model(learn.export(tmp_path / "model"), device="cpu")
+    monkeypatch.setenv("EASYTRANSFER_RUNTIME", "torch")
+    expected = predictor.predict_folder(folder, bs=2, progress=False)
+    expected_losses = predictor.interpret(folder, bs=2, progress=False).losses
+    monkeypatch.setenv("EASYTRANSFER_RUNTIME", "auto")
+    monkeypatch.setattr(runtime, "ONNX_MIN_IMAGES", 1)  # these 8 images count as a large pass
+    torch_calls = []
+    predictor.model.register_forward_hook(lambda *_: torch_calls.append(1))
+    got = predictor.predict_folder(folder, bs=2, progress=False)
+    assert len(torch_calls) < 4  # 4 batches; PyTorch ran only the export and the first batch's check
+    assert got["label"].tolist() == expected["label"].tolist()
+    np.testing.assert_allclose(got["probability"], expected["probability"], rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(predictor.interpret(folder, bs=2, progress=False).losses, expected_losses,
+                               rtol=1e-3, atol=1e-5)

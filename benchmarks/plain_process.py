@@ -1,0 +1,110 @@
+"""The CPU in a plain process (a notebook kernel: no jemalloc preloaded): ours beside fastai in the same process.
+
+In one Python process without ``LD_PRELOAD`` (under ``make bench`` the script runs
+itself again without it, in a child process), each repeat runs, one after the other:
+
+- ``fit_frozen(10)`` with the default runtime (ONNX Runtime for the feature pass where installed),
+- ``fit_frozen(10)`` with ``EASYTRANSFER_RUNTIME=torch`` (the PyTorch feature pass, as before the remedy),
+- fastai's ``freeze()`` + ``fit_one_cycle(10)`` on the same model, weights and images (``tasks.py``),
+- ``predict_folder`` on the held-out images with each runtime.
+
+The medians over ``--repeats`` are printed as ratios (fastai's time / ours), with ``uptime`` before and after,
+since the 2 cores may be shared.
+
+    python benchmarks/plain_process.py [--datasets flowers5 textile] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tasks import dataset, task_frozen_fastai, task_frozen_ours, task_predict_ours  # noqa: E402
+
+RUNTIME_ENV = "EASYTRANSFER_RUNTIME"
+
+
+def _with_runtime(runtime: str, task, *args) -> dict:
+    previous = os.environ.get(RUNTIME_ENV)
+    os.environ[RUNTIME_ENV] = runtime
+    try:
+        return task(*args)
+    finally:
+        if previous is None:
+            os.environ.pop(RUNTIME_ENV)
+        else:
+            os.environ[RUNTIME_ENV] = previous
+
+
+def _preloaded_allocator_removed(argv: list[str]) -> bool:
+    """Under a preloaded jemalloc (``make bench``), run this script again without it, in a child process
+    (what a notebook kernel has); ``True`` when that child did the measuring."""
+    if "jemalloc" not in os.environ.get("LD_PRELOAD", ""):
+        return False
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env, check=True)
+    return True
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def measure(name: str, repeats: int) -> list[str]:
+    train_valid, test = dataset(name)
+    print(f"{name}: {int((~train_valid['is_valid']).sum())} train, {int(train_valid['is_valid'].sum())} valid, "
+          f"{len(test)} test images; {_uptime()}", flush=True)
+    runs: dict[str, list[dict]] = {k: [] for k in ("onnx", "torch", "fastai", "predict_onnx", "predict_torch")}
+    for r in range(repeats):
+        runs["onnx"].append(_with_runtime("auto", task_frozen_ours, train_valid, test))
+        runs["torch"].append(_with_runtime("torch", task_frozen_ours, train_valid, test))
+        runs["fastai"].append(task_frozen_fastai(train_valid, test))
+        runs["predict_onnx"].append(_with_runtime("auto", task_predict_ours, train_valid, test))
+        runs["predict_torch"].append(_with_runtime("torch", task_predict_ours, train_valid, test))
+        print(f"  repeat {r + 1}: fit_frozen(10) {runs['onnx'][-1]['seconds']:.1f} s (default), "
+              f"{runs['torch'][-1]['seconds']:.1f} s (EASYTRANSFER_RUNTIME=torch); fastai "
+              f"{runs['fastai'][-1]['seconds']:.1f} s; predict_folder {runs['predict_onnx'][-1]['seconds']:.1f} s "
+              f"(default), {runs['predict_torch'][-1]['seconds']:.1f} s (torch)", flush=True)
+    med = {k: statistics.median(x["seconds"] for x in v) for k, v in runs.items()}
+    acc = {k: statistics.median(x["valid_accuracy"] for x in runs[k]) for k in ("onnx", "torch", "fastai")}
+    n_test = runs["predict_onnx"][0]["images"]
+    lines = [
+        f"- {name}, fit_frozen(10) vs fastai freeze + fit_one_cycle(10), plain process (median of {repeats}): "
+        f"ours {med['onnx']:.1f} s (default runtime), {med['torch']:.1f} s (EASYTRANSFER_RUNTIME=torch), fastai "
+        f"{med['fastai']:.1f} s; ratio {med['fastai'] / med['onnx']:.1f}x (default), "
+        f"{med['fastai'] / med['torch']:.1f}x (torch); valid accuracy {acc['onnx']:.4f} / {acc['torch']:.4f} / "
+        f"{acc['fastai']:.4f}",
+        f"- {name}, predict_folder over {n_test} images, plain process (median of {repeats}): "
+        f"{med['predict_onnx']:.1f} s (default runtime, {n_test / med['predict_onnx']:.1f} images/s), "
+        f"{med['predict_torch']:.1f} s (torch, {n_test / med['predict_torch']:.1f} images/s); "
+        f"ratio {med['predict_torch'] / med['predict_onnx']:.2f}",
+        f"  ({_uptime()})",
+    ]
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
+def main(argv=None) -> list[str]:
+    argv = sys.argv[1:] if argv is None else argv
+    if _preloaded_allocator_removed(argv):
+        return []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["flowers5", "textile"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(f"plain process: LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}", flush=True)
+    lines = []
+    for name in args.datasets:
+        lines += measure(name, args.repeats)
+    return lines
+
+
+if __name__ == "__main__":
+    main()
