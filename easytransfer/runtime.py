@@ -82,11 +82,21 @@ class CpuForward:
             expected = self._torch(x)
             self._session = _onnx_session(self.module, x)
             self._input_name = self._session.get_inputs()[0].name if self._session is not None else ""
-            if self._session is None or not _same(self._run_session(x), expected):
+            if self._session is not None and not _same(self._session_or_none(x), expected):
                 self._session = None
             self.runtime = "onnxruntime" if self._session is not None else "torch"
             return expected
-        return self._run_session(x) if self._session is not None else self._torch(x)
+        out = self._session_or_none(x) if self._session is not None else None
+        return out if out is not None else self._torch(x)
+
+    def _session_or_none(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The session's output, or ``None`` (and PyTorch from now on) when the session cannot run `x` (a
+        graph whose batch size the export fixed, say)."""
+        try:
+            return self._run_session(x)
+        except Exception:
+            self._session, self.runtime = None, "torch"
+            return None
 
     def _torch(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -124,9 +134,9 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.detach().as_subclass(torch.Tensor)
 
 
-def _same(got: torch.Tensor, expected: torch.Tensor) -> bool:
-    return got.shape == expected.shape and torch.allclose(got, expected.float(), rtol=SAME_OUTPUT_RTOL,
-                                                          atol=SAME_OUTPUT_ATOL)
+def _same(got: torch.Tensor | None, expected: torch.Tensor) -> bool:
+    return got is not None and got.shape == expected.shape and torch.allclose(
+        got, expected.float(), rtol=SAME_OUTPUT_RTOL, atol=SAME_OUTPUT_ATOL)
 
 
 def _onnx_session(module: nn.Module, example: torch.Tensor):

@@ -23,6 +23,13 @@ class TracesDifferently(nn.Module):
         return x * 3 if torch.jit.is_tracing() else x * 2
 
 
+class FixesTheBatchSize(nn.Module):
+    """A module whose export fixes the batch size of the example (1), so the session fails on larger batches."""
+
+    def forward(self, x):
+        return x.reshape(int(x.shape[0]), 5) * 2
+
+
 def test_onnxruntime_gives_pytorchs_outputs_for_a_timm_model():
     model = create_model("test_efficientnet", 3, pretrained=False).eval()
     x = torch.randn(4, 3, 48, 48)
@@ -42,6 +49,9 @@ def test_pytorch_runs_when_onnxruntime_is_missing_or_gives_other_outputs(monkeyp
     different(x)
     assert different.runtime == "torch"
     torch.testing.assert_close(different(x), x * 2)
+    fixed = cpu_forward(FixesTheBatchSize(), runtime="onnxruntime")
+    torch.testing.assert_close(fixed(x), x * 2)
+    assert fixed.runtime == "torch"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
     assert cpu_forward(nn.Linear(5, 2).eval()).runtime == "torch"
 
