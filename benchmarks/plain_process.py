@@ -5,8 +5,8 @@ itself again without it, in a child process), each repeat runs, one after the ot
 
 - ``fit_frozen(10)`` with the default runtime (ONNX Runtime for the feature pass where installed),
 - ``fit_frozen(10)`` with ``EASYTRANSFER_RUNTIME=torch`` (the PyTorch feature pass, as before the remedy),
-- fastai's ``freeze()`` + ``fit_one_cycle(10)`` on the same model, weights and images (``tasks.py``),
-- ``predict_folder`` on the held-out images with each runtime.
+- ``predict_folder`` on the held-out images with each runtime,
+- fastai's ``freeze()`` + ``fit_one_cycle(10)`` on the same model, weights and images (``tasks.py``).
 
 The medians over ``--repeats`` are printed as ratios (fastai's time / ours), with ``uptime`` before and after,
 since the 2 cores may be shared.
@@ -56,21 +56,19 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def measure(name: str, repeats: int) -> list[str]:
-    train_valid, test = dataset(name)
+def measure(name: str, repeats: int, per_class: int) -> list[str]:
+    train_valid, test = dataset(name, per_class=per_class)
     print(f"{name}: {int((~train_valid['is_valid']).sum())} train, {int(train_valid['is_valid'].sum())} valid, "
           f"{len(test)} test images; {_uptime()}", flush=True)
     runs: dict[str, list[dict]] = {k: [] for k in ("onnx", "torch", "fastai", "predict_onnx", "predict_torch")}
+    sides = [("onnx", "auto", task_frozen_ours), ("torch", "torch", task_frozen_ours),
+             ("predict_onnx", "auto", task_predict_ours), ("predict_torch", "torch", task_predict_ours),
+             ("fastai", None, task_frozen_fastai)]
     for r in range(repeats):
-        runs["onnx"].append(_with_runtime("auto", task_frozen_ours, train_valid, test))
-        runs["torch"].append(_with_runtime("torch", task_frozen_ours, train_valid, test))
-        runs["fastai"].append(task_frozen_fastai(train_valid, test))
-        runs["predict_onnx"].append(_with_runtime("auto", task_predict_ours, train_valid, test))
-        runs["predict_torch"].append(_with_runtime("torch", task_predict_ours, train_valid, test))
-        print(f"  repeat {r + 1}: fit_frozen(10) {runs['onnx'][-1]['seconds']:.1f} s (default), "
-              f"{runs['torch'][-1]['seconds']:.1f} s (EASYTRANSFER_RUNTIME=torch); fastai "
-              f"{runs['fastai'][-1]['seconds']:.1f} s; predict_folder {runs['predict_onnx'][-1]['seconds']:.1f} s "
-              f"(default), {runs['predict_torch'][-1]['seconds']:.1f} s (torch)", flush=True)
+        for key, runtime, task in sides:
+            result = _with_runtime(runtime, task, train_valid, test) if runtime else task(train_valid, test)
+            runs[key].append(result)
+            print(f"  repeat {r + 1} {key}: {result['seconds']:.1f} s", flush=True)
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in runs.items()}
     acc = {k: statistics.median(x["valid_accuracy"] for x in runs[k]) for k in ("onnx", "torch", "fastai")}
     n_test = runs["predict_onnx"][0]["images"]
@@ -98,11 +96,12 @@ def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["flowers5", "textile"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--per-class", type=int, default=50, help="training images per class (as the suite)")
     args = parser.parse_args(argv)
     print(f"plain process: LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}", flush=True)
     lines = []
     for name in args.datasets:
-        lines += measure(name, args.repeats)
+        lines += measure(name, args.repeats, args.per_class)
     return lines
 
 
