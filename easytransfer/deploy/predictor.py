@@ -29,6 +29,7 @@ from ..models.heads import HeadConfig
 from ..models.weights import load_state_dict_strict
 from ..models.zero_shot import zero_shot_model
 from ..progress import progress_bar
+from ..runtime import CpuForward, cpu_forward
 from .bundle import WEIGHTS_NAME, BundleConfig, Preprocessing, read_bundle_config, read_bundle_weights, write_bundle
 
 __all__ = ["DEFAULT_ZERO_SHOT_ARCH", "Predictor", "load_model", "zero_shot_classifier"]
@@ -75,16 +76,21 @@ class Predictor:
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         return (x - self._mean) / self._std
 
-    def _logits(self, tensors) -> torch.Tensor:
-        """The model's outputs (on the CPU) for preprocessed image tensors."""
+    def _logits(self, tensors, forward: CpuForward | None = None) -> torch.Tensor:
+        """The model's outputs (on the CPU) for preprocessed image tensors, through `forward` when given."""
         x = torch.stack(list(tensors)).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return self.model(x).float().cpu()
+            return (forward or self.model)(x).float().cpu()
 
-    def _probabilities(self, tensors) -> torch.Tensor:
+    def _pass_forward(self, images: int) -> CpuForward | None:
+        """For a pass over `images` images on the CPU: the model in ONNX Runtime where it gives the same outputs
+        (`easytransfer.runtime.cpu_forward`); ``None`` (PyTorch) elsewhere."""
+        return cpu_forward(self.model, images=images) if self.device.type == "cpu" else None
+
+    def _probabilities(self, tensors, forward: CpuForward | None = None) -> torch.Tensor:
         """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label); a
         bundle exported after ``learn.calibrate()`` gives the calibrated ones."""
-        logits = self._logits(tensors)
+        logits = self._logits(tensors, forward)
         return logits.sigmoid() if self.multilabel else self._softmax(logits)
 
     def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
@@ -174,9 +180,10 @@ class Predictor:
         files = [root] if root.is_file() else candidate_files(root)
         rows = []
         batches = [files[i:i + bs] for i in range(0, len(files), bs)]
+        forward = self._pass_forward(len(files))
         # decoding in a second thread while torch runs measured slower on 2 cores (they fight for them)
-        for batch in progress_bar(batches, enabled=progress):
-            rows.extend(self._predict_loaded(self._load_batch(batch)))
+        for batch in progress_bar(batches, enabled=progress and bool(batches)):
+            rows.extend(self._predict_loaded(self._load_batch(batch), forward))
         columns = ["path", "label", "probability"] + [f"p_{c}" for c in self.vocab] + ["error"]
         table = pd.DataFrame(rows, columns=columns)
         if csv is not None:
@@ -214,7 +221,8 @@ class Predictor:
         bs = bs or predict_batch_size(self.device)
         paths = items["path"].tolist()
         batches = [paths[i:i + bs] for i in range(0, len(paths), bs)]
-        logits = torch.cat([self._logits(self.preprocess(p) for p in batch)
+        forward = self._pass_forward(len(paths))
+        logits = torch.cat([self._logits((self.preprocess(p) for p in batch), forward)
                             for batch in progress_bar(batches, enabled=progress)])
         if self.config.calibration is None:
             losses = F.cross_entropy(logits, targs, reduction="none")
@@ -249,9 +257,9 @@ class Predictor:
                 out.append((str(f), None, f"{type(e).__name__}: {e}"))
         return out
 
-    def _predict_loaded(self, loaded):
+    def _predict_loaded(self, loaded, forward: CpuForward | None = None):
         good = [x for _, x, err in loaded if err is None]
-        probs = iter(self._probabilities(good) if good else ())
+        probs = iter(self._probabilities(good, forward) if good else ())
         rows = []
         for p, _, err in loaded:
             if err is not None:

@@ -34,10 +34,11 @@ from ..errors import EasyTransferError
 from ..files import remove_stale_temporaries
 from ..models.factory import head_dropout
 from ..progress import progress_bar
+from ..runtime import CpuForward, cpu_forward
 from .distributed import RankSplit
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
-           "cache_key", "compute_feature_cache", "feature_cache_dir", "feature_head"]
+           "HeadInput", "cache_key", "compute_feature_cache", "feature_cache_dir", "feature_head"]
 
 DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
 FEATURE_BS = CPU_FEATURE_BS  # the CPU value; `feature_batch_size(device)` gives each device's
@@ -132,6 +133,7 @@ class FeatureCache:
     train_targets: torch.Tensor
     valid_targets: torch.Tensor
     path: str | None = None
+    runtime: str = "torch"  # what computed the features on the CPU: "onnxruntime" or "torch"
 
     def dataloaders(self, like: DataLoaders, device: torch.device) -> DataLoaders:
         """Feature DataLoaders with the batch size, shuffling and drop_last of `like`, yielding batches on `device`.
@@ -146,37 +148,58 @@ class FeatureCache:
         return DataLoaders(train, valid, device=device)
 
 
-def _features_of(model: nn.Module, module: nn.Module, dl, comment: str, device: torch.device, *,
-                 ranks: RankSplit | None = None, autocast_dtype: torch.dtype | None = None):
-    """Run `model` over `dl` on `device` and return the inputs of `module` (N, D, in CPU memory) and the targets.
+class HeadInput(nn.Module):
+    """`model`'s forward pass that returns the input of its head module (the pooled features), not its output.
+
+    The head is named by its path in `model` (``learn.spec.classifier``'s Linear), so the model is not copied.
+
+    >>> body = HeadInput(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)), "1")
+    >>> tuple(body(torch.zeros(5, 3, 2, 2)).shape)
+    (5, 12)
+    """
+
+    def __init__(self, model: nn.Module, head_path: str):
+        super().__init__()
+        self.model, self.head_path = model, head_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured = []
+        handle = self.model.get_submodule(self.head_path).register_forward_pre_hook(
+            lambda _, args: captured.append(args[0]))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise FeatureCacheUnsupported(f"the head was called {len(captured)} times for one batch")
+        if captured[0].ndim != 2:  # a head that pools or runs per token: its input is not one vector per image
+            raise FeatureCacheUnsupported(f"the head's input has shape {tuple(captured[0].shape)}, not (batch, "
+                                          "features)")
+        return captured[0]
+
+
+def _module_path(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def _features_of(forward, dl, comment: str, device: torch.device, *, ranks: RankSplit | None = None,
+                 autocast_dtype: torch.dtype | None = None):
+    """Run `forward` (a `CpuForward` or a `HeadInput`) over `dl` on `device`; return its outputs (N, D, in CPU
+    memory) and the targets.
 
     With `ranks` each rank runs over its share of `dl` and every rank gets all N rows, in `dl`'s order.
     """
     n_items = len(dl.dataset)
     if ranks is not None:
         dl = ranks.shard(dl)
-    captured = []
-
-    def grab(_, args):
-        if args[0].ndim != 2:  # a head that pools or runs per token: its input is not one vector per image
-            raise FeatureCacheUnsupported(f"the head's input has shape {tuple(args[0].shape)}, not (batch, features)")
-        captured.append(args[0].detach().float().cpu())
-
-    handle = module.register_forward_pre_hook(grab)
-    targets = []
+    captured, targets = [], []
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
-    try:
-        with torch.inference_mode(), autocast:
-            for batch in progress_bar(dl, total=len(dl), comment=comment):
-                xb, yb = batch[0], batch[1]
-                model(xb.to(device).contiguous(memory_format=torch.channels_last))
-                targets.append(yb.detach().cpu())
-                if len(captured) != len(targets):
-                    raise FeatureCacheUnsupported(f"the head was called {len(captured)} times in {len(targets)} "
-                                                  "batches")
-    finally:
-        handle.remove()
+    with torch.inference_mode(), autocast:
+        for batch in progress_bar(dl, total=len(dl), comment=comment):
+            xb, yb = batch[0], batch[1]
+            captured.append(forward(xb.to(device).contiguous(memory_format=torch.channels_last)).detach().float().cpu())
+            targets.append(yb.detach().cpu())
     features, targets = torch.cat(captured), torch.cat(targets)
     if ranks is not None:
         features, targets = ranks.gather(features, n_items), ranks.gather(targets, n_items)
@@ -209,9 +232,13 @@ def _allocate(shape, cache_dir: str | os.PathLike | None):
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape), path
 
 
-def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None, *,
-                          ranks: RankSplit | None = None, autocast_dtype: torch.dtype | None = None):
+def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None,
+                          runtime: str | None = None, *, ranks: RankSplit | None = None,
+                          autocast_dtype: torch.dtype | None = None):
     """Compute `views` views of the training features and one of the validation features on ``learn.device``.
+
+    On the CPU the passes run through `easytransfer.runtime.cpu_forward` (`runtime`: ``"auto"``, ``"torch"``,
+    or ``None`` for ``EASYTRANSFER_RUNTIME``); the cache's ``runtime`` says which ran.
 
     Args:
         ranks: in a distributed run, each rank computes its share of the images and all ranks get every row.
@@ -223,29 +250,33 @@ def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_
     items = recipe.items
     train_items = items[~items["is_valid"]].reset_index(drop=True)
     model, device = learn.model, learn.device
+    body = HeadInput(model, _module_path(model, module))
+    # on the CPU, ONNX Runtime where it gives the same features (exported once, for every pass below)
+    images = len(train_items) * views + len(dls.valid_ds)
+    forward = cpu_forward(body, runtime=runtime, images=images) if device.type == "cpu" else body
     bs = feature_batch_size(device)
     was_training = model.training
     model.eval()
     try:
         plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=bs, device=device)
         passes = dict(ranks=ranks, autocast_dtype=autocast_dtype)
-        first, train_targets = _features_of(model, module, plain_train, f"features of {len(train_items)} images",
-                                            device, **passes)
+        first, train_targets = _features_of(forward, plain_train, f"features of {len(train_items)} images", device,
+                                            **passes)
         train, path = _allocate((views, *first.shape), cache_dir)
         train[0] = first
         for v in range(1, views):
             aug_dl = dls.train.new(shuffle=False, drop_last=False, bs=bs, device=device)
-            feats, targets = _features_of(model, module, aug_dl, f"augmented view {v + 1}/{views}", device,
-                                          **passes)
+            feats, targets = _features_of(forward, aug_dl, f"augmented view {v + 1}/{views}", device, **passes)
             if not torch.equal(targets, train_targets):
                 raise RuntimeError("augmented views came in another order than the plain one")  # a bug, not data
             train[v] = feats
-        valid_feats, valid_targets = _features_of(model, module, dls.valid.new(bs=bs, device=device),
+        valid_feats, valid_targets = _features_of(forward, dls.valid.new(bs=bs, device=device),
                                                   f"features of {len(dls.valid_ds)} validation images", device,
                                                   **passes)
     finally:
         model.train(was_training)
-    cache = FeatureCache(key, train, valid_feats, train_targets, valid_targets, path)
+    used = forward.runtime if isinstance(forward, CpuForward) else "torch"
+    cache = FeatureCache(key, train, valid_feats, train_targets, valid_targets, path, used)
     if path is not None:
         weakref.finalize(cache, _remove, path)
     return cache
