@@ -234,6 +234,8 @@ class ImageData(DataLoaders):
         Rows whose file is missing or whose label is empty are excluded with a warning; if no row is left
         that is an error. Files are checked as in `from_folder`.
 
+        The arguments not listed here are those of `from_folder`.
+
         Args:
             df: the table.
             folder: folder that relative file names are relative to.
@@ -241,7 +243,6 @@ class ImageData(DataLoaders):
             valid_col: optional boolean column marking validation rows; otherwise a stratified
                 `valid_pct` split with `seed`.
             label_delim: separator for multi-label labels (``"cat dog"`` with ``" "``).
-            Other arguments as in `from_folder`.
 
         >>> from easytransfer.datasets import textile_items
         >>> table = textile_items(limit=4, seed=0)  # columns path and label
