@@ -137,6 +137,7 @@ def _evaluate_classifier(predictor, folder: Path) -> None:
     if unseen:
         raise DataError(f"Labels {unseen} in {str(folder)!r} are not classes of the model ({predictor.vocab}).")
     table = predictor.predict_folder(folder)
+    table["path"] = [str(Path(p).resolve()) for p in table["path"]]  # the items' paths are resolved (links too)
     table = table.merge(items[["path", "label"]].rename(columns={"label": "actual"}), on="path", how="inner")
     table = table[table["error"].isna()]
     if table.empty:
