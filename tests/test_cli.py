@@ -195,3 +195,13 @@ def test_detection_train_evaluate_predict(tmp_path, capsys):
         assert "--annotations" in err
     finally:
         torch.set_num_threads(threads)
+
+
+def test_evaluate_reads_a_folder_of_symbolic_links(trained, data, tmp_path, capsys):
+    # textile_folder() links its images; evaluate once matched no prediction to a label and said "No readable images"
+    linked = tmp_path / "linked"
+    for image in data.glob("*/*.jpg"):
+        (linked / image.parent.name).mkdir(parents=True, exist_ok=True)
+        (linked / image.parent.name / image.name).symlink_to(image)
+    assert main(["evaluate", str(trained / "model"), str(linked)]) == 0
+    assert "on 12 images" in capsys.readouterr().out

@@ -240,6 +240,8 @@ class ImageData(DataLoaders):
         Rows whose file is missing or whose label is empty are excluded with a warning; if no row is left
         that is an error. Files are checked as in `from_folder`.
 
+        The arguments not listed here are those of `from_folder`.
+
         Args:
             df: the table.
             folder: folder that relative file names are relative to.
@@ -248,7 +250,6 @@ class ImageData(DataLoaders):
                 `valid_pct` split with `seed`.
             test_pct: share of each class held out as a test set (rows without a split of their own; default 0).
             label_delim: separator for multi-label labels (``"cat dog"`` with ``" "``).
-            Other arguments as in `from_folder`.
 
         >>> from easytransfer.datasets import textile_items
         >>> table = textile_items(limit=4, seed=0)  # columns path and label

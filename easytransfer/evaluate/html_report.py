@@ -70,11 +70,17 @@ DETECTION_SECTIONS = {
 }
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { margin-bottom: 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0; overflow-wrap: anywhere; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+.table-scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
-th { background: #f3f3f3; } img { max-width: 100%; } pre { background: #f7f7f7; padding: 1em; white-space: pre-wrap; }
-.muted { color: #777; } .warning { color: #a33; }
+th { background: #f3f3f3; } img { max-width: 100%; height: auto; }
+.figure { display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: top; }
+/* on a phone a figure keeps its own size (its labels stay readable) and scrolls sideways in its box */
+@media (max-width: 700px) { .figure img { max-width: none; } }
+pre { background: #f7f7f7; padding: 1em; white-space: pre-wrap; overflow-wrap: anywhere; }
+.muted { color: #666; } .warning { color: #a33; }
 """
 
 
@@ -82,11 +88,12 @@ def _figure_html(fig: Figure, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return f'<div class="figure"><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></div>'
 
 
 def _table_html(df: pd.DataFrame, digits: int = 4) -> str:
-    return df.round(digits).to_html(border=0, na_rep="")
+    # a wide table scrolls inside its own box on a narrow screen instead of making the whole page scroll
+    return f'<div class="table-scroll">{df.round(digits).to_html(border=0, na_rep="")}</div>'
 
 
 def _section(key: str, title: str, body: str) -> str:
@@ -237,7 +244,7 @@ def _scores_table(scores: dict, names: dict[str, str]) -> str:
     """The scalar `scores` named in `names` (score key -> row name) as a one-column table (counts as integers)."""
     shown = {name: f"{scores[key]:.4f}" if isinstance(scores[key], float) else str(scores[key])
              for key, name in names.items()}
-    return pd.DataFrame({"value": shown}).to_html(border=0)
+    return _table_html(pd.DataFrame({"value": shown}))
 
 
 def _segmentation_sections(interp: SegmentationInterpretation, top_k: int) -> dict[str, str]:
@@ -307,7 +314,9 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
     }
     body = [_section(key, title, bodies[key]) for key, title in titles.items()]
     title = f"easytransfer run report: {learn.spec.name}"
-    doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+    doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+           f"<title>{html.escape(title)}</title>"
            f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
            f"<p class=\"muted\">easytransfer {__version__}, {time.strftime('%Y-%m-%d %H:%M')}</p>\n"
            + "\n".join(body) + "\n</body></html>\n")

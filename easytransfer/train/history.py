@@ -344,6 +344,13 @@ def _mark_phases(ax, history: History):
                 fontsize=8, color="0.35")
 
 
+def _widen_flat_axis(ax, margin: float = 0.05) -> None:
+    """Show a flat curve (an accuracy that never moved) on a +-`margin` axis, not one scaled to float noise."""
+    values = [y for line in ax.get_lines() for y in line.get_ydata() if math.isfinite(y)]
+    if values and max(values) - min(values) < 1e-6:
+        ax.set_ylim(min(values) - margin, max(values) + margin)
+
+
 def plot_history(history: History | pd.DataFrame, axes=None, title: str | None = None) -> Figure:
     """Train and valid loss (left) and accuracy / metrics (right) per epoch, with the phases shaded.
 
@@ -391,4 +398,6 @@ def plot_history(history: History | pd.DataFrame, axes=None, title: str | None =
     for ax in axes:
         _mark_phases(ax, history)
         ax.set_xticks(epochs)
+        ax.ticklabel_format(axis="y", useOffset=False)  # ticks read 0.3333, not "1e-8+3.333333e-1"
+        _widen_flat_axis(ax)
     return fig

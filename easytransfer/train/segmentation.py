@@ -100,9 +100,10 @@ class EncoderBatchNormCallback(FrozenBatchNormCallback):
 class SegmentationLearner(TransferLearner):
     """A `TransferLearner` for semantic segmentation; build one with `segmentation_learner`.
 
+    Its other attributes are those of `TransferLearner`.
+
     Attributes:
         segmentation: the `SegmentationConfig` (decoder, ignore_index) the bundle records.
-        Otherwise those of `TransferLearner`.
     """
 
     task = "segmentation"
