@@ -48,6 +48,9 @@ CELLS = [
          "print(f\"temperature {learn.calibration.temperature:.2f}: accuracy {after.accuracy:.3f}, "
          "ECE {after.calibration_error():.3f}\")\n"
          "after.plot_calibration(before=before)"),
+    md("With 120 calibration and 120 test images each ECE carries a few points of noise, and a model that is "
+       "already close to calibrated can come out slightly worse on the test images after a fit on so few. "
+       "`benchmarks/conformal.py` measures both on more images (docs/when_the_model_is_unsure.md)."),
     md("## Which images to send to a person\n\n"
        "`learn.conformal` scores the calibration images (`\"lac\"`: one minus the probability of the true class) "
        "and keeps, for a new image, every label whose score is below the `(n + 1)`-corrected quantile of those "
