@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import make_image_folder
 
-from easytransfer import load_model
+from easytransfer import ImageData, load_model, transfer_learner
 from easytransfer.cli.launch import without_launch_flags
 from easytransfer.train.distributed import World, torchrun_command
 
@@ -77,6 +77,7 @@ WORKER = textwrap.dedent('''
             first.fit_discriminative(3, lr_max=1e-3, patience=None, cbs=[InterruptInSecondEpoch()])
     except KeyboardInterrupt:
         pass
+    interrupted_unwrapped = not isinstance(first.model, torch.nn.parallel.DistributedDataParallel)
 
     resumed = learner()  # a new process would build the same learner and resume from the checkpoint
     resumed.unfreeze()
@@ -86,6 +87,7 @@ WORKER = textwrap.dedent('''
     (out / f"rank-{rank}.json").write_text(json.dumps({
         "n_train": len(first.dls.train_ds), "frozen_seen": frozen_count.n, "tuned_seen": tuned_count.n,
         "suggestion": suggestion, "resumed_phases": [r.phase.name for r in resumed.fit_history],
+        "interrupted_unwrapped": interrupted_unwrapped,
     }))
     dist.destroy_process_group()
 ''')
@@ -134,6 +136,7 @@ def test_two_cpu_ranks_train_the_same_weights_on_half_the_items_each_and_resume(
     assert ranks[0]["resumed_phases"] == ranks[1]["resumed_phases"]
     assert ranks[0]["resumed_phases"][-3:] == ["discriminative"] * 3 and len(ranks[0]["resumed_phases"]) == 6
     assert "Resuming the discriminative fit after epoch 1 of 3." in done.stdout
+    assert ranks[0]["interrupted_unwrapped"] and ranks[1]["interrupted_unwrapped"]  # the block cleaned up after Ctrl-C
 
 
 def test_cli_nproc_2_writes_one_bundle_and_one_history(images, tmp_path):
@@ -150,6 +153,18 @@ def test_cli_nproc_2_writes_one_bundle_and_one_history(images, tmp_path):
     assert len(history) == 1 + 2  # header, one frozen and one fine-tuning epoch
     predictor = load_model(out / "model")
     assert list(predictor.vocab) == ["cat", "dog"]
+
+
+def test_other_ranks_write_no_bundle_and_no_report(image_folder, tmp_path, monkeypatch):
+    dls = ImageData.from_folder(image_folder, valid_pct=0.25, seed=0, bs=4, size=32)
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, device="cpu")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    learn.export(tmp_path / "model")
+    learn.save_report(tmp_path / "report.html")
+    assert not (tmp_path / "model").exists() and not (tmp_path / "report.html").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert (learn.export(tmp_path / "model") / "model.safetensors").is_file()
 
 
 def test_world_from_torchrun_variables_and_launch_command():

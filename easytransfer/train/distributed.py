@@ -268,6 +268,9 @@ def distributed_run(learn, *, sync_bn: bool | None = None, verbose: bool = True)
         if created:  # not after an error: the other ranks may never come
             dist.barrier()
     finally:
+        if isinstance(learn.model, DistributedDataParallel):  # a fit interrupted (Ctrl-C) skips fastai's after_fit
+            learn.model = learn.model.module
+            learn.dls.loaders = trainer.old_dls
         learn.world = None
         learn.remove_cbs([trainer, sync])
         learn.add_cbs(progress)
