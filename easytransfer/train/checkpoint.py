@@ -159,6 +159,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt, state: FitState,
                     identity: ModelIdentity | None = None) -> Path:
     """Write the weights, the optimizer state, `state` and `identity` to `path` atomically (temporary file, rename).
 
+    Temporary files that killed writers left in the folder are removed first.
+
     >>> save_checkpoint(Path("runs/last.safetensors"), learn.model, learn.opt, fit_state)  # doctest: +SKIP
     """
     weights = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -166,6 +168,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt, state: FitState,
     meta = {"format": CHECKPOINT_FORMAT, "fit": state.to_json(), "optimizer": opt_meta}
     if identity is not None:
         meta["model"] = identity.to_json()
+    remove_stale_temporaries(Path(path).parent)  # leftovers of a writer killed earlier (kill -9, power loss)
     tensors, metadata = {**weights, **opt_tensors}, {"easytransfer": json.dumps(meta)}
     return atomic_write_safetensors(path, tensors, metadata)
 

@@ -378,7 +378,7 @@ class TransferLearner(Learner):
             raise DataError(f"The training DataLoader has no batch: {len(train.dataset)} training images with "
                             f"bs={train.bs} (the last incomplete batch is dropped). Use a batch size of at most "
                             f"{len(train.dataset)}, or add images.")
-        if len(self.dls.valid.dataset) == 0:
+        if len(self.dls.loaders) > 1 and len(self.dls.valid.dataset) == 0:
             raise DataError("The validation set is empty, so no epoch can be scored; add images or give a "
                             "validation split.")
 
