@@ -222,8 +222,10 @@ def _train(args) -> None:
     learn = _learner(args)  # bad data or an unknown architecture fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     n_valid = len(learn.dls.valid.dataset)
-    print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
-          f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
+    test_items = getattr(getattr(learn.dls, "recipe", None), "test_items", None)
+    held_out = f", {len(test_items)} held-out test" if test_items is not None else ""
+    print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation"
+          f"{held_out} images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
     with _bars_on_a_terminal(learn):
         _fit(learn, args)
         learn.export(out / "model")
