@@ -168,6 +168,8 @@ def test_train_cli_prints_no_bars_when_piped(run, monkeypatch, capsys):
                  "--epochs", "1", "--size", "32", "--bs", "4", "--out", "run-bars"]) == 0
     out = capsys.readouterr().out
     assert "\r" not in out and "%|" not in out and "<progress" not in out
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and "train_loss " in epochs[0] and "[0, " not in out  # one plain line per epoch
 
 
 # ------------------------------------------------------------------------------- 6. the cheap path, lost

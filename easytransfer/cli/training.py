@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 from ..data.augment import AUG_PRESETS
@@ -198,12 +200,25 @@ def _fit(learn, args) -> None:
         learn.fit_discriminative(args.epochs, lr_max=_lr(args.lr_max))
 
 
+@contextlib.contextmanager
 def _bars_on_a_terminal(learn):
-    """fastai's epoch bars only when standard output is a terminal: piped or redirected output stays clean."""
-    import contextlib
-    import sys
+    """fastai's epoch bars only when standard output is a terminal; piped or redirected, one plain line per epoch
+    (``epoch 0  train_loss 1.0536  valid_loss 1.1386  accuracy 0.3333  time 00:00``) instead of bars."""
+    if sys.stdout.isatty():
+        yield
+        return
 
-    return contextlib.nullcontext() if sys.stdout.isatty() else learn.no_bar()
+    def epoch_line(log) -> None:
+        names = learn.recorder.metric_names
+        print("  ".join(f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}"
+                        for name, value in zip(names, log)), flush=True)
+
+    logger, learn.logger = learn.logger, epoch_line
+    try:
+        with learn.no_bar():
+            yield
+    finally:
+        learn.logger = logger
 
 
 def _write_history(learn, out: Path) -> None:
