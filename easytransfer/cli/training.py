@@ -284,7 +284,8 @@ def _test_interpretation(learn, args):
     if args.test:
         return learn.interpret(args.test)
     if learn.dls.recipe.test_items is not None:
-        return learn.interpret(learn.dls.labelled_dl())
+        learn.evaluate()  # the test split, named so in the report
+        return learn.last_interpretation
     return None
 
 
