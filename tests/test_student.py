@@ -137,14 +137,22 @@ def test_from_df_holds_out_a_test_split(tmp_path):
     assert len(dls.recipe.test_items) == 4
 
 
-def test_cli_train_test_pct_and_test_dir_print_test_figures(run, monkeypatch, capsys):
+CLI_TINY = ["--arch", "test_efficientnet", "--random-init", "--frozen-epochs", "1", "--epochs", "0", "--size", "32",
+            "--bs", "4"]
+
+
+def test_cli_train_test_pct_prints_test_figures(run, monkeypatch, capsys):
     monkeypatch.chdir(run)
-    common = ["--arch", "test_efficientnet", "--random-init", "--frozen-epochs", "1", "--epochs", "0", "--size",
-              "32", "--bs", "4"]
-    assert main(["train", "images", "--test-pct", "0.34", "--out", "run-pct", *common]) == 0
+    assert main(["train", "images", "--test-pct", "0.34", "--out", "run-pct", *CLI_TINY]) == 0
     out = capsys.readouterr().out
     assert "test set (4 images, never trained on)" in out and "test accuracy: " in out
-    assert main(["train", "images", "--test", "test", "--out", "run-dir", *common]) == 0
+    assert "4 images (test split)" in (run / "run-pct" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_cli_train_test_dir_prints_test_figures(run, monkeypatch, capsys):
+    monkeypatch.chdir(run)
+    assert main(["train", "images", "--test", "test", "--out", "run-dir", *CLI_TINY]) == 0
     out = capsys.readouterr().out
     assert "test set (6 images, never trained on)" in out
     assert "6 images (folder" in (run / "run-dir" / "report.html").read_text()
@@ -168,6 +176,8 @@ def test_train_cli_prints_no_bars_when_piped(run, monkeypatch, capsys):
                  "--epochs", "1", "--size", "32", "--bs", "4", "--out", "run-bars"]) == 0
     out = capsys.readouterr().out
     assert "\r" not in out and "%|" not in out and "<progress" not in out
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and "train_loss " in epochs[0] and "[0, " not in out  # one plain line per epoch
 
 
 # ------------------------------------------------------------------------------- 6. the cheap path, lost

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -234,12 +235,25 @@ def _checkpoint_folder(args, out: Path) -> Path:
     return checkpoints
 
 
+@contextlib.contextmanager
 def _bars_on_a_terminal(learn):
-    """fastai's epoch bars only when standard output is a terminal: piped or redirected output stays clean."""
-    import contextlib
-    import sys
+    """fastai's epoch bars only when standard output is a terminal; piped or redirected, one plain line per epoch
+    (``epoch 0  train_loss 1.0536  valid_loss 1.1386  accuracy 0.3333  time 00:00``) instead of bars."""
+    if sys.stdout.isatty():
+        yield
+        return
 
-    return contextlib.nullcontext() if sys.stdout.isatty() else learn.no_bar()
+    def epoch_line(log) -> None:
+        names = learn.recorder.metric_names
+        print("  ".join(f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}"
+                        for name, value in zip(names, log)), flush=True)
+
+    logger, learn.logger = learn.logger, epoch_line
+    try:
+        with learn.no_bar():
+            yield
+    finally:
+        learn.logger = logger
 
 
 def _write_history(learn, out: Path) -> None:
@@ -270,8 +284,10 @@ def _train(args) -> None:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         n_valid = len(learn.dls.valid.dataset)
-        print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation "
-              f"images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
+        test_items = getattr(getattr(learn.dls, "recipe", None), "test_items", None)
+        held_out = f", {len(test_items)} held-out test" if test_items is not None else ""
+        print(f"{learn.spec.name} ({args.task}): {len(learn.dls.train.dataset)} training, {n_valid} validation"
+              f"{held_out} images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
     with _bars_on_a_terminal(learn):
         try:
             _fit(learn, args, checkpoints)
@@ -329,7 +345,8 @@ def _test_interpretation(learn, args):
     if args.test:
         return learn.interpret(args.test)
     if learn.dls.recipe.test_items is not None:
-        return learn.interpret(learn.dls.labelled_dl())
+        learn.evaluate()  # the test split, named so in the report
+        return learn.last_interpretation
     return None
 
 
