@@ -226,7 +226,7 @@ def _spy_on_stages(learn, monkeypatch, corrupt_fine_tuned: bool = False) -> dict
 def test_fine_tune_keeps_the_frozen_stage_when_fine_tuning_made_it_worse(learn, monkeypatch, capsys):
     states = _spy_on_stages(learn, monkeypatch, corrupt_fine_tuned=True)
     assert learn.fine_tune(1, frozen_epochs=1, lr=1e-2) is learn
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("fine_tune kept the frozen-stage weights (valid_loss ") and "after fine-tuning" in line
     assert _same_state(_state(learn.model), states["frozen"])  # parameters and BN buffers, all of them
     assert not _same_state(states["fine-tuned"], states["frozen"])
@@ -247,7 +247,7 @@ def test_fine_tune_keeps_the_fine_tuned_weights_when_better_and_records_both_pha
     assert choice.fine_tuned_value < choice.frozen_value  # the premise: fine-tuning helped
     assert learn.fine_tune_kept == "fine-tuned"
     assert _same_state(_state(learn.model), states["fine-tuned"])
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("fine_tune kept the fine-tuned weights")
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("fine_tune kept the fine-tuned weights")
     assert learn.history["phase"].tolist() == ["frozen", "discriminative", "discriminative"]
     assert [r.phase.kind for r in learn.fit_history] == [PhaseKind.FROZEN] + [PhaseKind.DISCRIMINATIVE] * 2
     assert _trainable_groups(learn) == [True] * learn.n_groups
@@ -261,7 +261,7 @@ def test_fine_tune_compares_losses_lower_and_metrics_higher(learn, monkeypatch, 
     monkeypatch.setattr(learn, "validate", lambda *args, **kwargs: next(scripted))
     learn.fine_tune(1, frozen_epochs=1, monitor=monitor)
     assert learn.fine_tune_kept == kept
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
     expected = {"valid_loss": "(valid_loss 0.3000 < 0.5000 after the frozen stage)",
                 "accuracy": "(accuracy 0.9000 after the frozen stage > 0.6000 after fine-tuning)"}[monitor]
     assert line.endswith(expected)
@@ -300,8 +300,24 @@ def test_a_fit_keeps_the_weights_it_started_from_when_no_epoch_beats_them(learn,
     learn.unfreeze()
     learn.fit_discriminative(2, cbs=[_RuinHeadBeforeValidation()], patience=None)
     assert _same_state(_state(learn.model), start)
-    assert "No epoch of this fit beat the weights it started from (valid_loss " in capsys.readouterr().out
+    assert "No epoch of this fit beat the weights it started from (valid_loss " in capsys.readouterr().err
     assert learn.best_epoch == 0 and len(learn.fit_history) == 3  # the frozen epoch, row 0 of the history
+
+
+def test_library_messages_go_to_the_easytransfer_logger_and_can_be_silenced(learn, capsys):
+    import logging
+
+    learn.fit_frozen(1, lr=1e-2)
+    learn.unfreeze()
+    learn.fit_discriminative(1, cbs=[_RuinHeadBeforeValidation()], patience=None)  # keeps its start: says so
+    out = capsys.readouterr()
+    assert "No epoch of this fit beat" in out.err and "No epoch of this fit beat" not in out.out
+    logging.getLogger("easytransfer").setLevel(logging.WARNING)
+    try:
+        learn.fit_discriminative(1, cbs=[_RuinHeadBeforeValidation()], patience=None)
+    finally:
+        logging.getLogger("easytransfer").setLevel(logging.INFO)
+    assert "No epoch of this fit beat" not in capsys.readouterr().err
 
 
 def test_a_first_fit_or_a_better_fit_keeps_its_own_best_epoch(learn, capsys):
@@ -309,4 +325,4 @@ def test_a_first_fit_or_a_better_fit_keeps_its_own_best_epoch(learn, capsys):
     learn.unfreeze()
     learn.fit_discriminative(2, lr_max=1e-2, patience=None)
     assert learn.best_epoch in (1, 2)
-    assert "No epoch of this fit beat" not in capsys.readouterr().out
+    assert "No epoch of this fit beat" not in capsys.readouterr().err

@@ -233,7 +233,7 @@ def test_checkpoints_and_resume(learn, capsys):
     assert (learn.checkpoint_dir / "last.safetensors").is_file()
     n = len(learn.history)
     learn.fit_frozen(1, lr=1e-3, resume=True)  # reads the checkpoint back; that fit had finished
-    assert "Nothing to resume" in capsys.readouterr().out and len(learn.history) == n
+    assert "Nothing to resume" in capsys.readouterr().err and len(learn.history) == n
 
 
 @pytest.mark.slow

@@ -12,11 +12,14 @@ from fastai.callback.schedule import SchedCos, SchedLin, combine_scheds
 from fastai.callback.tracker import TrackerCallback
 from torch import nn
 
+from ..log import get_logger
 from .distributed import any_rank
 from .history import EpochRecord, History, Phase
 
 __all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "PhaseLogCallback", "StopOnNaNCallback", "better",
            "warmup_cosine"]
+
+logger = get_logger(__name__)
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -202,10 +205,10 @@ class BestWeightsCallback(TrackerCallback):
             _load_changeable_state(self.learn.model, self.best_state)
             self.kept_start = self.start is not None and self.initial is None and self.best_row == self.start[1]
             if self.verbose and self.kept_start:
-                print(f"No epoch of this fit beat the weights it started from ({self.monitor} {self.best:.4f}); "
-                      "kept those.")
+                logger.info(f"No epoch of this fit beat the weights it started from ({self.monitor} "
+                            f"{self.best:.4f}); kept those.")
             elif self.verbose:
-                print(f"Restored the weights of epoch {self.best_row} (best {self.monitor}: {self.best:.4f}).")
+                logger.info(f"Restored the weights of epoch {self.best_row} (best {self.monitor}: {self.best:.4f}).")
         self.learn.best_epoch = self.best_row
         self.best_state = None
         super().after_fit()
@@ -242,5 +245,5 @@ class StopOnNaNCallback(Callback):
         where = "the start of this fit" if self.good_epoch is None else f"the end of epoch {self.good_epoch}"
         self.learn.stop_reason = (f"Stopped: {what}. Restored the weights from {where}. "
                                   "Lower the learning rate (try learn.lr_find()) or check the data for broken labels.")
-        print(self.learn.stop_reason)
+        logger.warning(self.learn.stop_reason)
         raise CancelFitException()

@@ -44,6 +44,7 @@ from ..evaluate.conformal import ConformalCalibration
 from ..evaluate.conformal_sets import ConformalPredictor
 from ..evaluate.diagnosis import ConfidenceCheck, Diagnosis, diagnose
 from ..evaluate.interpret import Interpretation, as_dataloader
+from ..log import get_logger
 from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
 from ..models.layer_groups import LayerGroups, block_layer_groups, split_layer_groups
@@ -90,6 +91,8 @@ from .probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_
 from .uncertainty import calibration_activation, folder_probabilities, image_probabilities, raw_logits
 
 __all__ = ["FIT_FROZEN_METHODS", "TransferLearner", "discriminative_lrs", "transfer_learner"]
+
+logger = get_logger(__name__)
 
 DEFAULT_HEAD_LR = 3e-3
 FIT_FROZEN_METHODS = ("gradient", "logistic", "prototype", "knn")
@@ -347,7 +350,8 @@ class TransferLearner(Learner):
         if resume:  # before the callbacks are made: it replaces the history they append to
             done, best = self._resume(state)
             if done >= epochs:
-                print(f"Nothing to resume: the checkpoint's {phase.name} fit already finished its {epochs} epochs.")
+                logger.info(f"Nothing to resume: the checkpoint's {phase.name} fit already finished its {epochs} "
+                            "epochs.")
                 if restore_best and best is not None:  # as the finished fit ended: on its best epoch's weights
                     load_state_dict_strict(self.model, best[1], where=f"checkpoint {str(self.checkpoint_dir)!r}")
                     self.best_epoch = best[2]
@@ -415,7 +419,7 @@ class TransferLearner(Learner):
         if last.state.best is not None and best_path.is_file():
             best_ckpt = read_checkpoint(best_path, device=self.device)
             best = (last.state.best, best_ckpt.model_state, len(best_ckpt.state.history) - 1)
-        print(f"Resuming the {last.state.phase.name} fit after epoch {last.state.done} of {last.state.epochs}.")
+        logger.info(f"Resuming the {last.state.phase.name} fit after epoch {last.state.done} of {last.state.epochs}.")
         return last.state.done, best
 
     def _body_is_frozen(self) -> bool:
@@ -462,7 +466,7 @@ class TransferLearner(Learner):
             if lr != "find":
                 raise ValueError(f"lr must be a number or 'find', got {lr!r}")
             result = self.lr_find(decay=decay)
-            print(f"lr_find suggests {result.suggested:.2e} ({result}).")
+            logger.info(f"lr_find suggests {result.suggested:.2e} ({result}).")
             return result.suggested
         return lr
 
@@ -612,7 +616,7 @@ class TransferLearner(Learner):
                 self.feature_cache = compute_feature_cache(self, module, cache_views, key, ranks=ranks,
                                                            autocast_dtype=autocast_dtype(self.cbs, self.device))
             except FeatureCacheUnsupported as e:
-                print(f"Training the head on images, not cached features: {e}.")
+                logger.info(f"Training the head on images, not cached features: {e}.")
                 return None
         return self.feature_cache
 
@@ -769,7 +773,7 @@ class TransferLearner(Learner):
             load_state_dict_strict(self.model, frozen_state, where="the frozen stage of fine_tune")
             self.best_epoch = frozen_best_epoch
         self.fine_tune_choice = FineTuneChoice(kept, monitor, frozen_value, tuned_value)
-        print(self.fine_tune_choice)
+        logger.info(str(self.fine_tune_choice))
         return self
 
     def _validation_value(self, monitor: str, features: FeatureCache | None = None) -> float:

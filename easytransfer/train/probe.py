@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..log import get_logger
 from ..models.heads import KNNHead, PrototypeHead
 from .features import feature_head
 from .head_loop import HeadLoop
@@ -29,6 +30,8 @@ from .history import EpochRecord, Phase, PhaseKind
 
 __all__ = ["KNN_KS", "PROBE_CS", "PROTOTYPE_SCALES", "FitChoice", "KNNFit", "ProbeFit", "PrototypeFit",
            "fit_knn_head", "fit_logistic_head", "fit_logistic_probe", "fit_prototype_head", "record_probe"]
+
+logger = get_logger(__name__)
 
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried; the best valid loss wins
 # cosine similarities of CNN features to class means differ by ~0.05-0.3 between classes, so the softmax needs a
@@ -240,8 +243,8 @@ def record_probe(learn, cache, fit: FitChoice, start: float):
                                                    **metrics, "train_accuracy": record.train_accuracy}.items())
     choice = getattr(fit, fit.setting)
     label = "logistic probe" if fit.method == "logistic" else f"{fit.method} head"
-    print(f"{label}: {fit.setting}={choice} (valid loss {fit.valid_losses[choice]:.4f} of "
-          f"{[round(v, 4) for v in fit.valid_losses.values()]}), valid {shown}")
+    logger.info(f"{label}: {fit.setting}={choice} (valid loss {fit.valid_losses[choice]:.4f} of "
+                f"{[round(v, 4) for v in fit.valid_losses.values()]}), valid {shown}")
     return learn
 
 
