@@ -13,7 +13,7 @@ def test_mixed_precision_is_off_on_the_cpu(tmp_path, capsys):
     dls = ImageData.from_folder(make_image_folder(tmp_path / "images"), valid_pct=0.25, seed=0, bs=4, size=32)
     learn = transfer_learner(dls, "test_efficientnet", pretrained=False, device="cpu", mixed_precision="fp16")
     assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs)
-    assert "Mixed precision (fp16) is for CUDA devices" in capsys.readouterr().out
+    assert "Mixed precision (fp16) is for CUDA devices" in capsys.readouterr().err
     learn.to_bf16()
     assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs)
 

@@ -187,15 +187,15 @@ def test_lost_cache_and_lr_find_feature_pass_are_said(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "images", per_class=4)
     learn = _learner(folder, aug="strong")
     learn.fit_frozen(1)
-    assert "because MixUp / CutMix mixes the images" in capsys.readouterr().out
+    assert "because MixUp / CutMix mixes the images" in capsys.readouterr().err
     learn = _learner(folder, train_bn=True)
     learn.fit_frozen(1)
-    assert "because BatchNorm layers train (train_bn=True)" in capsys.readouterr().out
+    assert "because BatchNorm layers train (train_bn=True)" in capsys.readouterr().err
     learn = _learner(folder)
     learn.lr_find(num_it=10)
-    assert "lr_find: computing the frozen body's features" in capsys.readouterr().out
+    assert "lr_find: computing the frozen body's features" in capsys.readouterr().err
     learn.lr_find(num_it=10)  # the features are cached: nothing to say
-    assert "computing" not in capsys.readouterr().out
+    assert "computing" not in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------- 7. errors for a CLI user

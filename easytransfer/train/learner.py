@@ -254,7 +254,8 @@ class TransferLearner(Learner):
         self.remove_cbs([cb for cb in self.cbs if isinstance(cb, MixedPrecision)])
         callback = mixed_precision_callback(precision, self.device, **kwargs)
         if callback is None:
-            print(f"Mixed precision ({precision}) is for CUDA devices; on {self.device} the learner trains in float32.")
+            logger.info(f"Mixed precision ({precision}) is for CUDA devices; on {self.device} the learner trains in "
+                        "float32.")
         else:
             self.add_cb(callback)
         return self
@@ -600,16 +601,16 @@ class TransferLearner(Learner):
         """
         obstacle = self._cache_obstacle()
         if obstacle is not None:
-            print(f"{caller}: the head trains on the images, not on cached features, because {obstacle}: every "
-                  "frozen epoch is a full pass through the body.")
+            logger.info(f"{caller}: the head trains on the images, not on cached features, because {obstacle}: "
+                        "every frozen epoch is a full pass through the body.")
             return None
         module, _ = feature_head(self)
         key = cache_key(self, module, cache_views)
         if self.feature_cache is None or self.feature_cache.key != key:
             if caller == "lr_find":
-                print(f"lr_find: computing the frozen body's features of the {len(self.dls.train_ds)} training and "
-                      f"{len(self.dls.valid_ds)} validation images once (one pass); the sweep and later frozen fits "
-                      "reuse them.")
+                logger.info(f"lr_find: computing the frozen body's features of the {len(self.dls.train_ds)} "
+                            f"training and {len(self.dls.valid_ds)} validation images once (one pass); the sweep and "
+                            "later frozen fits reuse them.")
             self.feature_cache = None  # free the old one first
             try:
                 ranks = RankSplit(self.world) if self.world is not None else None
