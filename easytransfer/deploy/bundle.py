@@ -207,8 +207,8 @@ def _check_offline_arch(arch: str, arch_config: dict | None, where: str) -> None
     name = arch.strip()
     if name.lower().startswith(_HUB_PREFIXES):
         raise EasyTransferError(f"{where}: arch {arch!r} names a Hugging Face Hub model; load_model never downloads "
-                                "(it would need the network to build it). Re-export the model, or build it with "
-                                "transfer_learner and load the weights yourself.")
+                                "(building it would need the network). Build it online with transfer_learner(dls, "
+                                f"{arch!r}) and load this bundle's model.safetensors into learn.model yourself.")
     if name.startswith("open_clip:") and arch_config is None:
         raise EasyTransferError(f"{where}: the open_clip model {arch!r} comes without its 'arch_config', so building "
                                 "it would need its folder or the network; re-export it with this easytransfer.")
