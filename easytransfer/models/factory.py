@@ -142,8 +142,7 @@ def describe_model(name: str) -> str:
 
 def _offline_weights_line(spec: ModelSpec) -> str:
     """Whether the weights are on this machine, and the package that ships them when one does."""
-    source_name = f"tv:{spec.arch}" if spec.source == "torchvision" else spec.arch
-    packaged = packaged_weights_for(source_name)
+    packaged = packaged_weights_for(spec.name) or packaged_weights_for(spec.arch)  # the name typed, or timm's
     if packaged is not None:
         where = "installed" if packaged.is_installed() else "not installed"
         return f"{'yes' if packaged.is_installed() else 'no'} (pip package {packaged.package}, {where})"
