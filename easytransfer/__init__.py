@@ -19,7 +19,7 @@ from .version import __version__ as __version__
 
 # public name -> the module that defines it
 PUBLIC_NAMES = {
-    "set_seed": "fastai.torch_core",
+    "set_seed": ".seeding",
     "DetectionData": ".data.detection",
     "ImageData": ".data.loaders",
     "SegmentationData": ".data.segmentation",
@@ -72,7 +72,7 @@ def __getattr__(name: str):
     """Import a public name's module on first use (``easytransfer.ImageData``, ``from easytransfer import X``);
     sub-packages too (``easytransfer.models.block_layer_groups`` after ``import easytransfer``)."""
     if name in PUBLIC_NAMES:
-        value = getattr(importlib.import_module(PUBLIC_NAMES[name], __name__), name)  # absolute names too
+        value = getattr(importlib.import_module(PUBLIC_NAMES[name], __name__), name)
     elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         value = importlib.import_module(f".{name}", __name__)
     else:
@@ -86,8 +86,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from fastai.torch_core import set_seed as set_seed  # seeds Python, numpy and torch: `transfer_learner(seed=)`
-
     from .data.detection import DetectionData as DetectionData
     from .data.loaders import ImageData as ImageData
     from .data.segmentation import SegmentationData as SegmentationData
@@ -120,6 +118,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .models.segmentation import segmentation_heads as segmentation_heads
     from .models.task_heads import HeadSupport as HeadSupport
     from .models.task_heads import available_heads as available_heads
+    from .seeding import set_seed as set_seed
     from .train.callbacks import BestWeightsCallback as BestWeightsCallback
     from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
     from .train.detection import DetectionLearner as DetectionLearner

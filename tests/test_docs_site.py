@@ -16,9 +16,8 @@ API_PAGES = sorted((ROOT / "docs" / "api").glob("*.md"))
 
 
 def public_names() -> set[str]:
-    """The names ``from easytransfer import X`` offers: every re-export in ``easytransfer/__init__.py``."""
-    source = (ROOT / "easytransfer" / "__init__.py").read_text()
-    return set(re.findall(r"^from \.\S+ import (\w+) as \1$", source, flags=re.M)) - {"__version__"}
+    """The names ``from easytransfer import X`` offers: ``easytransfer.PUBLIC_NAMES`` (loaded on first use)."""
+    return set(easytransfer.PUBLIC_NAMES)
 
 
 def documented_names() -> set[str]:

@@ -31,7 +31,7 @@ CELLS = [
        "Precision: of the images predicted as this class, the share that are. Recall: of the images of this class, "
        "the share found. Support: how many images of the class there are. The table matches scikit-learn's "
        "`classification_report`; `report()` adds a line when one class's recall is far below the overall accuracy."),
-    code("interp = learn.interpret()\ninterp.report();"),
+    code("interp = learn.interpret()\ninterp.report()"),
     md("## Which classes are confused with which\n\nRows are the actual class, columns the prediction. "
        "Normalised, the diagonal is each class's recall."),
     code("interp.plot_confusion_matrix(normalize=True)"),

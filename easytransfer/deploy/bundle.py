@@ -73,8 +73,8 @@ class BundleConfig:
         calibration: the `Calibration` of ``learn.calibrate()`` (temperature or isotonic), applied to every
             prediction of the loaded model; ``None`` (and absent from the JSON): the plain softmax.
         conformal: the `ConformalCalibration` of ``learn.conformal()`` (calibration scores, score type, Mondrian,
-            default alpha), for ``load_model(path).predict_set(image)``; ``None`` (absent from the JSON) if none.
-        Bundles written before these two fields load with ``None``; the format version stays 1.
+            default alpha), for ``load_model(path).predict_set(image)``; ``None`` (absent from the JSON) if none;
+            bundles written before these two fields load with ``None`` (the format version stays 1).
 
     >>> cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
     ...                    Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))
