@@ -88,6 +88,10 @@ def measure(name: str, repeats: int, per_class: int, sides: list[str]) -> list[s
             f"fastai {med['fastai']:.1f} s; ratio {med['fastai'] / med['onnx']:.1f}x (default), "
             f"{med['fastai'] / med['torch']:.1f}x (torch); valid accuracy {acc['onnx']:.4f} / {acc['torch']:.4f} / "
             f"{acc['fastai']:.4f}")
+    elif {"onnx", "torch"} <= set(sides):
+        lines.append(f"- {name}, fit_frozen(10), plain process (median of {repeats}): {med['onnx']:.1f} s (default "
+                     f"runtime), {med['torch']:.1f} s (EASYTRANSFER_RUNTIME=torch); ratio "
+                     f"{med['torch'] / med['onnx']:.2f}")
     if {"predict_onnx", "predict_torch"} <= set(sides):
         n_test = runs["predict_onnx"][0]["images"]
         predict_runtime = "ONNX Runtime" if n_test >= ONNX_MIN_IMAGES and onnxruntime_available() else \
