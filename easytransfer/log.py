@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["get_logger"]
+__all__ = ["get_logger", "messages_off"]
 
 ROOT = "easytransfer"
 
@@ -52,3 +54,20 @@ def get_logger(name: str) -> logging.Logger:
     True
     """
     return logging.getLogger(name)
+
+
+@contextmanager
+def messages_off() -> Iterator[None]:
+    """A block in which easytransfer's informational messages are not shown (warnings and errors still are):
+    what the ranks other than 0 of a distributed run use, so that each message shows once.
+
+    >>> with messages_off():
+    ...     get_logger("easytransfer.train").info("not shown")
+    """
+    root = logging.getLogger(ROOT)
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)

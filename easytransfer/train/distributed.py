@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..choices import DEFAULT_MASTER_PORT
 from ..errors import EasyTransferError
+from ..log import messages_off
 
 __all__ = ["DEFAULT_MASTER_PORT", "RankSplit", "SyncRecordCallback", "World", "all_gather_rows", "any_rank",
            "broadcast_object", "collective_device", "distributed_run", "identical_on_all_ranks", "is_main_process",
@@ -264,6 +265,7 @@ def distributed_run(learn, *, sync_bn: bool | None = None, verbose: bool = True)
         with ExitStack() as stack:
             if not world.is_main:  # rank 0 alone prints: progress bars, fit lines, messages
                 stack.enter_context(redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+                stack.enter_context(messages_off())  # the library's messages (on standard error) too
             yield world
         if created:  # not after an error: the other ranks may never come
             dist.barrier()
