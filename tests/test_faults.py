@@ -473,3 +473,26 @@ def test_probe_another_user_reads_a_bundle(cats, tmp_path):
         assert out.startswith("error") and "cannot be read" in out and "Permission denied" in out, out + err
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_hub_model_bundle_with_its_timm_architecture_rebuilds_offline(monkeypatch):
+    """An export of an ``hf-hub:`` timm model records the architecture (arch_config), so loading it is offline."""
+    import timm
+
+    from easytransfer.models.backends.timm import TimmBackend
+    from easytransfer.models.heads import HeadConfig
+
+    hub = "hf-hub:timm/test_convnext.r160_in1k"
+    config = BundleConfig.from_json(_bundle_json(arch=hub, arch_config={"timm_architecture": "test_convnext"}))
+    assert config.arch == hub and config.arch_config == {"timm_architecture": "test_convnext"}
+    create = timm.create_model
+
+    def offline_create(name, *args, **kwargs):
+        assert not str(name).startswith("hf-hub:"), "built from the Hub"
+        return create(name, *args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline_create)
+    model, spec = TimmBackend().build(hub, hub, 2, pretrained=False, weights=None, head=HeadConfig(),
+                                      arch_config=config.arch_config)
+    assert spec.arch == hub and spec.arch_config == {"timm_architecture": "test_convnext"}
+    assert model.get_classifier().out_features == 2

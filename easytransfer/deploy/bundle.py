@@ -40,6 +40,7 @@ SQUISH_RULE = "whole image to size x size"  # segmentation: every pixel kept, th
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, or torch's zip format
 WEIGHTS_IDENTITY_KEY = "easytransfer_model"  # the weights' metadata: {"arch": ..., "classes": [...]} as JSON
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:")  # timm's names of Hugging Face Hub models: building one downloads its config
+_HUB_ARCHITECTURE = "timm_architecture"  # ... unless arch_config records the timm architecture (backends/timm.py)
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,10 @@ def _field(data: dict, name: str, kind: type, where: str, *, default=...):
 
 
 def _check_offline_arch(arch: str, arch_config: dict | None, where: str) -> None:
-    """Refuse an architecture name that could only be built with the network."""
+    """Refuse an architecture name that could only be built with the network (a Hub name without the timm
+    architecture that exports record for it)."""
     name = arch.strip()
-    if name.lower().startswith(_HUB_PREFIXES):
+    if name.lower().startswith(_HUB_PREFIXES) and not isinstance((arch_config or {}).get(_HUB_ARCHITECTURE), str):
         raise EasyTransferError(f"{where}: arch {arch!r} names a Hugging Face Hub model; load_model never downloads "
                                 "(building it would need the network). Build it online with transfer_learner(dls, "
                                 f"{arch!r}) and load this bundle's model.safetensors into learn.model yourself.")

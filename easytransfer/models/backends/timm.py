@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import sys
+from dataclasses import replace
 from functools import lru_cache
 
 import timm
@@ -37,6 +38,7 @@ ALIASES: dict[str, str] = {
 }
 
 HF_HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+HUB_ARCHITECTURE_KEY = "timm_architecture"  # arch_config of a Hub model: the timm architecture it is built from
 
 # The input size a family is built for when the user gives none, where timm's pretrained config asks for a costly
 # one: (pattern over the arch, size); the first match wins. DINOv2's config says 518 px (the last, high-resolution
@@ -69,6 +71,21 @@ def default_size(arch: str) -> int | None:
         if fnmatch.fnmatch(name, pattern):
             return size
     return None
+
+
+def hub_arch_config(arch: str, model: nn.Module) -> dict | None:
+    """For a Hugging Face Hub name, the timm architecture the model is built from (kept in the bundle, so that
+    `load_model` rebuilds it offline); ``None`` for timm's own names, which rebuild themselves.
+
+    >>> hub_arch_config("hf-hub:timm/test_convnext.r160_in1k", timm.create_model("test_convnext"))
+    {'timm_architecture': 'test_convnext'}
+    >>> hub_arch_config("test_convnext", timm.create_model("test_convnext")) is None
+    True
+    """
+    if not arch.startswith(HF_HUB_PREFIXES):
+        return None
+    architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__.lower()
+    return {HUB_ARCHITECTURE_KEY: str(architecture)} if timm.is_model(str(architecture)) else None
 
 
 @lru_cache(maxsize=1)
@@ -186,7 +203,19 @@ class TimmBackend(ModelBackend):
             num_features=int(getattr(model, "num_features", 0)),
             num_params=sum(p.numel() for p in model.parameters()),
             offline_weights=self.weights_on_disk(arch),
+            arch_config=hub_arch_config(arch, model),
         )
+
+    def build(self, name: str, arch: str, n_out: int, *, pretrained: bool, weights: str | os.PathLike | None,
+              head: HeadConfig, size: int | None = None, arch_config: dict | None = None):
+        """As `ModelBackend.build`; a Hub model without weights to load (a bundle) is rebuilt from the timm
+        architecture its `arch_config` records, so that loading it never needs the network."""
+        recorded = (arch_config or {}).get(HUB_ARCHITECTURE_KEY)
+        if recorded and arch.startswith(HF_HUB_PREFIXES) and not pretrained and weights is None:
+            model, spec = super().build(name, recorded, n_out, pretrained=False, weights=None, head=head, size=size)
+            return model, replace(spec, arch=arch, arch_config=dict(arch_config))
+        return super().build(name, arch, n_out, pretrained=pretrained, weights=weights, head=head, size=size,
+                             arch_config=arch_config)
 
     def load_pretrained(self, model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None,
                         head: str | None = None) -> str:
