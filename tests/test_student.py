@@ -5,6 +5,7 @@ CLI cases run from a working directory with relative paths, as a student types t
 
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -360,3 +361,13 @@ def test_evaluate_then_interpret_on_the_same_folder_is_one_pass(tmp_path):
     learn.fit_frozen(1)  # new weights: predicted again
     learn.interpret(str(test))
     assert len(calls) >= 2
+
+
+def test_train_cli_on_a_terminal_sends_bars_to_stderr_and_results_to_stdout(run, monkeypatch, capsys):
+    monkeypatch.chdir(run)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["train", "images", "--arch", "test_efficientnet", "--random-init", "--frozen-epochs", "1",
+                 "--epochs", "1", "--size", "32", "--bs", "4", "--out", "run-tty"]) == 0
+    captured = capsys.readouterr()
+    assert "train_loss" in captured.err and "train_loss" not in captured.out  # fastai's epoch table: progress
+    assert "valid accuracy:" in captured.out and "valid accuracy:" not in captured.err  # the results

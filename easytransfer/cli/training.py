@@ -235,6 +235,12 @@ def _checkpoint_folder(args, out: Path) -> Path:
     return checkpoints
 
 
+def _bars_to_stderr():
+    """On a terminal, fastai's bars and epoch table (progress, not results) go to standard error, so standard
+    output holds only the results; piped, `_bars_on_a_terminal` already shows no bars."""
+    return contextlib.redirect_stdout(sys.stderr) if sys.stdout.isatty() else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _bars_on_a_terminal(learn):
     """fastai's epoch bars only when standard output is a terminal; piped or redirected, one plain line per epoch
@@ -290,7 +296,8 @@ def _train(args) -> None:
               f"{held_out} images, classes {list(learn.dls.vocab)}; weights: {learn.spec.weights}")
     with _bars_on_a_terminal(learn):
         try:
-            _fit(learn, args, checkpoints)
+            with _bars_to_stderr():
+                _fit(learn, args, checkpoints)
         except KeyboardInterrupt:
             if main:
                 print(f"Interrupted; the finished epochs are checkpointed in {checkpoints}. Continue with the same "
@@ -373,7 +380,7 @@ def _lr_find(args) -> None:
     learn = _learner(args)
     if args.unfrozen:
         learn.unfreeze()
-    with _bars_on_a_terminal(learn):
+    with _bars_on_a_terminal(learn), _bars_to_stderr():
         result = learn.lr_find(num_it=args.num_it)
     for name, value in result.suggestions.items():
         print(f"{name}: {value:.2e}")
