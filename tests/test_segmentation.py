@@ -302,3 +302,55 @@ def test_predictor_predict_folder_writes_one_mask_per_image(tmp_path):
     for row in ok.itertuples():
         mask = np.array(Image.open(row.mask))
         assert mask.shape == (SIZE, SIZE) and mask.max() < 3
+
+
+def _tiny_predictor():
+    from easytransfer.deploy.segmentation import SegmentationPredictor
+    from easytransfer.models.segmentation import SegmentationConfig
+
+    model, _ = build_segmentation_model(TINY, 3, head="unet", pretrained=False)
+    config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), False, HeadConfig(),
+                          Preprocessing(SIZE, "bilinear", (0.5,) * 3, (0.5,) * 3), segmentation=SegmentationConfig())
+    return SegmentationPredictor(model, config, device="cpu")
+
+
+def test_predictor_interpret_scores_what_evaluate_scores(tmp_path):
+    images, masks = make_shapes(tmp_path / "data", n=5)
+    predictor = _tiny_predictor()
+    interp = predictor.interpret(images, masks, bs=2, progress=False)
+    assert interp.preds.shape == interp.targs.shape == (5, SIZE, SIZE) and len(interp.items) == 5
+    # images already at the training size: the same pixels and predictions as evaluate's own-size scores
+    scores = predictor.evaluate(images, masks)
+    assert interp.scores()["per_class_iou"] == pytest.approx(scores["per_class_iou"], nan_ok=True)
+    assert list(interp.per_class().index) == ["bg", "square", "disc"]
+    for name in ("000.png", "001.png"):
+        assert np.array_equal(interp.targs[int(name[:3])], np.array(Image.open(masks / name)))
+
+
+def test_flip_tta_is_the_mean_of_an_image_and_its_mirror(tmp_path):
+    from easytransfer.evaluate.segmentation import flip_averaged_logits
+
+    images, masks = make_shapes(tmp_path / "data", n=4)
+    predictor = _tiny_predictor()
+    plain = predictor.interpret(images, masks, progress=False)
+    tta = predictor.interpret(images, masks, tta=True, progress=False)
+    xb = torch.stack([predictor.preprocess(p) for p in sorted(images.glob("*.png"))])
+    model = predictor.model.eval()
+    with torch.inference_mode():
+        mean = (model(xb).softmax(1) + model(xb.flip(-1)).softmax(1).flip(-1)) / 2
+        logits = flip_averaged_logits(model, xb)
+        # mirroring the input mirrors the averaged prediction: the augmentation is symmetric
+        assert torch.allclose(flip_averaged_logits(model, xb.flip(-1)), logits.flip(-1), atol=1e-5)
+    assert torch.allclose(logits.exp(), mean, atol=1e-5)
+    assert np.array_equal(tta.preds, mean.argmax(1).numpy())
+    assert tta.targs.tolist() == plain.targs.tolist()
+
+
+def test_learner_tta_and_interpret_with_tta(learn):
+    probs, targs = learn.tta()
+    n = len(learn.dls.valid_ds)
+    assert probs.shape == (n, 3, SIZE, SIZE) and targs.shape == (n, SIZE, SIZE)
+    assert torch.allclose(probs.sum(1), torch.ones(n, SIZE, SIZE), atol=1e-4)
+    interp = learn.interpret(tta=True)
+    assert np.array_equal(interp.preds, probs.argmax(1).numpy())
+    assert "miou" in learn.evaluate(tta=True)

@@ -16,8 +16,11 @@ from torch import nn
 
 from ..data.images import open_rgb, resample_filter, to_rgb
 from ..data.sources import candidate_files
+from ..devices import predict_batch_size
+from ..evaluate.segmentation import SegmentationInterpretation
 from ..models.segmentation import build_segmentation_model
 from ..models.weights import load_state_dict_strict
+from ..progress import progress_bar
 from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights
 from .predictor import Predictor
 
@@ -143,8 +146,46 @@ class SegmentationPredictor(Predictor):
             rows.append((str(path), str(target), ""))
         return pd.DataFrame(rows, columns=["path", "mask", "error"])
 
-    def interpret(self, *args, **kwargs):
-        raise NotImplementedError("For a segmentation model use learn.interpret() / learn.evaluate() on the learner.")
+    def interpret(self, images, masks=None, *, mask_fn=None, tta: bool = False, bs: int | None = None,
+                  progress: bool = True) -> SegmentationInterpretation:
+        """Predictions on labelled images, computed once, at the training resolution (as
+        ``learn.interpret()``): ``scores()``, ``per_class()``, ``confusion_matrix()``, ``plot_top_losses()`` ...
+
+        Images and masks are paired and checked as for `evaluate` (unusable pairs are left out); each image is
+        resized as for `predict` and its mask to the same size (nearest neighbour).
+
+        Args:
+            images, masks, mask_fn: as for `evaluate`.
+            tta: average each image's probabilities with those of its left-right mirror (`flip_averaged_logits`).
+            bs: images per forward pass (default `predict_batch_size`).
+
+        >>> load_model("runs/cracks").interpret("test/images", "test/masks").plot_top_losses(4)  # doctest: +SKIP
+        """
+        from ..data.segmentation import labelled_mask_items
+        from ..errors import DataError
+
+        pre, ignore_index = self.config.preprocessing, self.config.segmentation.ignore_index
+        kept, excluded = labelled_mask_items(images, masks, mask_fn=mask_fn, ignore_index=ignore_index)
+        if kept.empty:
+            raise DataError(f"No usable image with a mask in {str(images)!r} ({len(excluded)} left out: "
+                            f"{excluded['reason'].iloc[0] if len(excluded) else 'no images'}).")
+        bs = bs or predict_batch_size(self.device)
+        starts = progress_bar(range(0, len(kept), bs), enabled=progress)
+        batches = (self._labelled_batch(kept.iloc[i:i + bs], mask_fn, pre.size) for i in starts)
+        return SegmentationInterpretation.from_model(self.model, batches, self.vocab, mean=pre.mean, std=pre.std,
+                                                     ignore_index=ignore_index, tta=tta,
+                                                     items=kept.reset_index(drop=True))
+
+    def _labelled_batch(self, rows: pd.DataFrame, mask_fn, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images and their masks (nearest-neighbour resized) at the training size, on the device."""
+        from ..data.segmentation import read_mask
+
+        xb = torch.stack([self.preprocess(path) for path in rows["path"]])
+        masks = [torch.from_numpy(read_mask(m or mask_fn(p)).astype(np.int64)) for p, m in zip(rows["path"],
+                                                                                             rows["mask"])]
+        yb = torch.cat([F.interpolate(m[None, None].float(), size=(size, size), mode="nearest")[0].long()
+                        for m in masks])
+        return (xb.to(self.device).contiguous(memory_format=torch.channels_last), yb.to(self.device))
 
 
 def load_segmentation_model(path: str | os.PathLike, config: BundleConfig,

@@ -12,7 +12,7 @@ from ..data.segmentation import denormalize, plot_overlays
 from .interpret import draw_matrix
 from .metrics import pixel_confusion_matrix, segmentation_scores
 
-__all__ = ["SegmentationInterpretation", "image_losses"]
+__all__ = ["SegmentationInterpretation", "flip_averaged_logits", "image_losses"]
 
 
 def image_losses(logits: torch.Tensor, targs: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
@@ -21,6 +21,19 @@ def image_losses(logits: torch.Tensor, targs: torch.Tensor, ignore_index: int | 
     pixel = F.cross_entropy(logits.float(), targs.long(), ignore_index=ignore, reduction="none")
     scored = (targs != ignore).flatten(1).sum(1).clamp(min=1)
     return pixel.flatten(1).sum(1) / scored
+
+
+def flip_averaged_logits(model: torch.nn.Module, xb: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation for masks: the log of the mean of the class probabilities of `xb` and of its
+    left-right mirror (mirrored back, so every pixel keeps its place); usable wherever logits are.
+
+    >>> model = torch.nn.Conv2d(3, 2, 1)
+    >>> logits = flip_averaged_logits(model, torch.rand(1, 3, 4, 4))
+    >>> tuple(logits.shape), bool(torch.allclose(logits.exp().sum(1), torch.ones(1, 4, 4)))
+    ((1, 2, 4, 4), True)
+    """
+    probs = model(xb).float().softmax(1) + model(xb.flip(-1)).float().softmax(1).flip(-1)
+    return (probs / 2).clamp_min(1e-12).log()
 
 
 class SegmentationInterpretation:
@@ -49,28 +62,34 @@ class SegmentationInterpretation:
         self._cm = pixel_confusion_matrix(self.targs, self.preds, len(self.classes), ignore_index)
 
     @classmethod
-    def from_learner(cls, learn, dl) -> SegmentationInterpretation:
-        """Run `learn`'s model once over `dl` (a DataLoader of images and masks)."""
+    def from_learner(cls, learn, dl, tta: bool = False) -> SegmentationInterpretation:
+        """Run `learn`'s model once over `dl` (a DataLoader of images and masks); `tta`: `flip_averaged_logits`."""
         recipe = learn.dls.recipe
+        items = getattr(dl, "items", None)
+        return cls.from_model(learn.model, dl, learn.dls.codes, mean=recipe.mean, std=recipe.std,
+                              ignore_index=recipe.ignore_index, tta=tta,
+                              items=items if isinstance(items, pd.DataFrame) else None)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, batches, classes, *, mean, std, ignore_index: int | None = None,
+                   tta: bool = False, items: pd.DataFrame | None = None) -> SegmentationInterpretation:
+        """Run `model` once over `batches` of ``(normalised images, masks)`` at one size."""
         preds, targs, losses, images = [], [], [], []
-        model = learn.model
         was_training = model.training
         model.eval()
         try:
             with torch.inference_mode():
-                for xb, yb in dl:
+                for xb, yb in batches:
                     xb, yb = xb.as_subclass(torch.Tensor), yb.as_subclass(torch.Tensor)  # no fastai dispatch
-                    logits = model(xb).float()
-                    losses.append(image_losses(logits, yb, recipe.ignore_index).cpu())
+                    logits = flip_averaged_logits(model, xb) if tta else model(xb).float()
+                    losses.append(image_losses(logits, yb, ignore_index).cpu())
                     preds.append(logits.argmax(1).to(torch.uint8).cpu())
                     targs.append(yb.to(torch.int64).cpu())
-                    images.append(denormalize(xb, recipe.mean, recipe.std))
+                    images.append(denormalize(xb, mean, std))
         finally:
             model.train(was_training)
-        items = getattr(dl, "items", None)
-        return cls(torch.cat(preds).numpy(), torch.cat(targs).numpy(), torch.cat(losses).numpy(), learn.dls.codes,
-                   ignore_index=recipe.ignore_index, images=np.concatenate(images),
-                   items=items if isinstance(items, pd.DataFrame) else None)
+        return cls(torch.cat(preds).numpy(), torch.cat(targs).numpy(), torch.cat(losses).numpy(), classes,
+                   ignore_index=ignore_index, images=np.concatenate(images), items=items)
 
     # ------------------------------------------------------------------------------------------------ numbers
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..data.segmentation import SegmentationData
 from ..deploy.bundle import SQUISH_RULE, BundleConfig, Preprocessing, write_bundle
 from ..evaluate.metrics import segmentation_scores
-from ..evaluate.segmentation import SegmentationInterpretation
+from ..evaluate.segmentation import SegmentationInterpretation, flip_averaged_logits
 from ..models.heads import HeadConfig
 from ..models.segmentation import SegmentationConfig, build_segmentation_model, encoder_layer_groups
 from .callbacks import FrozenBatchNormCallback
@@ -125,15 +125,15 @@ class SegmentationLearner(TransferLearner):
         """Predictions on `dl` (default the validation set; a DataLoader, or a table with ``path`` and ``mask``),
         computed once: ``scores()``, ``per_class()``, ``confusion_matrix()``, ``plot_top_losses()`` ...
 
+        `tta`: average each image's probabilities with those of its left-right mirror (`flip_averaged_logits`).
+
         >>> interp = learn.interpret(); interp.plot_top_losses(4)  # doctest: +SKIP
         """
-        if tta:
-            raise NotImplementedError("Test-time augmentation is not implemented for segmentation.")
         if dl is None:
             dl = self.dls.valid
         elif not hasattr(dl, "one_batch"):
             dl = self.dls.labelled_dl(dl)
-        return SegmentationInterpretation.from_learner(self, dl)
+        return SegmentationInterpretation.from_learner(self, dl, tta=tta)
 
     def evaluate(self, test=None, tta: bool = False) -> dict:
         """mIoU, pixel accuracy, per-class IoU, mean Dice, loss and number of images on the test images the data
@@ -161,8 +161,30 @@ class SegmentationLearner(TransferLearner):
         finally:
             self.model.train(was_training)
 
-    def tta(self, *args, **kwargs):
-        raise NotImplementedError("Test-time augmentation is not implemented for segmentation.")
+    def tta(self, dl=None):
+        """Test-time augmentation for masks: each image's class probabilities averaged with those of its
+        left-right mirror (mirrored back). `dl`: as for `interpret` (default the validation set).
+
+        Returns ``(probs, targets)`` as fastai's ``Learner.tta``: (images, classes, H, W) and (images, H, W).
+
+        >>> probs, masks = learn.tta()  # doctest: +SKIP
+        """
+        if dl is None:
+            dl = self.dls.valid
+        elif not hasattr(dl, "one_batch"):
+            dl = self.dls.labelled_dl(dl)
+        probs, targs = [], []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for xb, yb in dl:
+                    xb = xb.as_subclass(torch.Tensor)
+                    probs.append(flip_averaged_logits(self.model, xb).exp().cpu())
+                    targs.append(yb.as_subclass(torch.Tensor).to(torch.int64).cpu())
+        finally:
+            self.model.train(was_training)
+        return torch.cat(probs), torch.cat(targs)
 
     def bundle_config(self) -> BundleConfig:
         """What `export` writes beside the weights: encoder, decoder, classes, ignore_index and preprocessing."""
