@@ -107,3 +107,7 @@ def test_predict_folder_and_interpret_run_in_onnxruntime_with_pytorchs_results(t
     np.testing.assert_allclose(got["probability"], expected["probability"], rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(predictor.interpret(folder, bs=2, progress=False).losses, expected_losses,
                                rtol=1e-3, atol=1e-5)
+    exports = []
+    monkeypatch.setattr(runtime, "_onnx_session", lambda *a: exports.append(1))
+    predictor.predict_folder(folder, bs=2, progress=False)
+    assert exports == []  # the later passes reuse the first pass's export

@@ -52,6 +52,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.config = config
+        self._runtime_forward: CpuForward | None = None  # the model in ONNX Runtime, once a large pass made it
         self.vocab = list(config.classes)
         self.multilabel = config.multilabel
         self.threshold = threshold
@@ -84,8 +85,16 @@ class Predictor:
 
     def _pass_forward(self, images: int) -> CpuForward | None:
         """For a pass over `images` images on the CPU: the model in ONNX Runtime where it gives the same outputs
-        (`easytransfer.runtime.cpu_forward`); ``None`` (PyTorch) elsewhere."""
-        return cpu_forward(self.model, images=images) if self.device.type == "cpu" else None
+        (`easytransfer.runtime.cpu_forward`), exported on the first such pass and reused by the later ones (a
+        predictor's weights do not change); ``None`` (PyTorch) elsewhere."""
+        if self.device.type != "cpu":
+            return None
+        forward = cpu_forward(self.model, images=images)
+        if forward.runtime == "torch":  # few images, no ONNX Runtime, or opted out: nothing to export
+            return forward
+        if self._runtime_forward is None:
+            self._runtime_forward = forward
+        return self._runtime_forward
 
     def _probabilities(self, tensors, forward: CpuForward | None = None) -> torch.Tensor:
         """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label); a
