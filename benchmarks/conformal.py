@@ -38,7 +38,7 @@ from easytransfer import ImageData, transfer_learner  # noqa: E402
 from easytransfer.datasets import textile_items  # noqa: E402
 from easytransfer.evaluate.calibration import expected_calibration_error, fit_calibration, softmax  # noqa: E402
 from easytransfer.evaluate.conformal import ConformalCalibration, evaluate_sets  # noqa: E402
-from easytransfer.train.uncertainty import raw_logits  # noqa: E402
+from easytransfer.tasks.classification.uncertainty import raw_logits  # noqa: E402
 
 ARCH = "efficientnet_lite0"
 ALPHAS = (0.05, 0.1, 0.2)

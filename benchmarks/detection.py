@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 
 from easytransfer import DetectionData, detection_learner
-from easytransfer.data.detection import voc_items
 from easytransfer.evaluate.box_metrics import average_precision
-from easytransfer.evaluate.detection import detect
-from easytransfer.models.detection import build_detector
+from easytransfer.tasks.detection.data import voc_items
+from easytransfer.tasks.detection.interpretation import detect
+from easytransfer.tasks.detection.model import build_detector
 
 RACCOON = Path(__file__).resolve().parents[2] / "shared" / "data" / "raccoon"
 

@@ -18,7 +18,7 @@ import torch
 
 from easytransfer import SegmentationData, segmentation_learner
 from easytransfer.evaluate.metrics import pixel_confusion_matrix, segmentation_scores
-from easytransfer.train.segmentation import CrossEntropyDiceLoss
+from easytransfer.tasks.segmentation.learner import CrossEntropyDiceLoss
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cracks_cfd"
 CODES = ["background", "crack"]
@@ -57,7 +57,7 @@ def run_easytransfer(dls, args):
 
 def run_plain_smp(learn, args) -> tuple[dict, float]:
     """A plain PyTorch loop on a fresh model with the same weights source, data loaders and loss."""
-    from easytransfer.models.segmentation import build_segmentation_model
+    from easytransfer.tasks.segmentation.model import build_segmentation_model
 
     torch.manual_seed(0)
     dls = learn.dls

@@ -20,9 +20,9 @@ from .version import __version__ as __version__
 # public name -> the module that defines it
 PUBLIC_NAMES = {
     "set_seed": ".seeding",
-    "DetectionData": ".data.detection",
+    "DetectionData": ".tasks.detection.data",
     "ImageData": ".data.loaders",
-    "SegmentationData": ".data.segmentation",
+    "SegmentationData": ".tasks.segmentation.data",
     "BundleConfig": ".deploy.bundle",
     "Predictor": ".deploy.predictor",
     "load_model": ".deploy.predictor",
@@ -35,12 +35,12 @@ PUBLIC_NAMES = {
     "WeightsUnavailableError": ".errors",
     "Calibration": ".evaluate.calibration",
     "ConformalEvaluation": ".evaluate.conformal",
-    "ConformalPredictor": ".evaluate.conformal_sets",
-    "PredictionSet": ".evaluate.conformal_sets",
+    "ConformalPredictor": ".tasks.classification.prediction_sets",
+    "PredictionSet": ".tasks.classification.prediction_sets",
     "Diagnosis": ".evaluate.diagnosis",
     "diagnose": ".evaluate.diagnosis",
-    "Interpretation": ".evaluate.interpret",
-    "detection_heads": ".models.detection",
+    "Interpretation": ".tasks.classification.interpretation",
+    "detection_heads": ".tasks.detection.model",
     "ModelSpec": ".models.factory",
     "build_model": ".models.factory",
     "create_model": ".models.factory",
@@ -49,20 +49,20 @@ PUBLIC_NAMES = {
     "list_models": ".models.factory",
     "HeadConfig": ".models.heads",
     "split_layer_groups": ".models.layer_groups",
-    "segmentation_heads": ".models.segmentation",
-    "HeadSupport": ".models.task_heads",
-    "available_heads": ".models.task_heads",
+    "segmentation_heads": ".tasks.segmentation.model",
+    "HeadSupport": ".tasks.registry",
+    "available_heads": ".tasks.registry",
     "BestWeightsCallback": ".train.callbacks",
     "StopOnNaNCallback": ".train.callbacks",
-    "DetectionLearner": ".train.detection",
-    "detection_learner": ".train.detection",
+    "DetectionLearner": ".tasks.detection.learner",
+    "detection_learner": ".tasks.detection.learner",
     "plot_history": ".train.history",
     "TransferLearner": ".train.learner",
     "discriminative_lrs": ".train.learner",
     "transfer_learner": ".train.learner",
     "LRFinderResult": ".train.lr_finder",
-    "SegmentationLearner": ".train.segmentation",
-    "segmentation_learner": ".train.segmentation",
+    "SegmentationLearner": ".tasks.segmentation.learner",
+    "segmentation_learner": ".tasks.segmentation.learner",
 }
 
 __all__ = ["__version__", *PUBLIC_NAMES]
@@ -86,9 +86,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from .data.detection import DetectionData as DetectionData
     from .data.loaders import ImageData as ImageData
-    from .data.segmentation import SegmentationData as SegmentationData
     from .deploy.bundle import BundleConfig as BundleConfig
     from .deploy.predictor import Predictor as Predictor
     from .deploy.predictor import load_model as load_model
@@ -101,12 +99,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .errors import WeightsUnavailableError as WeightsUnavailableError
     from .evaluate.calibration import Calibration as Calibration
     from .evaluate.conformal import ConformalEvaluation as ConformalEvaluation
-    from .evaluate.conformal_sets import ConformalPredictor as ConformalPredictor
-    from .evaluate.conformal_sets import PredictionSet as PredictionSet
     from .evaluate.diagnosis import Diagnosis as Diagnosis
     from .evaluate.diagnosis import diagnose as diagnose
-    from .evaluate.interpret import Interpretation as Interpretation
-    from .models.detection import detection_heads as detection_heads
     from .models.factory import ModelSpec as ModelSpec
     from .models.factory import build_model as build_model
     from .models.factory import create_model as create_model
@@ -115,18 +109,24 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .models.factory import list_models as list_models
     from .models.heads import HeadConfig as HeadConfig
     from .models.layer_groups import split_layer_groups as split_layer_groups
-    from .models.segmentation import segmentation_heads as segmentation_heads
-    from .models.task_heads import HeadSupport as HeadSupport
-    from .models.task_heads import available_heads as available_heads
     from .seeding import set_seed as set_seed
+    from .tasks.classification.interpretation import Interpretation as Interpretation
+    from .tasks.classification.prediction_sets import ConformalPredictor as ConformalPredictor
+    from .tasks.classification.prediction_sets import PredictionSet as PredictionSet
+    from .tasks.detection.data import DetectionData as DetectionData
+    from .tasks.detection.learner import DetectionLearner as DetectionLearner
+    from .tasks.detection.learner import detection_learner as detection_learner
+    from .tasks.detection.model import detection_heads as detection_heads
+    from .tasks.registry import HeadSupport as HeadSupport
+    from .tasks.registry import available_heads as available_heads
+    from .tasks.segmentation.data import SegmentationData as SegmentationData
+    from .tasks.segmentation.learner import SegmentationLearner as SegmentationLearner
+    from .tasks.segmentation.learner import segmentation_learner as segmentation_learner
+    from .tasks.segmentation.model import segmentation_heads as segmentation_heads
     from .train.callbacks import BestWeightsCallback as BestWeightsCallback
     from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
-    from .train.detection import DetectionLearner as DetectionLearner
-    from .train.detection import detection_learner as detection_learner
     from .train.history import plot_history as plot_history
     from .train.learner import TransferLearner as TransferLearner
     from .train.learner import discriminative_lrs as discriminative_lrs
     from .train.learner import transfer_learner as transfer_learner
     from .train.lr_finder import LRFinderResult as LRFinderResult
-    from .train.segmentation import SegmentationLearner as SegmentationLearner
-    from .train.segmentation import segmentation_learner as segmentation_learner

@@ -12,8 +12,8 @@ from fastai.torch_core import set_seed
 
 import easytransfer.train.features as features
 from easytransfer import ImageData, transfer_learner
+from easytransfer.tasks.classification.probe import PROBE_CS
 from easytransfer.train.history import PhaseKind
-from easytransfer.train.probe import PROBE_CS
 
 
 class ForwardCounter:

@@ -13,8 +13,8 @@ from easytransfer import HeadConfig, ImageData, load_model, transfer_learner
 from easytransfer.deploy.bundle import CONFIG_NAME
 from easytransfer.errors import EasyTransferError
 from easytransfer.models.heads import KNN_SMOOTHING, KNNHead, PrototypeHead
+from easytransfer.tasks.classification.probe import KNN_KS, PROTOTYPE_SCALES, fit_knn_head, fit_prototype_head
 from easytransfer.train.history import PhaseKind
-from easytransfer.train.probe import KNN_KS, PROTOTYPE_SCALES, fit_knn_head, fit_prototype_head
 
 CLASSES = ("a", "b", "c")
 

@@ -15,8 +15,8 @@ from sklearn.metrics import multilabel_confusion_matrix as sk_multilabel_confusi
 
 from easytransfer import ImageData, transfer_learner
 from easytransfer.evaluate.html_report import SECTIONS
-from easytransfer.evaluate.interpret import Interpretation
 from easytransfer.evaluate.metrics import multilabel_confusion_matrix, per_class_report
+from easytransfer.tasks.classification.interpretation import Interpretation
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

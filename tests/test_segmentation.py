@@ -19,7 +19,7 @@ from easytransfer.errors import DataError
 from easytransfer.evaluate.html_report import SEGMENTATION_SECTIONS
 from easytransfer.evaluate.metrics import pixel_confusion_matrix, segmentation_scores
 from easytransfer.models.heads import HeadConfig
-from easytransfer.models.segmentation import SEGMENTATION_HEADS, build_segmentation_model, encoder_layer_groups
+from easytransfer.tasks.segmentation.model import SEGMENTATION_HEADS, build_segmentation_model, encoder_layer_groups
 
 SIZE = 64
 RED, GREEN = (220, 30, 30), (30, 200, 40)
@@ -280,7 +280,7 @@ def test_black_and_white_masks_are_a_clear_error_with_the_fix(tmp_path):
         Image.fromarray(((np.array(Image.open(p)) > 0) * 255).astype(np.uint8)).save(p)
     with pytest.raises(DataError, match=r"4 x mask holds 0 and 255 only .*// 255.*ignore_index=255"):
         SegmentationData.from_folders(images, masks, size=64)
-    from easytransfer.data.segmentation import read_mask
+    from easytransfer.tasks.segmentation.data import read_mask
 
     dls = SegmentationData.from_folders(images, size=64, valid_pct=0.25,
                                         mask_fn=lambda p: read_mask(masks / (Path(p).stem + ".png")) // 255)
@@ -291,8 +291,8 @@ def test_predictor_predict_folder_writes_one_mask_per_image(tmp_path):
     images, _ = make_shapes(tmp_path / "data", n=3)
     (images / "broken.png").write_bytes(b"not an image")
     model, _ = build_segmentation_model(TINY, 3, head="unet", pretrained=False)
-    from easytransfer.deploy.segmentation import SegmentationPredictor
-    from easytransfer.models.segmentation import SegmentationConfig
+    from easytransfer.tasks.segmentation.model import SegmentationConfig
+    from easytransfer.tasks.segmentation.predictor import SegmentationPredictor
 
     config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), False, HeadConfig(),
                           Preprocessing(SIZE, "bilinear", (0.5,) * 3, (0.5,) * 3), segmentation=SegmentationConfig())
@@ -305,8 +305,8 @@ def test_predictor_predict_folder_writes_one_mask_per_image(tmp_path):
 
 
 def _tiny_predictor():
-    from easytransfer.deploy.segmentation import SegmentationPredictor
-    from easytransfer.models.segmentation import SegmentationConfig
+    from easytransfer.tasks.segmentation.model import SegmentationConfig
+    from easytransfer.tasks.segmentation.predictor import SegmentationPredictor
 
     model, _ = build_segmentation_model(TINY, 3, head="unet", pretrained=False)
     config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), False, HeadConfig(),
@@ -328,7 +328,7 @@ def test_predictor_interpret_scores_what_evaluate_scores(tmp_path):
 
 
 def test_flip_tta_is_the_mean_of_an_image_and_its_mirror(tmp_path):
-    from easytransfer.evaluate.segmentation import flip_averaged_logits
+    from easytransfer.tasks.segmentation.interpretation import flip_averaged_logits
 
     images, masks = make_shapes(tmp_path / "data", n=4)
     predictor = _tiny_predictor()

@@ -292,7 +292,7 @@ def test_transfer_learner_seed_repeats_the_head_and_the_training(tmp_path):
 
 
 def test_report_returns_a_displayable_object_and_prints_nothing(tmp_path, capsys):
-    from easytransfer.evaluate.interpret import ClassReport
+    from easytransfer.tasks.classification.interpretation import ClassReport
 
     learn = _learner(make_image_folder(tmp_path / "images", per_class=4))
     interp = learn.interpret()

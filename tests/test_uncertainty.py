@@ -13,7 +13,7 @@ from easytransfer.cli import main
 from easytransfer.deploy.bundle import BundleConfig
 from easytransfer.errors import EasyTransferError
 from easytransfer.evaluate.conformal import ConformalEvaluation
-from easytransfer.evaluate.conformal_sets import PredictionSet
+from easytransfer.tasks.classification.prediction_sets import PredictionSet
 
 
 @pytest.fixture(scope="module")

@@ -163,8 +163,8 @@ def _learner(args):
     common = dict(bs=args.bs or bs, size=args.size, aug=args.aug or aug, seed=args.seed, valid_pct=args.valid_pct)
     pretrained = dict(pretrained=not args.random_init, weights=args.weights)
     if args.task == "segmentation":
-        from ..data.segmentation import SegmentationData
-        from ..train.segmentation import segmentation_learner
+        from ..tasks.segmentation.data import SegmentationData
+        from ..tasks.segmentation.learner import segmentation_learner
 
         images = _images(args)
         if args.masks is None:
@@ -174,8 +174,8 @@ def _learner(args):
                                             **common)
         return segmentation_learner(dls, args.arch, args.head or head, **pretrained)
     if args.task == "detection":
-        from ..data.detection import DetectionData
-        from ..train.detection import detection_learner
+        from ..tasks.detection.data import DetectionData
+        from ..tasks.detection.learner import detection_learner
 
         images = _images(args)
         if args.annotations is None:

@@ -26,7 +26,7 @@ from ..evaluate.calibration import Calibration
 from ..evaluate.conformal import ConformalCalibration
 from ..files import atomic_write_safetensors, atomic_write_text, remove_stale_temporaries
 from ..models.heads import HeadConfig
-from ..models.segmentation import SegmentationConfig
+from ..tasks.segmentation.model import SegmentationConfig
 from ..version import __version__
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "BundleConfig", "Preprocessing", "SQUISH_RULE",
@@ -102,7 +102,7 @@ class BundleConfig:
     def task(self) -> str:
         if self.segmentation is not None:
             return "segmentation"
-        if "detection" in self.extra:  # a detector's DetectionConfig (easytransfer.models.detection)
+        if "detection" in self.extra:  # a detector's DetectionConfig (easytransfer.tasks.detection.model)
             return "detection"
         return "multi-label" if self.multilabel else "single-label"
 

@@ -22,14 +22,14 @@ from ..data.loaders import labelled_items
 from ..data.sources import candidate_files
 from ..devices import predict_batch_size, resolve_device
 from ..errors import DataError, EasyTransferError
-from ..evaluate.conformal_sets import ConformalPredictor, PredictionSet, sets_table
-from ..evaluate.interpret import Interpretation
 from ..models.factory import build_model
 from ..models.heads import HeadConfig
 from ..models.weights import load_state_dict_strict
 from ..models.zero_shot import zero_shot_model
 from ..progress import progress_bar
 from ..runtime import CpuForward, cpu_forward
+from ..tasks.classification.interpretation import Interpretation
+from ..tasks.classification.prediction_sets import ConformalPredictor, PredictionSet, sets_table
 from .bundle import WEIGHTS_NAME, BundleConfig, Preprocessing, read_bundle_config, read_bundle_weights, write_bundle
 
 __all__ = ["DEFAULT_ZERO_SHOT_ARCH", "Predictor", "load_model", "zero_shot_classifier"]
@@ -306,11 +306,11 @@ def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | to
     """
     config = read_bundle_config(path)
     if config.segmentation is not None:  # a mask per image instead of a label
-        from .segmentation import load_segmentation_model  # imported here: it subclasses Predictor
+        from ..tasks.segmentation.predictor import load_segmentation_model  # imported here: it subclasses Predictor
 
         return load_segmentation_model(path, config, device=device)
     if config.task == "detection":  # a DetectionPredictor: predict(image) -> [(label, score, box), ...]
-        from .detection import load_detector
+        from ..tasks.detection.predictor import load_detector
 
         return load_detector(path, config, score_threshold=threshold, device=device)
     # built for the size it was trained at: a ViT's position embeddings depend on it

@@ -21,12 +21,12 @@ from matplotlib.figure import Figure
 
 from ..deploy.bundle import BundleConfig
 from ..files import atomic_write_text
+from ..tasks.classification.interpretation import Interpretation
+from ..tasks.detection.interpretation import DetectionInterpretation
+from ..tasks.segmentation.interpretation import SegmentationInterpretation
 from ..train.history import History, plot_history
 from ..version import __version__
 from .conformal import evaluate_sets
-from .detection import DetectionInterpretation
-from .interpret import Interpretation
-from .segmentation import SegmentationInterpretation
 
 __all__ = ["DETECTION_SECTIONS", "SECTIONS", "SEGMENTATION_SECTIONS", "save_report"]
 

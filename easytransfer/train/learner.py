@@ -41,15 +41,22 @@ from ..devices import resolve_device
 from ..errors import DataError, EasyTransferError
 from ..evaluate.calibration import Calibration, fit_calibration
 from ..evaluate.conformal import ConformalCalibration
-from ..evaluate.conformal_sets import ConformalPredictor
 from ..evaluate.diagnosis import ConfidenceCheck, Diagnosis, diagnose
-from ..evaluate.interpret import Interpretation, as_dataloader
 from ..log import get_logger
 from ..models.factory import ModelSpec, build_model, head_dropout
 from ..models.heads import HeadConfig
 from ..models.layer_groups import LayerGroups, block_layer_groups, split_layer_groups
 from ..models.weights import load_state_dict_strict
 from ..models.zero_shot import zero_shot_model
+from ..tasks.classification.interpretation import Interpretation, as_dataloader
+from ..tasks.classification.prediction_sets import ConformalPredictor
+from ..tasks.classification.probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
+from ..tasks.classification.uncertainty import (
+    calibration_activation,
+    folder_probabilities,
+    image_probabilities,
+    raw_logits,
+)
 from .callbacks import (
     BestWeightsCallback,
     FrozenBatchNormCallback,
@@ -87,8 +94,6 @@ from .head_loop import HeadLoop
 from .history import FineTuneChoice, History, Phase, PhaseKind, as_history, plot_history
 from .lr_finder import LRFinderResult, find_lr
 from .precision import autocast_dtype, mixed_precision_callback
-from .probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
-from .uncertainty import calibration_activation, folder_probabilities, image_probabilities, raw_logits
 
 __all__ = ["FIT_FROZEN_METHODS", "TransferLearner", "discriminative_lrs", "transfer_learner"]
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ..data.segmentation import denormalize, plot_overlays
-from .interpret import draw_matrix
-from .metrics import pixel_confusion_matrix, segmentation_scores
+from ...evaluate.metrics import pixel_confusion_matrix, segmentation_scores
+from ..classification.interpretation import draw_matrix
+from .data import denormalize, plot_overlays
 
 __all__ = ["SegmentationInterpretation", "flip_averaged_logits", "image_losses"]
 

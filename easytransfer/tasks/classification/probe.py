@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..log import get_logger
-from ..models.heads import KNNHead, PrototypeHead
-from .features import feature_head
-from .head_loop import HeadLoop
-from .history import EpochRecord, Phase, PhaseKind
+from ...log import get_logger
+from ...models.heads import KNNHead, PrototypeHead
+from ...train.features import feature_head
+from ...train.head_loop import HeadLoop
+from ...train.history import EpochRecord, Phase, PhaseKind
 
 __all__ = ["KNN_KS", "PROBE_CS", "PROTOTYPE_SCALES", "FitChoice", "KNNFit", "ProbeFit", "PrototypeFit",
            "fit_knn_head", "fit_logistic_head", "fit_logistic_probe", "fit_prototype_head", "record_probe"]

@@ -11,9 +11,9 @@ import torch
 from fastai.data.transforms import image_extensions
 from fastai.torch_core import noop
 
-from ..data.sources import candidate_files
-from ..errors import DataError
-from ..evaluate.calibration import Calibration
+from ...data.sources import candidate_files
+from ...errors import DataError
+from ...evaluate.calibration import Calibration
 
 __all__ = ["calibration_activation", "folder_probabilities", "image_probabilities", "raw_logits"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .conformal import ConformalCalibration, ConformalEvaluation, evaluate_sets
-from .interpret import Interpretation
+from ...evaluate.conformal import ConformalCalibration, ConformalEvaluation, evaluate_sets
+from .interpretation import Interpretation
 
 __all__ = ["ConformalPredictor", "PredictionSet", "set_rows", "sets_table"]
 

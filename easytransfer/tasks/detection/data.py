@@ -25,14 +25,14 @@ from fastai.data.load import DataLoader
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..choices import ANNOTATION_FORMATS as ANNOTATION_FORMATS
-from ..choices import DEFAULT_DETECTION_BS as DEFAULT_DETECTION_BS
-from ..choices import DEFAULT_DETECTION_SIZE as DEFAULT_DETECTION_SIZE
-from ..errors import DataError
-from .checks import DEFAULT_MAX_PIXELS, check_items
-from .images import open_rgb, resample_filter
-from .report import DataReport, warn_data
-from .sources import candidate_files
+from ...choices import ANNOTATION_FORMATS as ANNOTATION_FORMATS
+from ...choices import DEFAULT_DETECTION_BS as DEFAULT_DETECTION_BS
+from ...choices import DEFAULT_DETECTION_SIZE as DEFAULT_DETECTION_SIZE
+from ...data.checks import DEFAULT_MAX_PIXELS, check_items
+from ...data.images import open_rgb, resample_filter
+from ...data.report import DataReport, warn_data
+from ...data.sources import candidate_files
+from ...errors import DataError
 
 __all__ = ["ANNOTATION_FORMATS", "DETECTION_AUG_PRESETS", "DetectionData", "DetectionDataset", "DetectionRecipe",
            "DetectionTargets", "annotation_format", "draw_boxes", "resize_boxes", "hflip_boxes"]

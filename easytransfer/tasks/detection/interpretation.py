@@ -17,8 +17,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..data.detection import draw_boxes
-from .box_metrics import BoxAP, average_precision
+from ...evaluate.box_metrics import BoxAP, average_precision
+from .data import draw_boxes
 
 __all__ = ["DetectionInterpretation", "detect", "image_losses", "loss_mode", "set_loss_mode"]
 

@@ -22,12 +22,12 @@ import timm.models
 import torch
 from torch import nn
 
-from ..choices import SEGMENTATION_HEADS as SEGMENTATION_HEADS
-from .factory import get_model_spec, resolve_arch
-from .layer_groups import LayerGroups, bucket_stages
-from .spec import ModelSpec
-from .task_heads import HeadSupport
-from .weights import load_pretrained, load_state_dict_strict
+from ...choices import SEGMENTATION_HEADS as SEGMENTATION_HEADS
+from ...models.factory import get_model_spec, resolve_arch
+from ...models.layer_groups import LayerGroups, bucket_stages
+from ...models.spec import ModelSpec
+from ...models.weights import load_pretrained, load_state_dict_strict
+from ..registry import HeadSupport
 
 __all__ = ["ENCODER_PREFIX", "SEGMENTATION_HEADS", "SegmentationConfig", "build_segmentation_model",
            "encoder_layer_groups", "load_encoder_weights", "segmentation_heads"]

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..devices import resolve_device
-from ..models.detection import DetectionConfig, build_detector
-from ..models.weights import load_state_dict_strict
-from ..train.detection import predict_boxes
-from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights, write_bundle
+from ...deploy.bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights, write_bundle
+from ...devices import resolve_device
+from ...models.weights import load_state_dict_strict
+from .learner import predict_boxes
+from .model import DetectionConfig, build_detector
 
 __all__ = ["DetectionPredictor", "load_detector"]
 
@@ -62,8 +62,8 @@ class DetectionPredictor:
         >>> load_model("runs/raccoons").evaluate("test/images", "test/annotations")["map50"]  # doctest: +SKIP
         0.81
         """
-        from ..data.detection import DetectionData, annotation_format
-        from ..evaluate.detection import DetectionInterpretation
+        from .data import DetectionData, annotation_format
+        from .interpretation import DetectionInterpretation
 
         format = format or annotation_format(annotations)
         if format == "yolo" and not names:

@@ -23,15 +23,15 @@ import torch
 from fastai.callback.core import Callback
 from PIL import Image
 
-from ..data.detection import DetectionData
-from ..data.images import open_rgb, resample_filter
-from ..deploy.bundle import BundleConfig, Preprocessing
-from ..errors import EasyTransferError
-from ..evaluate.detection import DetectionInterpretation, set_loss_mode
-from ..models.detection import DEFAULT_PROPOSALS, DetectionConfig, build_detector, detection_layer_groups
-from ..models.factory import get_model_spec
-from ..models.heads import HeadConfig
-from .learner import DEFAULT_CACHE_VIEWS, TransferLearner
+from ...data.images import open_rgb, resample_filter
+from ...deploy.bundle import BundleConfig, Preprocessing
+from ...errors import EasyTransferError
+from ...models.factory import get_model_spec
+from ...models.heads import HeadConfig
+from ...train.learner import DEFAULT_CACHE_VIEWS, TransferLearner
+from .data import DetectionData
+from .interpretation import DetectionInterpretation, set_loss_mode
+from .model import DEFAULT_PROPOSALS, DetectionConfig, build_detector, detection_layer_groups
 
 __all__ = ["DetectionLearner", "DetectionLossCallback", "as_rgb_image", "detection_learner", "detection_loss",
            "predict_boxes"]

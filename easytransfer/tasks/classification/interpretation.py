@@ -14,9 +14,9 @@ from fastai.interpret import Interpretation as FastaiInterpretation
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..data.images import open_rgb
-from .calibration import ECE_BINS, reliability_bins
-from .metrics import confusion_matrix, multilabel_confusion_matrix, per_class_report
+from ...data.images import open_rgb
+from ...evaluate.calibration import ECE_BINS, reliability_bins
+from ...evaluate.metrics import confusion_matrix, multilabel_confusion_matrix, per_class_report
 
 __all__ = ["ClassReport", "Interpretation", "as_dataloader", "draw_matrix"]
 

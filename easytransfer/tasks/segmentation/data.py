@@ -28,13 +28,13 @@ from fastai.vision.core import AddMaskCodes, PILMask
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..errors import DataError
-from .augment import AUG_PRESETS, LIGHT_MIN_SCALE, STRONG_MIN_SCALE, batch_augmentations
-from .checks import DEFAULT_MAX_PIXELS, check_image_file
-from .images import ImageBlockRGB, resample_filter
-from .options import DEFAULT_BS
-from .report import DataReport, warn_data
-from .sources import candidate_files
+from ...data.augment import AUG_PRESETS, LIGHT_MIN_SCALE, STRONG_MIN_SCALE, batch_augmentations
+from ...data.checks import DEFAULT_MAX_PIXELS, check_image_file
+from ...data.images import ImageBlockRGB, resample_filter
+from ...data.options import DEFAULT_BS
+from ...data.report import DataReport, warn_data
+from ...data.sources import candidate_files
+from ...errors import DataError
 
 __all__ = ["SIZE_MULTIPLE", "MaskReader", "SegmentationData", "SegmentationRecipe", "labelled_mask_items", "read_mask"]
 

@@ -27,12 +27,12 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from ..choices import DETECTION_HEADS as DETECTION_HEADS
-from ..errors import EasyTransferError
-from .backends import backend_for
-from .layer_groups import DEFAULT_N_STAGES, LayerGroups
-from .task_heads import HeadSupport
-from .weights import load_pretrained, load_state_dict_strict
+from ...choices import DETECTION_HEADS as DETECTION_HEADS
+from ...errors import EasyTransferError
+from ...models.backends import backend_for
+from ...models.layer_groups import DEFAULT_N_STAGES, LayerGroups
+from ...models.weights import load_pretrained, load_state_dict_strict
+from ..registry import HeadSupport
 
 __all__ = ["DETECTION_HEADS", "DetectionConfig", "TimmFPNBackbone", "build_detector",
            "detection_heads", "detection_layer_groups"]

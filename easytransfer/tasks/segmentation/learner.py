@@ -16,14 +16,14 @@ from fastai.learner import Metric
 from fastai.losses import CrossEntropyLossFlat
 from torch import nn
 
-from ..data.segmentation import SegmentationData
-from ..deploy.bundle import SQUISH_RULE, BundleConfig, Preprocessing, write_bundle
-from ..evaluate.metrics import segmentation_scores
-from ..evaluate.segmentation import SegmentationInterpretation, flip_averaged_logits
-from ..models.heads import HeadConfig
-from ..models.segmentation import SegmentationConfig, build_segmentation_model, encoder_layer_groups
-from .callbacks import FrozenBatchNormCallback
-from .learner import TransferLearner
+from ...deploy.bundle import SQUISH_RULE, BundleConfig, Preprocessing, write_bundle
+from ...evaluate.metrics import segmentation_scores
+from ...models.heads import HeadConfig
+from ...train.callbacks import FrozenBatchNormCallback
+from ...train.learner import TransferLearner
+from .data import SegmentationData
+from .interpretation import SegmentationInterpretation, flip_averaged_logits
+from .model import SegmentationConfig, build_segmentation_model, encoder_layer_groups
 
 __all__ = ["LOSSES", "CrossEntropyDiceLoss", "MeanIoU", "SegmentationLearner", "segmentation_learner"]
 
@@ -152,7 +152,7 @@ class SegmentationLearner(TransferLearner):
     def predict(self, item, probabilities: bool = False, **kwargs):
         """The mask of class ids of one image (a path, a PIL image or an array) at its own size, as the exported
         model's `SegmentationPredictor.predict` gives it; ``probabilities=True``: ``(mask, probs)``."""
-        from ..deploy.segmentation import SegmentationPredictor
+        from .predictor import SegmentationPredictor
 
         was_training = self.model.training
         try:

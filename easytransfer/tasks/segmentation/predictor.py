@@ -14,15 +14,15 @@ from fastai.vision.augment import Resize, ResizeMethod
 from PIL import Image
 from torch import nn
 
-from ..data.images import open_rgb, resample_filter, to_rgb
-from ..data.sources import candidate_files
-from ..devices import predict_batch_size
-from ..evaluate.segmentation import SegmentationInterpretation
-from ..models.segmentation import build_segmentation_model
-from ..models.weights import load_state_dict_strict
-from ..progress import progress_bar
-from .bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights
-from .predictor import Predictor
+from ...data.images import open_rgb, resample_filter, to_rgb
+from ...data.sources import candidate_files
+from ...deploy.bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights
+from ...deploy.predictor import Predictor
+from ...devices import predict_batch_size
+from ...models.weights import load_state_dict_strict
+from ...progress import progress_bar
+from .interpretation import SegmentationInterpretation
+from .model import build_segmentation_model
 
 __all__ = ["SegmentationPredictor", "load_segmentation_model"]
 
@@ -97,9 +97,9 @@ class SegmentationPredictor(Predictor):
         >>> load_model("runs/cracks").evaluate("test/images", "test/masks")["miou"]  # doctest: +SKIP
         0.71
         """
-        from ..data.segmentation import labelled_mask_items, read_mask
-        from ..errors import DataError
-        from ..evaluate.metrics import pixel_confusion_matrix, segmentation_scores
+        from ...errors import DataError
+        from ...evaluate.metrics import pixel_confusion_matrix, segmentation_scores
+        from .data import labelled_mask_items, read_mask
 
         ignore_index = self.config.segmentation.ignore_index
         kept, excluded = labelled_mask_items(images, masks, mask_fn=mask_fn, ignore_index=ignore_index)
@@ -161,8 +161,8 @@ class SegmentationPredictor(Predictor):
 
         >>> load_model("runs/cracks").interpret("test/images", "test/masks").plot_top_losses(4)  # doctest: +SKIP
         """
-        from ..data.segmentation import labelled_mask_items
-        from ..errors import DataError
+        from ...errors import DataError
+        from .data import labelled_mask_items
 
         pre, ignore_index = self.config.preprocessing, self.config.segmentation.ignore_index
         kept, excluded = labelled_mask_items(images, masks, mask_fn=mask_fn, ignore_index=ignore_index)
@@ -178,7 +178,7 @@ class SegmentationPredictor(Predictor):
 
     def _labelled_batch(self, rows: pd.DataFrame, mask_fn, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images and their masks (nearest-neighbour resized) at the training size, on the device."""
-        from ..data.segmentation import read_mask
+        from .data import read_mask
 
         xb = torch.stack([self.preprocess(path) for path in rows["path"]])
         masks = [torch.from_numpy(read_mask(m or mask_fn(p)).astype(np.int64)) for p, m in zip(rows["path"],
