@@ -25,7 +25,7 @@ PUBLIC_NAMES = {
     "SegmentationData": ".tasks.segmentation.data",
     "BundleConfig": ".deploy.bundle",
     "Predictor": ".deploy.predictor",
-    "load_model": ".deploy.predictor",
+    "load_model": ".tasks.loading",
     "zero_shot_classifier": ".deploy.predictor",
     "DataError": ".errors",
     "EasyTransferError": ".errors",
@@ -89,7 +89,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .data.loaders import ImageData as ImageData
     from .deploy.bundle import BundleConfig as BundleConfig
     from .deploy.predictor import Predictor as Predictor
-    from .deploy.predictor import load_model as load_model
     from .deploy.predictor import zero_shot_classifier as zero_shot_classifier
     from .errors import DataError as DataError
     from .errors import EasyTransferError as EasyTransferError
@@ -117,6 +116,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .tasks.detection.learner import DetectionLearner as DetectionLearner
     from .tasks.detection.learner import detection_learner as detection_learner
     from .tasks.detection.model import detection_heads as detection_heads
+    from .tasks.loading import load_model as load_model
     from .tasks.registry import HeadSupport as HeadSupport
     from .tasks.registry import available_heads as available_heads
     from .tasks.segmentation.data import SegmentationData as SegmentationData

@@ -1,6 +1,7 @@
 """The bundle format: one versioned `BundleConfig`, written and read in one module; heads of every kind load back."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from easytransfer import BundleConfig, HeadConfig, ImageData, TransferLearner, b
 from easytransfer.deploy.bundle import BUNDLE_FORMAT_VERSION, CONFIG_NAME, read_bundle_config
 from easytransfer.errors import EasyTransferError
 from easytransfer.models.layer_groups import split_layer_groups
+from easytransfer.tasks.loading import parse_task_config, read_model_config
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,10 @@ def test_the_json_carries_a_format_version_and_round_trips(dls, tmp_path):
     bundle = learn.export(tmp_path / "model")
     data = json.loads((bundle / CONFIG_NAME).read_text())
     assert data["format_version"] == BUNDLE_FORMAT_VERSION and data["head"]["hidden"] == 64
-    config = read_bundle_config(bundle)
+    config = read_model_config(bundle)
     assert config == learn.bundle_config() and isinstance(config, BundleConfig)
-    assert BundleConfig.from_json(config.to_json()) == config
+    assert BundleConfig.from_json(config.to_json(), parse_task_config=parse_task_config) == config
+    assert read_bundle_config(bundle).task_config == {"multilabel": False}  # without the registry: the JSON object
 
 
 def test_a_newer_format_is_refused_with_the_fix(dls, tmp_path):
@@ -72,3 +75,42 @@ def test_the_predictor_runs_on_the_device_it_was_given(dls, tmp_path):
     assert all(p.device.type == "cpu" for p in predictor.model.parameters())
     with pytest.raises(ValueError, match="not a device torch knows"):
         load_model(bundle, device="gpu")
+
+
+def test_bundles_of_format_1_still_load(tmp_path):
+    """Bundles written by easytransfer at ff1eba4 (format 1: the task guessed from its fields) load as before.
+
+    tests/assets/bundles_v1.tar.gz was written by that commit (tiny random models, large tensors zeroed so the
+    archive is small); expected.json holds each model's output on one image at the time.
+    """
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from easytransfer.tasks.classification.config import ClassificationConfig
+    from easytransfer.tasks.detection.model import DetectionConfig
+    from easytransfer.tasks.segmentation.model import SegmentationConfig
+
+    with tarfile.open(Path(__file__).parent / "assets" / "bundles_v1.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "bundles_v1"
+    expected = json.loads((root / "expected.json").read_text())
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 40, 3), dtype=np.uint8))
+    for task, config_type in [("classification", ClassificationConfig), ("segmentation", SegmentationConfig),
+                              ("detection", DetectionConfig)]:
+        assert json.loads((root / task / CONFIG_NAME).read_text())["format_version"] == 1
+        predictor = load_model(root / task, device="cpu")
+        assert predictor.config.task == task and isinstance(predictor.config.task_config, config_type)
+        if task == "classification":
+            label, _, probs = predictor.predict(image)
+            assert label == expected[task]["label"]
+            np.testing.assert_allclose(probs, expected[task]["probs"], atol=1e-5)
+            assert predictor.config.task_config.calibration is not None  # learn.calibrate() before the export
+            assert predictor.predict_set(image).labels  # learn.conformal() before the export
+        elif task == "segmentation":
+            mask, probs = predictor.predict(image, probabilities=True)
+            assert int(mask.sum()) == expected[task]["mask_sum"]
+            np.testing.assert_allclose(probs.mean((1, 2)), expected[task]["probs_mean"], atol=1e-5)
+        else:
+            assert len(predictor.predict(image, score_threshold=0.0)) == expected[task]["n_boxes"]

@@ -321,7 +321,7 @@ from easytransfer.train.history import Phase
 
 folder, classes, rounds = sys.argv[1], tuple(sys.argv[2].split(",")), int(sys.argv[3])
 model = nn.Linear(1024, 1024)  # 4 MB of weights: a write takes long enough to be interrupted
-config = BundleConfig("resnet18", "timm", "resnet18", classes, False, HeadConfig(),
+config = BundleConfig("resnet18", "timm", "resnet18", classes, HeadConfig(),
                       Preprocessing(32, "bilinear", (0.5,) * 3, (0.5,) * 3))
 state = FitState(Phase.from_name("frozen"), 3, (1e-3,), 0.1, on_features=False, monitor="valid_loss")
 print("ready", flush=True)
@@ -412,7 +412,7 @@ def test_probe_a_full_disk_keeps_the_old_bundle(tmp_path):
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"cannot mount a 1 MB tmpfs here ({e}); needs root and CAP_SYS_ADMIN")
     try:
-        config = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
+        config = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), HeadConfig(),
                               Preprocessing(32, "bilinear", (0.5,) * 3, (0.5,) * 3))
         write_bundle(mount / "model", nn.Linear(64, 64), config)  # 16 kB: fits
         with pytest.raises(OSError) as info:

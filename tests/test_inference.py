@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
 def test_bundle_is_safetensors_and_json(trained):
     _, bundle, _ = trained
     config = json.loads((bundle / "easytransfer.json").read_text())
-    assert config["task"] == "single-label" and config["classes"] == ["cat", "dog", "fox"]
+    assert config["task"] == "classification" and config["classes"] == ["cat", "dog", "fox"]
     assert config["preprocessing"]["size"] == 48 and config["head"] == {"type": "linear", "dropout": None, "hidden": 512, "pool": None,
                                                                                   "k": None, "exemplars": None}
     assert "easytransfer_version" in config and config["source"] == "timm"

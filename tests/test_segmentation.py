@@ -212,18 +212,18 @@ def test_recipe_evaluate_interpret_export(learn, tmp_path):
     assert mask.shape == (SIZE, SIZE) and mask.max() < 3
     bundle = learn.export(tmp_path / "bundle")
     written = json.loads((bundle / CONFIG_NAME).read_text())
-    assert written["task"] == "segmentation" and written["segmentation"]["head"] == "unet"
+    assert written["task"] == "segmentation" and written["task_config"]["head"] == "unet"
     predictor = load_model(bundle)
     again, probs = predictor.predict(Image.open(image), probabilities=True)
     assert np.array_equal(again, mask) and probs.shape == (3, SIZE, SIZE)
     assert np.allclose(probs.sum(0), 1, atol=1e-4)
 
 
-def test_classification_bundles_are_unchanged():
-    cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
+def test_classification_bundles_record_their_task():
+    cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), HeadConfig(),
                        Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))
     data = json.loads(cfg.to_json())
-    assert "segmentation" not in data and data["task"] == "single-label"
+    assert "segmentation" not in data and data["task"] == "classification"
     assert BundleConfig.from_json(cfg.to_json()) == cfg
 
 
@@ -294,8 +294,9 @@ def test_predictor_predict_folder_writes_one_mask_per_image(tmp_path):
     from easytransfer.tasks.segmentation.model import SegmentationConfig
     from easytransfer.tasks.segmentation.predictor import SegmentationPredictor
 
-    config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), False, HeadConfig(),
-                          Preprocessing(SIZE, "bilinear", (0.5,) * 3, (0.5,) * 3), segmentation=SegmentationConfig())
+    config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), HeadConfig(),
+                          Preprocessing(SIZE, "bilinear", (0.5,) * 3, (0.5,) * 3), task="segmentation",
+                          task_config=SegmentationConfig())
     table = SegmentationPredictor(model, config, device="cpu").predict_folder(images, tmp_path / "out")
     ok = table[table["error"] == ""]
     assert len(ok) == 3 and table.loc[table["error"] != "", "path"].str.endswith("broken.png").all()
@@ -309,8 +310,9 @@ def _tiny_predictor():
     from easytransfer.tasks.segmentation.predictor import SegmentationPredictor
 
     model, _ = build_segmentation_model(TINY, 3, head="unet", pretrained=False)
-    config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), False, HeadConfig(),
-                          Preprocessing(SIZE, "bilinear", (0.5,) * 3, (0.5,) * 3), segmentation=SegmentationConfig())
+    config = BundleConfig(TINY, "timm", TINY, ("bg", "square", "disc"), HeadConfig(),
+                          Preprocessing(SIZE, "bilinear", (0.5,) * 3, (0.5,) * 3), task="segmentation",
+                          task_config=SegmentationConfig())
     return SegmentationPredictor(model, config, device="cpu")
 
 

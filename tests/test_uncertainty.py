@@ -14,6 +14,7 @@ from easytransfer.deploy.bundle import BundleConfig
 from easytransfer.errors import EasyTransferError
 from easytransfer.evaluate.conformal import ConformalEvaluation
 from easytransfer.tasks.classification.prediction_sets import PredictionSet
+from easytransfer.tasks.loading import parse_task_config
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_calibration_reaches_predict_interpret_evaluate_tta_and_the_bundle(learn
     assert 0 <= after.calibration_error() <= 1
 
     bundle = learn.export(tmp_path / "model")
-    assert json.loads((bundle / "easytransfer.json").read_text())["calibration"]["method"] == "temperature"
+    assert json.loads((bundle / "easytransfer.json").read_text())["task_config"]["calibration"]["method"] == "temperature"
     predictor = load_model(bundle)
     np.testing.assert_allclose(predictor.predict(image)[2].numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(predictor.interpret(test, progress=False).probs, after.probs, atol=1e-5)
@@ -146,9 +147,9 @@ def test_errors_name_the_fix(learn, folders, tmp_path):
     with pytest.raises(ValueError, match="alpha must be in"):
         learn.conformal(folders[1], alpha=1.5)
     config = json.loads((bundle / "easytransfer.json").read_text())  # a bundle from before calibration existed
-    assert "calibration" not in config and "conformal" not in config
-    old = BundleConfig.from_json(json.dumps(config))
-    assert old.calibration is None and old.conformal is None
+    assert "calibration" not in config["task_config"] and "conformal" not in config["task_config"]
+    old = BundleConfig.from_json(json.dumps(config), parse_task_config=parse_task_config)
+    assert old.task_config.calibration is None and old.task_config.conformal is None
 
 
 def test_multilabel_learner_gets_a_clear_error(tmp_path):

@@ -113,10 +113,10 @@ def test_export_and_load_model_give_the_same_probabilities_without_the_folder(ti
 
 def test_bundle_config_round_trips_its_arch_config_and_reads_older_bundles():
     pre = Preprocessing(32, "bicubic", (0.5,) * 3, (0.5,) * 3)
-    config = BundleConfig("open_clip:local-dir:x", "open_clip", "local-dir:x", ("a", "b"), False,
+    config = BundleConfig("open_clip:local-dir:x", "open_clip", "local-dir:x", ("a", "b"),
                           HeadConfig("zero_shot"), pre, arch_config={"model_cfg": {"embed_dim": 16}})
     assert BundleConfig.from_json(config.to_json()) == config
-    older = BundleConfig("resnet18", "timm", "resnet18", ("a", "b"), False, HeadConfig(), pre)
+    older = BundleConfig("resnet18", "timm", "resnet18", ("a", "b"), HeadConfig(), pre)
     assert "arch_config" not in json.loads(older.to_json())
     assert BundleConfig.from_json(older.to_json()).arch_config is None
 

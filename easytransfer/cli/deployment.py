@@ -100,7 +100,7 @@ def print_scores(scores: dict) -> None:
 
 def _load(args):
     from ..deploy.bundle import read_bundle_config
-    from ..deploy.predictor import load_model
+    from ..tasks.loading import load_model
 
     task = bundle_task(read_bundle_config(args.model), args.task)
     _other_task_flags(args, task)
@@ -273,7 +273,7 @@ def _export(args) -> None:
         if given:
             output_file(given, flag, example)
     from ..deploy.convert import export_onnx, export_torchscript
-    from ..deploy.predictor import load_model
+    from ..tasks.loading import load_model
 
     predictor = load_model(args.model)
     if predictor.config.task == "detection":

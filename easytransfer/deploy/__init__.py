@@ -3,4 +3,3 @@
 from .. import quiet_fastai  # noqa: F401  (first: fastai without torch's jit warning)
 from .bundle import BundleConfig as BundleConfig
 from .predictor import Predictor as Predictor
-from .predictor import load_model as load_model

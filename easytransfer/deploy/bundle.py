@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -22,19 +24,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import EasyTransferError, WeightsMismatchError
-from ..evaluate.calibration import Calibration
-from ..evaluate.conformal import ConformalCalibration
 from ..files import atomic_write_safetensors, atomic_write_text, remove_stale_temporaries
 from ..models.heads import HeadConfig
-from ..tasks.segmentation.model import SegmentationConfig
 from ..version import __version__
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "BundleConfig", "Preprocessing", "SQUISH_RULE",
-           "read_bundle", "write_bundle"]
+           "TaskConfig", "TaskConfigParser", "read_bundle", "write_bundle"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "easytransfer.json"
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2  # 2: task + task_config (version 1: fields per task)
 RESIZE_RULE = "shorter side to size, centre crop"
 SQUISH_RULE = "whole image to size x size"  # segmentation: every pixel kept, the mask maps back onto the image
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, or torch's zip format
@@ -54,6 +53,20 @@ class Preprocessing:
     resize: str = RESIZE_RULE
 
 
+class TaskConfig(Protocol):
+    """What a task records in the bundle (`BundleConfig.task_config`): a frozen dataclass with these two methods."""
+
+    def to_dict(self) -> dict: ...
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskConfig: ...
+
+
+# Reads a bundle's ``task_config`` object into the task's typed config: ``parse(task_name, data)``. The task
+# registry gives one (`easytransfer.tasks.loading`); without it the config stays the JSON object (a dict).
+TaskConfigParser = Callable[[str, dict], TaskConfig]
+
+
 @dataclass(frozen=True)
 class BundleConfig:
     """What ``easytransfer.json`` holds.
@@ -62,23 +75,23 @@ class BundleConfig:
         arch: the architecture name as the user typed it (rebuilt with `build_model`).
         source, source_arch: the model source and its own name (``"timm"``, ``"tf_efficientnet_lite0"``).
         classes: class names in output order.
-        multilabel: sigmoid outputs with a threshold instead of a softmax.
-        head: the new head's `HeadConfig`.
+        head: the new head's `HeadConfig` (a classifier's; the default for the other tasks).
         preprocessing: the validation pipeline's `Preprocessing`.
-        format_version: `BUNDLE_FORMAT_VERSION` when written; a newer one is refused on read.
+        task: the registered task's name (``"classification"``, ``"segmentation"``, ``"detection"`` ...): the
+            one vocabulary of the bundle, the command line and ``learn.task``.
+        task_config: the task's own typed config (``to_dict`` / ``from_dict``): a classifier's
+            ``ClassificationConfig`` (multi-label, calibration, conformal scores), a segmentation model's
+            ``SegmentationConfig`` (decoder, ignore_index), a detector's ``DetectionConfig``. Read without the
+            task registry it is the JSON object (a dict).
+        format_version: `BUNDLE_FORMAT_VERSION` when written; a newer one is refused on read. Version 1 bundles
+            (the task guessed from which field was set: ``segmentation``, ``detection``, else a classifier with
+            top-level ``multilabel``, ``calibration`` and ``conformal``) are read into the same record.
         arch_config: the source's own config of the architecture (`ModelSpec.arch_config`: an open_clip model's
             ``open_clip_config.json``), so that `load_model` rebuilds it without its folder or the network;
             ``None`` (and absent from the JSON) for timm and torchvision.
-        segmentation: a segmentation model's `SegmentationConfig` (decoder, ignore_index); ``None`` (and absent
-            from the JSON) for a classifier. Its ``task`` is then ``"segmentation"``.
-        calibration: the `Calibration` of ``learn.calibrate()`` (temperature or isotonic), applied to every
-            prediction of the loaded model; ``None`` (and absent from the JSON): the plain softmax.
-        conformal: the `ConformalCalibration` of ``learn.conformal()`` (calibration scores, score type, Mondrian,
-            default alpha), for ``load_model(path).predict_set(image)``; ``None`` (absent from the JSON) if none;
-            bundles written before these two fields load with ``None`` (the format version stays 1).
 
-    >>> cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), False, HeadConfig(),
-    ...                    Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))
+    >>> cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), HeadConfig(),
+    ...                    Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3), task_config={"multilabel": False})
     >>> BundleConfig.from_json(cfg.to_json()) == cfg
     True
     """
@@ -87,27 +100,18 @@ class BundleConfig:
     source: str
     source_arch: str
     classes: tuple[str, ...]
-    multilabel: bool
     head: HeadConfig
     preprocessing: Preprocessing
+    task: str = "classification"
+    task_config: TaskConfig | dict | None = None
     easytransfer_version: str = __version__
     format_version: int = BUNDLE_FORMAT_VERSION
-    extra: dict = field(default_factory=dict, compare=False)
     arch_config: dict | None = None
-    segmentation: SegmentationConfig | None = None
-    calibration: Calibration | None = None
-    conformal: ConformalCalibration | None = None
-
-    @property
-    def task(self) -> str:
-        if self.segmentation is not None:
-            return "segmentation"
-        if "detection" in self.extra:  # a detector's DetectionConfig (easytransfer.tasks.detection.model)
-            return "detection"
-        return "multi-label" if self.multilabel else "single-label"
 
     def to_json(self) -> str:
         pre = self.preprocessing
+        task_config = self.task_config if isinstance(self.task_config, dict) or self.task_config is None \
+            else self.task_config.to_dict()
         data = {
             "format_version": self.format_version,
             "easytransfer_version": self.easytransfer_version,
@@ -115,26 +119,23 @@ class BundleConfig:
             "source": self.source,
             "source_arch": self.source_arch,
             "classes": list(self.classes),
-            "multilabel": self.multilabel,
             "task": self.task,
+            "task_config": task_config or {},
             "head": self.head.to_dict(),
             "preprocessing": {"size": pre.size, "interpolation": pre.interpolation, "mean": list(pre.mean),
                               "std": list(pre.std), "resize": pre.resize},
-            **self.extra,
         }
         if self.arch_config is not None:
             data["arch_config"] = self.arch_config
-        if self.segmentation is not None:
-            data["segmentation"] = self.segmentation.to_dict()
-        if self.calibration is not None:
-            data["calibration"] = self.calibration.to_dict()
-        if self.conformal is not None:
-            data["conformal"] = self.conformal.to_dict()
         return json.dumps(data, indent=2)
 
     @classmethod
-    def from_json(cls, text: str, where: str = "the bundle") -> BundleConfig:
+    def from_json(cls, text: str, where: str = "the bundle", parse_task_config: TaskConfigParser | None = None
+                  ) -> BundleConfig:
         """Parse ``easytransfer.json``, checked against this schema; a clear `EasyTransferError` names what is wrong.
+
+        `parse_task_config` turns the ``task_config`` object into the task's typed config (the task registry's);
+        without it the object stays a dict.
 
         >>> try:
         ...     BundleConfig.from_json('{"arch": "resnet18", "classes": ["a", "b"], "preprocessing": {"size": 0}}')
@@ -155,33 +156,45 @@ class BundleConfig:
         if version > BUNDLE_FORMAT_VERSION:
             raise EasyTransferError(f"{where} has bundle format {version}, newer than this easytransfer reads "
                                     f"({BUNDLE_FORMAT_VERSION}); upgrade easytransfer (pip install -U easytransfer).")
-        known = {"format_version", "easytransfer_version", "arch", "source", "source_arch", "classes",
-                 "multilabel", "task", "head", "preprocessing", "arch_config", "segmentation", "calibration",
-                 "conformal"}
         arch = _field(data, "arch", str, where)
         arch_config = _field(data, "arch_config", dict, where, default=None)
         _check_offline_arch(arch, arch_config, where)
         head = _field(data, "head", dict, where, default=None) or {}
-        segmentation = _field(data, "segmentation", dict, where, default=None)
-        calibration = _field(data, "calibration", dict, where, default=None)
-        conformal = _field(data, "conformal", dict, where, default=None)
+        if version >= 2:
+            task = _field(data, "task", str, where)
+            task_config = _field(data, "task_config", dict, where, default=None) or {}
+        else:
+            task, task_config = _version_1_task(data, where)
         try:
             head_config = HeadConfig.from_dict(head)
-            segmentation_config = SegmentationConfig.from_dict(segmentation) if segmentation else None
-            calibration_config = Calibration.from_dict(calibration) if calibration else None
-            conformal_config = ConformalCalibration.from_dict(conformal) if conformal else None
+            task_config = parse_task_config(task, task_config) if parse_task_config else task_config or None
         except (KeyError, TypeError, ValueError) as e:
-            raise EasyTransferError(f"{where}: a value of 'head', 'segmentation', 'calibration' or 'conformal' is "
-                                    f"malformed ({e}); re-export the model with learn.export().") from None
+            raise EasyTransferError(f"{where}: a value of 'head' or 'task_config' is malformed ({e}); re-export the "
+                                    "model with learn.export().") from None
         return cls(
             arch=arch, source=_field(data, "source", str, where, default="timm"),
             source_arch=_field(data, "source_arch", str, where, default=arch),
-            classes=_classes(data["classes"], where), multilabel=_field(data, "multilabel", bool, where, default=False),
-            head=head_config, preprocessing=_preprocessing(data["preprocessing"], where),
+            classes=_classes(data["classes"], where), head=head_config,
+            preprocessing=_preprocessing(data["preprocessing"], where), task=task, task_config=task_config,
             easytransfer_version=str(data.get("easytransfer_version", "unknown")), format_version=version,
-            extra={k: v for k, v in data.items() if k not in known}, arch_config=arch_config,
-            segmentation=segmentation_config, calibration=calibration_config, conformal=conformal_config,
+            arch_config=arch_config,
         )
+
+
+def _version_1_task(data: dict, where: str) -> tuple[str, dict]:
+    """``(task, task_config)`` of a bundle written before format 2: the task guessed from which field is set."""
+    segmentation = _field(data, "segmentation", dict, where, default=None)
+    if segmentation:
+        return "segmentation", segmentation
+    detection = _field(data, "detection", dict, where, default=None)
+    if detection:
+        return "detection", detection
+    config = {"multilabel": _field(data, "multilabel", bool, where, default=False)}
+    for name in ("calibration", "conformal"):
+        value = _field(data, name, dict, where, default=None)
+        if value:
+            config[name] = value
+    return "classification", config
 
 
 def _malformed(where: str, name: str, problem: str) -> EasyTransferError:
@@ -275,8 +288,11 @@ def _unreadable(path: Path, error: OSError) -> EasyTransferError:
                              f"make it readable (chmod a+r), or copy the bundle to a folder you own.")
 
 
-def read_bundle_config(path: str | os.PathLike) -> BundleConfig:
-    """The `BundleConfig` of bundle folder `path`, with a clear error for anything that is not a bundle."""
+def read_bundle_config(path: str | os.PathLike, parse_task_config: TaskConfigParser | None = None) -> BundleConfig:
+    """The `BundleConfig` of bundle folder `path`, with a clear error for anything that is not a bundle.
+
+    `parse_task_config`: as for `BundleConfig.from_json` (the task registry's gives the typed task config).
+    """
     folder = Path(path)
     try:
         if folder.is_file():
@@ -299,7 +315,7 @@ def read_bundle_config(path: str | os.PathLike) -> BundleConfig:
         text = config_path.read_text()
     except PermissionError as e:
         raise _unreadable(Path(e.filename or folder), e) from None
-    return BundleConfig.from_json(text, where=repr(str(config_path)))
+    return BundleConfig.from_json(text, where=repr(str(config_path)), parse_task_config=parse_task_config)
 
 
 def read_bundle_weights(path: str | os.PathLike, config: BundleConfig | None = None) -> dict[str, torch.Tensor]:
@@ -341,7 +357,8 @@ def _check_identity(weights: Path, recorded: str | None, config: BundleConfig) -
             "exports into one folder, or files copied in by hand). Export the model again into an empty folder.")
 
 
-def read_bundle(path: str | os.PathLike) -> tuple[BundleConfig, dict[str, torch.Tensor]]:
+def read_bundle(path: str | os.PathLike, parse_task_config: TaskConfigParser | None = None
+                ) -> tuple[BundleConfig, dict[str, torch.Tensor]]:
     """``(config, state dict)`` of bundle folder `path`, the weights checked against the config."""
-    config = read_bundle_config(path)
+    config = read_bundle_config(path, parse_task_config)
     return config, read_bundle_weights(path, config)

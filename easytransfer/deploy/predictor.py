@@ -28,11 +28,12 @@ from ..models.weights import load_state_dict_strict
 from ..models.zero_shot import zero_shot_model
 from ..progress import progress_bar
 from ..runtime import CpuForward, cpu_forward
+from ..tasks.classification.config import ClassificationConfig
 from ..tasks.classification.interpretation import Interpretation
 from ..tasks.classification.prediction_sets import ConformalPredictor, PredictionSet, sets_table
-from .bundle import WEIGHTS_NAME, BundleConfig, Preprocessing, read_bundle_config, read_bundle_weights, write_bundle
+from .bundle import WEIGHTS_NAME, BundleConfig, Preprocessing, read_bundle_weights, write_bundle
 
-__all__ = ["DEFAULT_ZERO_SHOT_ARCH", "Predictor", "load_model", "zero_shot_classifier"]
+__all__ = ["DEFAULT_ZERO_SHOT_ARCH", "Predictor", "zero_shot_classifier"]
 
 DEFAULT_ZERO_SHOT_ARCH = "open_clip:ViT-B-32/openai"
 
@@ -54,13 +55,25 @@ class Predictor:
         self.config = config
         self._runtime_forward: CpuForward | None = None  # the model in ONNX Runtime, once a large pass made it
         self.vocab = list(config.classes)
-        self.multilabel = config.multilabel
+        self.multilabel = bool(getattr(config.task_config, "multilabel", False))  # (a subclass may hold another task)
         self.threshold = threshold
         pre = config.preprocessing
         resample = resample_filter(pre.interpolation)
         self._resize = Resize(pre.size, method=ResizeMethod.Crop, resamples=(resample, 0))
         self._mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
+
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike, config: BundleConfig, *, threshold: float = 0.5,
+                    device: str | torch.device | None = None) -> Predictor:
+        """The classifier of bundle folder `path` whose `config` was read: built with ``pretrained=False`` and
+        the bundle's weights loaded strictly (`load_model` calls it)."""
+        # built for the size it was trained at: a ViT's position embeddings depend on it
+        model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
+                               size=config.preprocessing.size, arch_config=config.arch_config)
+        state = read_bundle_weights(path, config)
+        load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
+        return cls(model, config, threshold=threshold, device=device)
 
     def preprocess(self, image) -> torch.Tensor:
         """One image as a normalised (3, size, size) tensor: a path, a PIL image, or an array / tensor
@@ -104,9 +117,9 @@ class Predictor:
 
     def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """Single-label probabilities of logits: the bundle's calibration when it has one, else the softmax."""
-        if self.config.calibration is None:
+        if self.config.task_config.calibration is None:
             return logits.softmax(dim=1)
-        return torch.from_numpy(self.config.calibration.probabilities(logits.numpy())).float()
+        return torch.from_numpy(self.config.task_config.calibration.probabilities(logits.numpy())).float()
 
     def conformal_predictor(self) -> ConformalPredictor:
         """The `ConformalPredictor` of the sets the bundle carries (``learn.conformal(...)`` before `export`).
@@ -114,10 +127,10 @@ class Predictor:
         >>> load_model("runs/textile-model").conformal_predictor().evaluate("data/test").coverage  # doctest: +SKIP
         0.91
         """
-        if self.config.conformal is None:
+        if self.config.task_config.conformal is None:
             raise EasyTransferError("This model bundle has no conformal calibration; call learn.conformal(calib) "
                                     "before learn.export(path) to give it prediction sets.")
-        return ConformalPredictor(self.config.conformal, self.vocab,
+        return ConformalPredictor(self.config.task_config.conformal, self.vocab,
                                   probabilities=lambda images: self.predict_batch(images).numpy(),
                                   interpret=lambda data: self.interpret(data, progress=False),
                                   folder_probabilities=self._folder_probabilities)
@@ -233,7 +246,7 @@ class Predictor:
         forward = self._pass_forward(len(paths))
         logits = torch.cat([self._logits((self.preprocess(p) for p in batch), forward)
                             for batch in progress_bar(batches, enabled=progress)])
-        if self.config.calibration is None:
+        if self.config.task_config.calibration is None:
             losses = F.cross_entropy(logits, targs, reduction="none")
             return Interpretation.from_probabilities(logits.softmax(dim=1), targs, self.vocab, items=items,
                                                      losses=losses)
@@ -284,43 +297,6 @@ class Predictor:
         return rows
 
 
-def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | torch.device | None = None) -> Predictor:
-    """Rebuild an exported model (``learn.export(path)``) as a `Predictor`; nothing is unpickled.
-
-    A detection bundle (its JSON has ``"task": "detection"``) gives a `DetectionPredictor` instead.
-
-    The architecture is built with ``pretrained=False`` and the bundle's safetensors weights are loaded
-    strictly: a missing, unexpected or differently shaped tensor is a `WeightsMismatchError`.
-
-    Args:
-        path: the bundle folder.
-        threshold: multi-label models: the probability above which a label is predicted; detectors: the
-            score from which a box is returned.
-        device: where the model runs (``None``: CUDA when available, else the CPU); probabilities come back
-            on the CPU.
-
-    A segmentation bundle (``segmentation_learner(...).export(path)``) gives a `SegmentationPredictor`, whose
-    ``predict(image)`` returns a mask of class ids.
-
-    >>> predictor = load_model("runs/textile-model"); predictor.predict("photo.jpg")  # doctest: +SKIP
-    """
-    config = read_bundle_config(path)
-    if config.segmentation is not None:  # a mask per image instead of a label
-        from ..tasks.segmentation.predictor import load_segmentation_model  # imported here: it subclasses Predictor
-
-        return load_segmentation_model(path, config, device=device)
-    if config.task == "detection":  # a DetectionPredictor: predict(image) -> [(label, score, box), ...]
-        from ..tasks.detection.predictor import load_detector
-
-        return load_detector(path, config, score_threshold=threshold, device=device)
-    # built for the size it was trained at: a ViT's position embeddings depend on it
-    model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
-                           size=config.preprocessing.size, arch_config=config.arch_config)
-    state = read_bundle_weights(path, config)
-    load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
-    return Predictor(model, config, threshold=threshold, device=device)
-
-
 def _labelled_table(data) -> pd.DataFrame:
     """``path`` and ``label`` of the labelled images `data` names (see `Predictor.interpret`)."""
     if isinstance(data, (str, os.PathLike, pd.DataFrame)):
@@ -366,7 +342,7 @@ def zero_shot_classifier(classes: Sequence[str], arch: str = DEFAULT_ZERO_SHOT_A
     model, spec = zero_shot_model(arch, classes, templates=templates, descriptions=descriptions, device=device)
     config = BundleConfig(
         arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(str(c) for c in classes),
-        multilabel=False, head=HeadConfig("zero_shot"),
+        head=HeadConfig("zero_shot"), task_config=ClassificationConfig(),
         preprocessing=Preprocessing(spec.size, spec.interpolation, tuple(spec.mean), tuple(spec.std)),
         arch_config=spec.arch_config,
     )

@@ -122,10 +122,10 @@ def _data_section(learn, config: BundleConfig) -> str:
 
 def _model_section(learn, config: BundleConfig) -> str:
     spec = learn.spec
-    if config.segmentation is not None:
-        head = f"{config.segmentation.head} decoder"
-    elif "detection" in config.extra:
-        head = f"{config.extra['detection']['head']} detector over a feature pyramid"
+    if config.task == "segmentation":
+        head = f"{config.task_config.head} decoder"
+    elif config.task == "detection":
+        head = f"{config.task_config.head} detector over a feature pyramid"
     else:
         head = spec.classifier
     rows = {"name": spec.name, "task": config.task, "source": f"{spec.source} ({spec.arch})", "family": spec.family,

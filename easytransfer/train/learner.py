@@ -48,6 +48,7 @@ from ..models.heads import HeadConfig
 from ..models.layer_groups import LayerGroups, block_layer_groups, split_layer_groups
 from ..models.weights import load_state_dict_strict
 from ..models.zero_shot import zero_shot_model
+from ..tasks.classification.config import ClassificationConfig
 from ..tasks.classification.interpretation import Interpretation, as_dataloader
 from ..tasks.classification.prediction_sets import ConformalPredictor
 from ..tasks.classification.probe import fit_knn_head, fit_logistic_probe, fit_prototype_head, record_probe
@@ -1042,9 +1043,11 @@ class TransferLearner(Learner):
         size = recipe.size if recipe is not None else spec.size
         return BundleConfig(
             arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(str(c) for c in self.dls.vocab),
-            multilabel=bool(getattr(self.dls, "is_multilabel", False)), head=self.head_config,
+            head=self.head_config,
             preprocessing=Preprocessing(int(size), source.interpolation, tuple(source.mean), tuple(source.std)),
-            arch_config=spec.arch_config, calibration=self.calibration, conformal=self.conformal_calibration,
+            task=self.task, task_config=ClassificationConfig(bool(getattr(self.dls, "is_multilabel", False)),
+                                                             self.calibration, self.conformal_calibration),
+            arch_config=spec.arch_config,
         )
 
     def export(self, path) -> Path:

@@ -128,9 +128,9 @@ class DetectionLearner(TransferLearner):
         cfg, recipe = self.detection_config, self.dls.recipe
         return BundleConfig(
             arch=cfg.arch, source="timm", source_arch=cfg.source_arch, classes=tuple(self.dls.classes),
-            multilabel=False, head=HeadConfig(),
+            head=HeadConfig(),
             preprocessing=Preprocessing(cfg.size, recipe.interpolation, cfg.mean, cfg.std, resize="squash to size"),
-            extra={"detection": cfg.to_dict()},
+            task=self.task, task_config=cfg,
         )
 
 

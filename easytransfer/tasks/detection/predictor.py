@@ -14,7 +14,7 @@ from ...deploy.bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights, wr
 from ...devices import resolve_device
 from ...models.weights import load_state_dict_strict
 from .learner import predict_boxes
-from .model import DetectionConfig, build_detector
+from .model import build_detector
 
 __all__ = ["DetectionPredictor", "load_detector"]
 
@@ -35,9 +35,15 @@ class DetectionPredictor:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.config = config
-        self.detection_config = DetectionConfig.from_dict(config.extra["detection"])
+        self.detection_config = config.task_config
         self.vocab = list(config.classes)
         self.score_threshold = score_threshold
+
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike, config: BundleConfig, *, threshold: float = 0.5,
+                    device: str | torch.device | None = None) -> DetectionPredictor:
+        """The detector of bundle folder `path` (`load_model` calls it); `threshold`: the lowest box score."""
+        return load_detector(path, config, threshold=threshold, device=device)
 
     def predict(self, image, score_threshold: float | None = None) -> list[tuple[str, float, tuple]]:
         """Boxes on one image (path, PIL image or HxWx3 uint8 array): ``[(label, score, (x1, y1, x2, y2)), ...]``."""
@@ -80,11 +86,11 @@ class DetectionPredictor:
         return write_bundle(path, self.model, self.config)
 
 
-def load_detector(path: str | os.PathLike, config: BundleConfig, *, score_threshold: float = 0.5,
+def load_detector(path: str | os.PathLike, config: BundleConfig, *, threshold: float = 0.5,
                   device: str | torch.device | None = None) -> DetectionPredictor:
     """Rebuild the detector of bundle `path` (its `DetectionConfig`, no pre-trained weights) and load it strictly."""
     model, *_ = build_detector(config.arch, len(config.classes), pretrained=False,
-                               config=DetectionConfig.from_dict(config.extra["detection"]))
+                               config=config.task_config)
     load_state_dict_strict(model, read_bundle_weights(path, config), where=repr(str(Path(path) / WEIGHTS_NAME)),
                            arch=config.arch)
-    return DetectionPredictor(model, config, score_threshold=score_threshold, device=device)
+    return DetectionPredictor(model, config, score_threshold=threshold, device=device)

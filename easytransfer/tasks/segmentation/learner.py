@@ -191,10 +191,10 @@ class SegmentationLearner(TransferLearner):
         recipe, spec = self.dls.recipe, self.spec
         return BundleConfig(
             arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(self.dls.codes),
-            multilabel=False, head=HeadConfig(),
+            head=HeadConfig(),
             preprocessing=Preprocessing(int(recipe.size), recipe.interpolation, tuple(recipe.mean), tuple(recipe.std),
                                         SQUISH_RULE),
-            segmentation=self.segmentation,
+            task=self.task, task_config=self.segmentation,
         )
 
     def export(self, path):

@@ -43,6 +43,12 @@ class SegmentationPredictor(Predictor):
         pre = config.preprocessing
         self._resize = Resize(pre.size, method=ResizeMethod.Squish, resamples=(resample_filter(pre.interpolation), 0))
 
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike, config: BundleConfig, *, threshold: float = 0.5,
+                    device: str | torch.device | None = None) -> SegmentationPredictor:
+        """The segmentation model of bundle folder `path` (`load_model` calls it; `threshold` is not used)."""
+        return load_segmentation_model(path, config, device=device)
+
     @property
     def codes(self) -> list[str]:
         return self.vocab
@@ -101,7 +107,7 @@ class SegmentationPredictor(Predictor):
         from ...evaluate.metrics import pixel_confusion_matrix, segmentation_scores
         from .data import labelled_mask_items, read_mask
 
-        ignore_index = self.config.segmentation.ignore_index
+        ignore_index = self.config.task_config.ignore_index
         kept, excluded = labelled_mask_items(images, masks, mask_fn=mask_fn, ignore_index=ignore_index)
         if kept.empty:
             raise DataError(f"No usable image with a mask in {str(images)!r} ({len(excluded)} left out: "
@@ -164,7 +170,7 @@ class SegmentationPredictor(Predictor):
         from ...errors import DataError
         from .data import labelled_mask_items
 
-        pre, ignore_index = self.config.preprocessing, self.config.segmentation.ignore_index
+        pre, ignore_index = self.config.preprocessing, self.config.task_config.ignore_index
         kept, excluded = labelled_mask_items(images, masks, mask_fn=mask_fn, ignore_index=ignore_index)
         if kept.empty:
             raise DataError(f"No usable image with a mask in {str(images)!r} ({len(excluded)} left out: "
@@ -189,9 +195,9 @@ class SegmentationPredictor(Predictor):
 
 
 def load_segmentation_model(path: str | os.PathLike, config: BundleConfig,
-                            device: str | torch.device | None = None) -> SegmentationPredictor:
+                            device: str | torch.device | None = None, **options) -> SegmentationPredictor:
     """Rebuild an exported segmentation model (``pretrained=False``, the bundle's weights loaded strictly)."""
-    model, _ = build_segmentation_model(config.arch, len(config.classes), head=config.segmentation.head,
+    model, _ = build_segmentation_model(config.arch, len(config.classes), head=config.task_config.head,
                                         pretrained=False)
     load_state_dict_strict(model, read_bundle_weights(path, config), where=repr(str(Path(path) / WEIGHTS_NAME)),
                            arch=config.arch)
