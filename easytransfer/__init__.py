@@ -57,9 +57,10 @@ PUBLIC_NAMES = {
     "DetectionLearner": ".tasks.detection.learner",
     "detection_learner": ".tasks.detection.learner",
     "plot_history": ".train.history",
+    "ClassifierLearner": ".tasks.classification.learner",
+    "transfer_learner": ".tasks.classification.learner",
     "TransferLearner": ".train.learner",
-    "discriminative_lrs": ".train.learner",
-    "transfer_learner": ".train.learner",
+    "discriminative_lrs": ".train.rates",
     "LRFinderResult": ".train.lr_finder",
     "SegmentationLearner": ".tasks.segmentation.learner",
     "segmentation_learner": ".tasks.segmentation.learner",
@@ -110,6 +111,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .models.layer_groups import split_layer_groups as split_layer_groups
     from .seeding import set_seed as set_seed
     from .tasks.classification.interpretation import Interpretation as Interpretation
+    from .tasks.classification.learner import ClassifierLearner as ClassifierLearner
+    from .tasks.classification.learner import transfer_learner as transfer_learner
     from .tasks.classification.prediction_sets import ConformalPredictor as ConformalPredictor
     from .tasks.classification.prediction_sets import PredictionSet as PredictionSet
     from .tasks.detection.data import DetectionData as DetectionData
@@ -127,6 +130,5 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
     from .train.history import plot_history as plot_history
     from .train.learner import TransferLearner as TransferLearner
-    from .train.learner import discriminative_lrs as discriminative_lrs
-    from .train.learner import transfer_learner as transfer_learner
     from .train.lr_finder import LRFinderResult as LRFinderResult
+    from .train.rates import discriminative_lrs as discriminative_lrs

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_image_folder
 
-from easytransfer import BundleConfig, HeadConfig, ImageData, TransferLearner, build_model, load_model
+from easytransfer import BundleConfig, ClassifierLearner, HeadConfig, ImageData, build_model, load_model
 from easytransfer.deploy.bundle import BUNDLE_FORMAT_VERSION, CONFIG_NAME, read_bundle_config
 from easytransfer.errors import EasyTransferError
 from easytransfer.models.layer_groups import split_layer_groups
@@ -20,11 +20,11 @@ def dls(tmp_path_factory):
     return ImageData.from_folder(root, valid_pct=0.25, seed=0, bs=4, size=32)
 
 
-def _constructed_learner(dls, head: HeadConfig) -> TransferLearner:
+def _constructed_learner(dls, head: HeadConfig) -> ClassifierLearner:
     """A learner built with the constructor, not the factory, and no head config given."""
     model, spec = build_model("test_efficientnet", len(dls.vocab), pretrained=False, head=head)
     dls = dls.for_model(spec)
-    return TransferLearner(dls, model, spec=spec, layer_groups=split_layer_groups(model))
+    return ClassifierLearner(dls, model, spec=spec, layer_groups=split_layer_groups(model))
 
 
 @pytest.mark.parametrize("head", [HeadConfig("mlp"), HeadConfig("mlp", dropout=0.2, hidden=64),

@@ -305,7 +305,7 @@ def test_report_returns_a_displayable_object_and_prints_nothing(tmp_path, capsys
 
 def test_learner_repr_is_readable(tmp_path):
     learn = _learner(make_image_folder(tmp_path / "images", per_class=4))
-    assert repr(learn).startswith("TransferLearner(test_efficientnet, 2 classes, ")
+    assert repr(learn).startswith("ClassifierLearner(test_efficientnet, 2 classes, ")
     assert " at 0x" not in repr(learn)
 
 

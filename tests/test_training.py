@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from easytransfer import ImageData, transfer_learner
 from easytransfer.evaluate.diagnosis import diagnose
-from easytransfer.train.learner import DEFAULT_HEAD_LR
+from easytransfer.train.rates import DEFAULT_HEAD_LR
 
 
 @pytest.fixture
@@ -359,7 +359,7 @@ def test_diagnose_says_which_epochs_weights_the_model_has():
 
 
 def test_lr_find_default_length_frozen_and_unfrozen(learn):
-    from easytransfer.train.learner import FROZEN_LR_FIND_IT, UNFROZEN_LR_FIND_IT
+    from easytransfer.train.rates import FROZEN_LR_FIND_IT, UNFROZEN_LR_FIND_IT
 
     spy = AllGroupLrs()
     learn.add_cb(spy)

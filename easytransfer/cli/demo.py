@@ -16,7 +16,7 @@ from fastai.torch_core import set_seed
 from ..data.loaders import ImageData
 from ..data.split import split_train_valid_test
 from ..datasets import textile_items
-from ..train.learner import transfer_learner
+from ..tasks.classification.learner import transfer_learner
 
 __all__ = ["run_demo"]
 

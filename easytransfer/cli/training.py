@@ -188,7 +188,7 @@ def _learner(args):
         return detection_learner(dls, args.arch, args.head or head, **pretrained)
 
     from ..data.loaders import ImageData
-    from ..train.learner import transfer_learner
+    from ..tasks.classification.learner import transfer_learner
 
     data = Path(args.data)
     if args.test_pct:

@@ -19,6 +19,13 @@ EARLY_BEST_EPOCHS = 2  # the best valid loss this many epochs or more before the
 # Guo et al. 2017 measured ECEs of 4-16 % for uncalibrated modern networks and under 2 % after temperature scaling;
 # on a validation set of a few hundred images the 15-bin ECE of a calibrated model is itself a few points
 HIGH_ECE = 0.08
+# the advice's wording when the caller gives none: a classifier's (each learner passes its own class attributes)
+MISTAKES_HINT = "learn.interpret().per_class() and plot_confusion_matrix()"
+AUGMENTATION_ADVICE = (
+    "Stronger augmentation: ImageData.from_folder(..., aug='strong') (adds rotation, colour jitter and CutMix), or "
+    "transfer_learner(..., mix='mixup').",
+    "More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).",
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ def _finite(x) -> bool:
 
 def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen_body_groups: int | None = None,
              restored_epoch: int | None = None, fine_tune: FineTuneChoice | None = None,
-             task: str = "classification", confidence: ConfidenceCheck | None = None) -> Diagnosis:
+             confidence: ConfidenceCheck | None = None, *, mistakes_hint: str = MISTAKES_HINT,
+             augmentation_advice: tuple[str, ...] = AUGMENTATION_ADVICE, accuracy_per_image: bool = True) -> Diagnosis:
     """Read a training history and say whether the model under-fits, over-fits or fits well, and what to try.
 
     Rules (thresholds are module constants): over-fitting when the last validation loss is 10% above its best
@@ -101,10 +109,12 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
         restored_epoch: the epoch whose weights the model has now (``learn.best_epoch``), when not the last.
         fine_tune: what `fine_tune` kept (``learn.fine_tune_choice``); when it kept the frozen-stage weights the
             diagnosis says so and advises fine-tuning more gently.
-        task: ``"classification"``, ``"segmentation"`` or ``"detection"`` (``learn.task``): the advice names that
-            task's tools (a detector has no confusion matrix; masks and boxes take the data's own augmentation).
         confidence: the validation set's calibration figures; an ECE above `HIGH_ECE` with confidence above
             accuracy is called over-confidence, with the advice to calibrate.
+        mistakes_hint: the calls that show the model's mistakes (``learn.mistakes_hint``: a detector has no
+            confusion matrix); augmentation_advice: what to say about augmentation against over-fitting (a
+            learner's ``augmentation_advice``: masks and boxes take the data's own augmentation);
+            accuracy_per_image: whether one validation image is one step of the accuracy (a classifier).
 
     >>> print(diagnose(learn.fit_history))  # doctest: +SKIP
     """
@@ -151,7 +161,8 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
                         "epochs before the last, and has not improved since")
     augmentable = fine_tuned or not all(r.on_features for r in records)  # cached features ignore augmentation
     if rising or early_best:
-        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last, task, augmentable)
+        verdict, advice = "over-fitting", _overfit_advice(fine_tuned, best, best_before_last, augmentation_advice,
+                                                        augmentable)
     elif _finite(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
         verdict, advice = "under-fitting", _underfit_advice(fine_tuned, still_falling, frozen_body_groups)
     elif gap is not None and gap > OVERFIT_GAP:
@@ -159,9 +170,9 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
         evidence.append(f"train accuracy is {gap * 100:.0f} points above valid {acc_col}, but the valid loss is "
                         f"at its lowest in epoch {best}{' (the last)' if not best_before_last else ''}: not "
                         "over-fitting (yet)")
-        advice = _good_fit_advice(fine_tuned, still_falling, task)
+        advice = _good_fit_advice(fine_tuned, still_falling, mistakes_hint)
     else:
-        verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling, task)
+        verdict, advice = "good fit", _good_fit_advice(fine_tuned, still_falling, mistakes_hint)
     if restored_epoch is not None and restored_epoch != len(history) - 1:
         row = records[restored_epoch]
         kept = f", valid {acc_col} {row.metrics[acc_col]:.1%}" if acc_col and _finite(row.metrics.get(acc_col)) else ""
@@ -175,7 +186,7 @@ def diagnose(history: History | pd.DataFrame, n_valid: int | None = None, frozen
                          "fewer unfrozen groups (learn.unfreeze(1); learn.fit_discriminative(5)), or keep the "
                          "frozen-stage model, which is what you have now.")
     if n_valid is not None and n_valid < 100:
-        share = (f"one image is {1 / max(n_valid, 1):.1%} of accuracy" if task == "classification"
+        share = (f"one image is {1 / max(n_valid, 1):.1%} of accuracy" if accuracy_per_image
                  else "every score rests on few images")
         evidence.append(f"only {n_valid} validation images: {share}, so small differences are noise")
     if confidence is not None:
@@ -209,8 +220,8 @@ def _underfit_advice(fine_tuned: bool, still_falling: bool, frozen_body_groups: 
     return advice
 
 
-def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool, task: str = "classification",
-                    augmentable: bool = True) -> list[str]:
+def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool,
+                    augmentation_advice: tuple[str, ...] = AUGMENTATION_ADVICE, augmentable: bool = True) -> list[str]:
     advice = []
     if fine_tuned:
         advice.append("Fine-tune less: unfreeze fewer groups (learn.unfreeze(1)), lower lr_max, or keep "
@@ -218,13 +229,8 @@ def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool, task: s
     if not augmentable:  # the head trained on cached features of the plain images: augmentation changes nothing
         advice.append("More weight decay (transfer_learner(..., wd=0.1)) or dropout on the head (dropout=0.3); "
                       "or fine-tune, where augmentation starts to help (the cached features are not augmented).")
-    elif task == "classification":
-        advice.append("Stronger augmentation: ImageData.from_folder(..., aug='strong') (adds rotation, colour "
-                      "jitter and CutMix), or transfer_learner(..., mix='mixup').")
-        advice.append("More weight decay: transfer_learner(..., wd=0.1), and dropout on the head (dropout=0.3).")
     else:
-        advice.append("More augmentation: the data's aug= preset (its flips and crops move the masks and boxes "
-                      "with the images), and more weight decay (wd=0.1 on the learner).")
+        advice.extend(augmentation_advice)
     if best_before_last:
         advice.append(f"Fewer epochs: the best valid loss was at epoch {best}; the best weights are restored at "
                       "the end of each fit (restore_best=True), and a smaller patience stops sooner.")
@@ -232,15 +238,12 @@ def _overfit_advice(fine_tuned: bool, best: int, best_before_last: bool, task: s
     return advice
 
 
-def _good_fit_advice(fine_tuned: bool, still_falling: bool, task: str = "classification") -> list[str]:
+def _good_fit_advice(fine_tuned: bool, still_falling: bool, mistakes_hint: str = MISTAKES_HINT) -> list[str]:
     advice = []
     if still_falling:
         advice.append("A few more epochs may still help: the loss was still falling.")
     if not fine_tuned:
         advice.append("Try fine-tuning and keep it if the valid loss improves: "
                       "learn.unfreeze(); learn.fit_discriminative(3).")
-    tables = {"classification": "learn.interpret().per_class() and plot_confusion_matrix()",
-              "segmentation": "learn.interpret().per_class(), plot_top_losses() and plot_confusion_matrix() (pixels)",
-              "detection": "learn.interpret().per_class() and plot_top_losses() (predicted and true boxes)"}
-    advice.append(f"Read the mistakes: {tables.get(task, tables['classification'])}.")
+    advice.append(f"Read the mistakes: {mistakes_hint}.")
     return advice

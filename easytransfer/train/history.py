@@ -13,8 +13,8 @@ from enum import Enum
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["PROBE_LABELS", "EpochRecord", "FineTuneChoice", "History", "Phase", "PhaseKind", "as_history",
-           "metric_columns", "plot_history", "train_batches_name"]
+__all__ = ["FASTAI_FIT_LABELS", "PROBE_LABELS", "EpochRecord", "FineTuneChoice", "History", "Phase", "PhaseKind",
+           "as_history", "metric_columns", "plot_history", "train_batches_name"]
 
 
 class PhaseKind(str, Enum):
@@ -24,10 +24,13 @@ class PhaseKind(str, Enum):
     PROBE = "probe"  # `fit_frozen(method="logistic" | "prototype" | "knn")`: the head fitted in one go
     DISCRIMINATIVE = "discriminative"  # `fit_discriminative`: unfrozen groups with their own rates
     GRADUAL = "gradual"  # `fit_gradual`: stage 0 is the head alone, stage k has k body groups open
+    FIT = "fit"  # a fastai fit called directly (`fit`, `fit_one_cycle`, `fit_flat_cos`, `fit_sgdr`)
 
 
-_DEFAULT_NAMES = {PhaseKind.FROZEN: "frozen", PhaseKind.PROBE: "logistic", PhaseKind.DISCRIMINATIVE: "discriminative"}
+_DEFAULT_NAMES = {PhaseKind.FROZEN: "frozen", PhaseKind.PROBE: "logistic", PhaseKind.DISCRIMINATIVE: "discriminative",
+                  PhaseKind.FIT: "fit"}
 PROBE_LABELS = ("prototype", "knn")  # the other probes' phase labels (`Phase(PhaseKind.PROBE, label="knn")`)
+FASTAI_FIT_LABELS = ("fit_one_cycle", "fit_flat_cos", "fit_sgdr")  # `PhaseKind.FIT` labels: fastai's schedules
 _LAYER_DECAY_NAME = "layer decay"
 
 
@@ -36,18 +39,24 @@ class Phase:
     """The phase of a fit: its kind, the stage of a gradual fit, and an optional label shown instead of the name.
 
     `layer_decay` is set when the fit gave every block its own rate (``fit_discriminative(layer_decay=...)``);
-    such a fit is named ``"layer decay 0.75"`` unless it has a label.
+    such a fit is named ``"layer decay 0.75"`` unless it has a label. `body_trained` goes with `PhaseKind.FIT`
+    (a fastai fit such as ``learn.fit_one_cycle(1)``, labelled by its schedule): whether body layer groups were
+    trainable during it.
 
     >>> Phase(PhaseKind.GRADUAL, 2).name, Phase(PhaseKind.PROBE).trains_body
     ('stage 2', False)
     >>> Phase(PhaseKind.DISCRIMINATIVE, layer_decay=0.75).name
     'layer decay 0.75'
+    >>> one_cycle = Phase(PhaseKind.FIT, label="fit_one_cycle", body_trained=True)
+    >>> one_cycle.name, one_cycle.trains_body
+    ('fit_one_cycle', True)
     """
 
     kind: PhaseKind
     stage: int | None = None
     label: str | None = None
     layer_decay: float | None = None
+    body_trained: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "kind", PhaseKind(self.kind))
@@ -58,6 +67,9 @@ class Phase:
             if self.kind not in (PhaseKind.DISCRIMINATIVE, PhaseKind.GRADUAL):
                 raise ValueError(f"layer_decay goes with a fit that trains the body, not {self.kind}")
             object.__setattr__(self, "layer_decay", float(self.layer_decay))
+        if self.body_trained and self.kind is not PhaseKind.FIT:
+            raise ValueError(f"body_trained goes with PhaseKind.FIT (a fastai fit), not {self.kind}; the other "
+                             "kinds say by themselves whether the body trained")
 
     @property
     def name(self) -> str:
@@ -74,31 +86,40 @@ class Phase:
     @property
     def trains_body(self) -> bool:
         """Whether body layer groups were trainable in this phase (fine-tuning) rather than the head alone."""
-        return self.kind is PhaseKind.DISCRIMINATIVE or (self.kind is PhaseKind.GRADUAL and self.stage > 0)
+        return (self.kind is PhaseKind.DISCRIMINATIVE or (self.kind is PhaseKind.GRADUAL and self.stage > 0)
+                or (self.kind is PhaseKind.FIT and self.body_trained))
 
     def to_json(self) -> dict:
-        return {"kind": self.kind.value, "stage": self.stage, "label": self.label, "layer_decay": self.layer_decay}
+        data = {"kind": self.kind.value, "stage": self.stage, "label": self.label, "layer_decay": self.layer_decay}
+        if self.body_trained:  # absent otherwise: checkpoints written before it read the same
+            data["body_trained"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> Phase:
-        return cls(PhaseKind(data["kind"]), data.get("stage"), data.get("label"), data.get("layer_decay"))
+        return cls(PhaseKind(data["kind"]), data.get("stage"), data.get("label"), data.get("layer_decay"),
+                   bool(data.get("body_trained", False)))
 
     @classmethod
     def from_name(cls, name: str) -> Phase:
         """The phase a name in an old history table stands for (a table carries names only, not kinds).
 
-        >>> Phase.from_name("stage 0"), Phase.from_name("logistic").kind
-        (Phase(kind=<PhaseKind.GRADUAL: 'gradual'>, stage=0, label=None, layer_decay=None), <PhaseKind.PROBE: 'probe'>)
+        >>> Phase.from_name("stage 0") == Phase(PhaseKind.GRADUAL, 0), Phase.from_name("logistic").kind
+        (True, <PhaseKind.PROBE: 'probe'>)
         >>> Phase.from_name("knn")
-        Phase(kind=<PhaseKind.PROBE: 'probe'>, stage=None, label='knn', layer_decay=None)
+        Phase(kind=<PhaseKind.PROBE: 'probe'>, stage=None, label='knn', layer_decay=None, body_trained=False)
         >>> Phase.from_name("layer decay 0.75").layer_decay
         0.75
+        >>> Phase.from_name("fit_one_cycle").kind
+        <PhaseKind.FIT: 'fit'>
         """
         for kind, default in _DEFAULT_NAMES.items():
             if name == default:
                 return cls(kind)
         if name in PROBE_LABELS:
             return cls(PhaseKind.PROBE, label=str(name))
+        if name in FASTAI_FIT_LABELS:  # a table does not say whether the body trained
+            return cls(PhaseKind.FIT, label=str(name))
         words = str(name).split()
         if len(words) == 2 and words[0] == "stage" and words[1].isdigit():
             return cls(PhaseKind.GRADUAL, int(words[1]))

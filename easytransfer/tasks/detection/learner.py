@@ -24,11 +24,10 @@ from fastai.callback.core import Callback
 from PIL import Image
 
 from ...data.images import open_rgb, resample_filter
-from ...deploy.bundle import BundleConfig, Preprocessing
-from ...errors import EasyTransferError
+from ...deploy.bundle import Preprocessing
 from ...models.factory import get_model_spec
 from ...models.heads import HeadConfig
-from ...train.learner import DEFAULT_CACHE_VIEWS, TransferLearner
+from ...train.learner import TransferLearner
 from .data import DetectionData
 from .interpretation import DetectionInterpretation, set_loss_mode
 from .model import DEFAULT_PROPOSALS, DetectionConfig, build_detector, detection_layer_groups
@@ -68,20 +67,23 @@ class DetectionLearner(TransferLearner):
 
     detection_config: DetectionConfig
     task = "detection"
+    mistakes_hint = "learn.interpret().per_class() and plot_top_losses() (predicted and true boxes)"
+    augmentation_advice = ("More augmentation: the data's aug= preset (its flips and crops move the boxes with the "
+                           "images), and more weight decay (wd=0.1 on the learner).",)
 
-    def fit_frozen(self, epochs: int, lr=None, *, method: str = "gradient", cache: bool = False,
-                   cache_views: int = DEFAULT_CACHE_VIEWS, **kwargs):
-        """Train the feature pyramid and detection heads with the body frozen; see `TransferLearner.fit_frozen`.
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The object classes, label 1 first (label 0 is the detector's background)."""
+        return tuple(str(c) for c in self.dls.classes)
 
-        Only ``method="gradient"``: the probes fit a classifier head on pooled features. No feature cache.
-        """
-        if method != "gradient":
-            raise ValueError(f"method={method!r} fits a classification head on pooled features; a detector's "
-                             "heads train by gradient descent (method='gradient').")
-        return super().fit_frozen(epochs, lr, method=method, cache=False, **kwargs)
+    def preprocessing(self) -> Preprocessing:
+        """The detector's input size, mean and std, and the data's resize filter; images are squashed to size."""
+        cfg = self.detection_config
+        return Preprocessing(cfg.size, self.dls.recipe.interpolation, cfg.mean, cfg.std, resize="squash to size")
 
-    def tta(self, *args, **kwargs):
-        raise EasyTransferError("Test-time augmentation is not implemented for detection; use evaluate().")
+    def task_config(self) -> DetectionConfig:
+        """The `DetectionConfig` that rebuilds the detector."""
+        return self.detection_config
 
     def _eval_dl(self, test):
         if test is None:
@@ -90,17 +92,22 @@ class DetectionLearner(TransferLearner):
             return test.items_dl(test.recipe.items)
         return test  # a DataLoader of (images, targets)
 
-    def interpret(self, dl=None, tta: bool = False, *, losses: bool = True) -> DetectionInterpretation:
+    def interpret(self, dl=None, *, losses: bool = True) -> DetectionInterpretation:
         """Predictions on `dl` (default: the test set when the data has one, else validation), computed once.
+
+        Args:
+            dl: ``None``, another `DetectionData` (all its images), or a DataLoader of ``(images, targets)``.
+            losses: also compute each image's detection losses (for the top losses).
+
+        Returns:
+            a `DetectionInterpretation`.
 
         >>> interp = learn.interpret(); interp.per_class(); interp.plot_top_losses(9)  # doctest: +SKIP
         """
-        if tta:
-            raise EasyTransferError("Test-time augmentation is not implemented for detection.")
         dl = self._eval_dl(dl)
         return DetectionInterpretation.from_model(self.model, dl, self.dls.classes, device=self.device, losses=losses)
 
-    def evaluate(self, test=None, tta: bool = False) -> dict:
+    def evaluate(self, test=None) -> dict:
         """COCO average precision on held-out images: the test set if the data has one, else validation.
 
         Args:
@@ -113,7 +120,7 @@ class DetectionLearner(TransferLearner):
         >>> learn.evaluate()  # doctest: +SKIP
         {'n_images': 40, 'map50': 0.81, 'map': 0.43, 'per_class_ap': {'raccoon': 0.43}, ...}
         """
-        return self.interpret(test, tta=tta, losses=False).scores()
+        return self.interpret(test, losses=False).scores()
 
     def predict(self, item, score_threshold: float = 0.5, rm_type_tfms=None, with_input: bool = False):
         """Boxes on one image (path, PIL image or HxWx3 array): ``[(label, score, (x1, y1, x2, y2)), ...]``.
@@ -122,17 +129,6 @@ class DetectionLearner(TransferLearner):
         """
         return predict_boxes(self.model, item, self.detection_config, self.dls.classes, score_threshold,
                              self.device)
-
-    def bundle_config(self) -> BundleConfig:
-        """The bundle's JSON: the backbone, classes, preprocessing, and the detector under ``"detection"``."""
-        cfg, recipe = self.detection_config, self.dls.recipe
-        return BundleConfig(
-            arch=cfg.arch, source="timm", source_arch=cfg.source_arch, classes=tuple(self.dls.classes),
-            head=HeadConfig(),
-            preprocessing=Preprocessing(cfg.size, recipe.interpolation, cfg.mean, cfg.std, resize="squash to size"),
-            task=self.task, task_config=cfg,
-        )
-
 
 
 def as_rgb_image(item) -> Image.Image:

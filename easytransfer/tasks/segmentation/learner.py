@@ -1,9 +1,9 @@
 """`SegmentationLearner`: the transfer recipe (frozen encoder, unfreezing, discriminative rates) for segmentation.
 
 It is a `TransferLearner` whose layer groups are the encoder's stages plus one decoder-and-head group, so
-`fit_frozen`, `unfreeze`, `fit_discriminative`, `fit_gradual`, `lr_find`, early stopping, checkpoints, history and
-plots are the classification ones. The feature cache does not apply (a decoder reads the encoder's feature maps
-at every scale, not one pooled vector), so frozen fits run on the images.
+`fit_frozen`, `unfreeze`, `fit_discriminative`, `fit_gradual`, `lr_find`, early stopping, checkpoints, history,
+plots, `export` and `diagnose` are the recipe's. There is no feature cache (a decoder reads the encoder's feature
+maps at every scale, not one pooled vector), so frozen fits run on the images.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastai.learner import Metric
 from fastai.losses import CrossEntropyLossFlat
 from torch import nn
 
-from ...deploy.bundle import SQUISH_RULE, BundleConfig, Preprocessing, write_bundle
+from ...deploy.bundle import SQUISH_RULE, Preprocessing
 from ...evaluate.metrics import segmentation_scores
 from ...models.heads import HeadConfig
 from ...train.callbacks import FrozenBatchNormCallback
@@ -107,6 +107,9 @@ class SegmentationLearner(TransferLearner):
     """
 
     task = "segmentation"
+    mistakes_hint = "learn.interpret().per_class(), plot_top_losses() and plot_confusion_matrix() (pixels)"
+    augmentation_advice = ("More augmentation: the data's aug= preset (its flips and crops move the masks with the "
+                           "images), and more weight decay (wd=0.1 on the learner).",)
 
     def __init__(self, dls: SegmentationData, model: nn.Module, *, spec, layer_groups,
                  segmentation: SegmentationConfig, train_bn: bool = False, freeze_bn_stats: bool = True, **kwargs):
@@ -118,8 +121,20 @@ class SegmentationLearner(TransferLearner):
         if freeze_bn_stats and not train_bn:
             self.add_cb(EncoderBatchNormCallback())
 
-    def _cache_obstacle(self) -> str | None:
-        return "a segmentation decoder reads the encoder's feature maps at every scale, not pooled features"
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names (the data's ``codes``), class id order."""
+        return tuple(str(c) for c in self.dls.codes)
+
+    def preprocessing(self) -> Preprocessing:
+        """The data's size, resize filter, mean and std; images are squished to the size (`SQUISH_RULE`)."""
+        recipe = self.dls.recipe
+        return Preprocessing(int(recipe.size), recipe.interpolation, tuple(recipe.mean), tuple(recipe.std),
+                             SQUISH_RULE)
+
+    def task_config(self) -> SegmentationConfig:
+        """The decoder and ``ignore_index`` the bundle records."""
+        return self.segmentation
 
     def interpret(self, dl=None, tta: bool = False) -> SegmentationInterpretation:
         """Predictions on `dl` (default the validation set; a DataLoader, or a table with ``path`` and ``mask``),
@@ -185,21 +200,6 @@ class SegmentationLearner(TransferLearner):
         finally:
             self.model.train(was_training)
         return torch.cat(probs), torch.cat(targs)
-
-    def bundle_config(self) -> BundleConfig:
-        """What `export` writes beside the weights: encoder, decoder, classes, ignore_index and preprocessing."""
-        recipe, spec = self.dls.recipe, self.spec
-        return BundleConfig(
-            arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(self.dls.codes),
-            head=HeadConfig(),
-            preprocessing=Preprocessing(int(recipe.size), recipe.interpolation, tuple(recipe.mean), tuple(recipe.std),
-                                        SQUISH_RULE),
-            task=self.task, task_config=self.segmentation,
-        )
-
-    def export(self, path):
-        """Write a model bundle (safetensors weights + JSON) that `load_model` reads as a `SegmentationPredictor`."""
-        return write_bundle(path, self.model, self.bundle_config())
 
 
 def segmentation_learner(
