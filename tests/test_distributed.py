@@ -168,6 +168,64 @@ def test_other_ranks_write_no_bundle_and_no_report(image_folder, tmp_path, monke
     assert (learn.export(tmp_path / "model") / "model.safetensors").is_file()
 
 
+SEGMENTATION_WORKER = textwrap.dedent('''
+    """One rank: a segmentation learner's frozen fit under distributed(), exported inside and after the block."""
+    import json, os, sys, warnings
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from easytransfer import SegmentationData, segmentation_learner
+
+    folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+    rank = int(os.environ["RANK"])
+    dls = SegmentationData.from_folders(folder / "images", folder / "masks", codes=["bg", "square"], size=32, bs=2,
+                                        seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learn = segmentation_learner(dls, "test_efficientnet", "unet", pretrained=False, device="cpu")
+    with learn.distributed():
+        learn.fit_frozen(1, lr=1e-3)
+        inside = learn.export(out / f"inside-{rank}")
+    after = learn.export(out / f"after-{rank}")
+    (out / f"rank-{rank}.json").write_text(json.dumps({"inside": str(inside), "after": str(after),
+                                                       "phases": list(learn.history["phase"])}))
+''')
+
+
+def _squares(root: Path, n: int = 8, size: int = 32) -> Path:
+    """Images with a red square and masks with exactly its pixels (class 1)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        img, mask = np.full((size, size, 3), 60, np.uint8), np.zeros((size, size), np.uint8)
+        y, x = rng.integers(0, size - 10, 2)
+        img[y:y + 10, x:x + 10], mask[y:y + 10, x:x + 10] = (220, 30, 30), 1
+        Image.fromarray(img).save(root / "images" / f"{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i:03d}.png")
+    return root
+
+
+def test_a_segmentation_learner_under_two_ranks_writes_its_bundle_once(tmp_path):
+    script = tmp_path / "segmentation_worker.py"
+    script.write_text(SEGMENTATION_WORKER)
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(_squares(tmp_path / "shapes")), str(out)]
+    _run(cmd, tmp_path)
+    ranks = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["after-0", "inside-0"]  # rank 0 alone writes
+    assert (out / "inside-0" / "model.safetensors").is_file() and (out / "after-0" / "model.safetensors").is_file()
+    assert ranks[1]["inside"] == str(out / "inside-1") and ranks[1]["after"] == str(out / "after-1")
+    assert ranks[0]["phases"] == ranks[1]["phases"] == ["frozen"]
+
+
 def test_world_from_torchrun_variables_and_launch_command():
     assert World.from_env({"RANK": "0", "WORLD_SIZE": "1"}, device=torch.device("cpu")).is_main
     assert World.from_env({"WORLD_SIZE": "2"}) is None

@@ -326,3 +326,57 @@ def test_a_first_fit_or_a_better_fit_keeps_its_own_best_epoch(learn, capsys):
     learn.fit_discriminative(2, lr_max=1e-2, patience=None)
     assert learn.best_epoch in (1, 2)
     assert "No epoch of this fit beat" not in capsys.readouterr().err
+
+
+def test_fastai_fits_land_in_the_history_once(learn):
+    assert learn.fit_one_cycle(1, 1e-3) is learn
+    learn.fit_flat_cos(1, 1e-3)
+    learn.unfreeze()
+    learn.fit(1, 1e-4)
+    learn.lr_find(num_it=3)  # a sweep, not a fit: no row
+    learn.fit_frozen(1)  # the library's own fit: one row, not two
+    assert list(learn.history["phase"]) == ["fit_one_cycle", "fit_flat_cos", "fit", "frozen"]
+    assert list(learn.history["epoch"]) == [0, 1, 2, 3] and learn.history["accuracy"].notna().all()
+    kinds = [r.phase.kind for r in learn.fit_history]
+    assert kinds[:3] == [PhaseKind.FIT] * 3
+    assert [r.phase.trains_body for r in learn.fit_history] == [False, False, True, False]
+    assert learn.diagnose().verdict  # reads the fastai fits' rows
+
+
+def test_a_fastai_fit_drops_the_calibration_fitted_to_the_old_weights(learn):
+    learn.fit_frozen(1)
+    with pytest.warns(UserWarning, match="validation set"):
+        learn.calibrate()
+    with pytest.warns(UserWarning, match="calibration and conformal thresholds are dropped"):
+        learn.fit_one_cycle(1, 1e-3)
+    assert learn.calibration is None and learn.bundle_config().task_config.calibration is None
+
+
+def test_each_tasks_learner_is_a_sibling_over_the_recipe():
+    from easytransfer import ClassifierLearner, DetectionLearner, SegmentationLearner, TransferLearner
+    from easytransfer.tasks.registry import get_task
+
+    for cls in (ClassifierLearner, SegmentationLearner, DetectionLearner):
+        assert issubclass(cls, TransferLearner)
+        assert get_task(cls.task).name == cls.task
+    for cls in (SegmentationLearner, DetectionLearner):  # what they cannot do, they do not have
+        assert not issubclass(cls, ClassifierLearner)
+        assert not any(hasattr(cls, name) for name in ("calibrate", "conformal", "_cache_obstacle"))
+    assert not hasattr(TransferLearner, "task") and not hasattr(TransferLearner, "calibrate")
+    assert get_task("classification").learner_factory is transfer_learner
+
+
+def test_no_class_in_the_learners_is_over_400_lines():
+    import ast
+    import inspect
+
+    import easytransfer.tasks.classification.learner as classification
+    import easytransfer.tasks.detection.learner as detection
+    import easytransfer.tasks.segmentation.learner as segmentation
+    import easytransfer.train.layer_group_learner as layer_group_learner
+    import easytransfer.train.learner as recipe
+
+    for module in (recipe, layer_group_learner, classification, segmentation, detection):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.ClassDef):
+                assert node.end_lineno - node.lineno < 400, f"{module.__name__}.{node.name}"

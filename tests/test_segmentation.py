@@ -219,6 +219,25 @@ def test_recipe_evaluate_interpret_export(learn, tmp_path):
     assert np.allclose(probs.sum(0), 1, atol=1e-4)
 
 
+def test_a_fastai_fit_lands_in_the_history_and_diagnose_reads_it(dls):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learn = segmentation_learner(dls, TINY, "unet", pretrained=False)
+    learn.fit_one_cycle(1, 1e-3)
+    learn.fit_frozen(1, lr=1e-3)  # the library's own fit: one row, not two
+    assert list(learn.history["phase"]) == ["fit_one_cycle", "frozen"] and learn.history["miou"].notna().all()
+    text = str(learn.diagnose())
+    assert "after 2 epoch(s)" in text and "of accuracy" not in text
+
+
+def test_other_ranks_write_no_bundle(learn, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # what torchrun sets for the second process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert learn.export(tmp_path / "model") == tmp_path / "model" and not (tmp_path / "model").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert (learn.export(tmp_path / "model") / "model.safetensors").is_file()
+
+
 def test_classification_bundles_record_their_task():
     cfg = BundleConfig("resnet18", "timm", "resnet18", ("cat", "dog"), HeadConfig(),
                        Preprocessing(224, "bicubic", (0.5,) * 3, (0.5,) * 3))

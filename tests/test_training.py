@@ -381,14 +381,24 @@ def test_diagnose_reads_a_probe_row_as_head_only_training():  # defect 6, on a h
     assert not any("Fine-tune less" in a for a in gap.advice)
 
 
+def _wording(learner_class) -> dict:
+    """How a task's learner words `diagnose` (its class attributes, as `TransferLearner.diagnose` passes them)."""
+    return dict(mistakes_hint=learner_class.mistakes_hint, augmentation_advice=learner_class.augmentation_advice,
+                accuracy_per_image=learner_class.accuracy_per_image)
+
+
 def test_diagnose_names_each_tasks_own_tools():
+    from easytransfer import ClassifierLearner, DetectionLearner, SegmentationLearner
+
     detection = pd.DataFrame([dict(phase="frozen", epoch=i, train_loss=tl, valid_loss=vl)
                               for i, (tl, vl) in enumerate([(1.0, 0.9), (0.8, 0.7)])])
-    text = str(diagnose(detection, n_valid=30, task="detection"))
+    text = str(diagnose(detection, n_valid=30, **_wording(DetectionLearner)))
     assert "plot_top_losses() (predicted and true boxes)" in text and "plot_confusion_matrix" not in text
     assert "every score rests on few images" in text and "of accuracy" not in text
     rising = pd.DataFrame([dict(phase="discriminative", epoch=i, train_loss=tl, valid_loss=vl)
                            for i, (tl, vl) in enumerate([(0.6, 0.40), (0.3, 0.45), (0.2, 0.55)])])
-    overfit = diagnose(rising, task="segmentation")
+    overfit = diagnose(rising, **_wording(SegmentationLearner))
     assert overfit.verdict == "over-fitting" and not any("CutMix" in a or "ImageData" in a for a in overfit.advice)
-    assert "one image is 3.3% of accuracy" in str(diagnose(detection, n_valid=30))  # classification, as before
+    assert any("move the masks" in a for a in overfit.advice)
+    assert "one image is 3.3% of accuracy" in str(diagnose(detection, n_valid=30))  # a classifier's, the default
+    assert str(diagnose(detection, n_valid=30, **_wording(ClassifierLearner))) == str(diagnose(detection, n_valid=30))

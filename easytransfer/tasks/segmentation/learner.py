@@ -20,6 +20,7 @@ from ...deploy.bundle import SQUISH_RULE, Preprocessing
 from ...evaluate.metrics import segmentation_scores
 from ...models.heads import HeadConfig
 from ...train.callbacks import FrozenBatchNormCallback
+from ...train.distributed import unwrap_model
 from ...train.learner import TransferLearner
 from .data import SegmentationData
 from .interpretation import SegmentationInterpretation, flip_averaged_logits
@@ -92,7 +93,7 @@ class EncoderBatchNormCallback(FrozenBatchNormCallback):
     (new, with no statistics to keep) learn theirs from the data."""
 
     def before_train(self):
-        for module in self.learn.model.encoder.modules():
+        for module in unwrap_model(self.learn.model).encoder.modules():  # DDP wraps it under `distributed()`
             if isinstance(module, BATCH_NORMS):
                 module.eval()
 
