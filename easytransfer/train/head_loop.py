@@ -91,7 +91,7 @@ class HeadLoop:
     """Fit or validate `head` on cached features with `learn`'s optimizer and callbacks, `learn` unchanged.
 
     Args:
-        learn: the outer learner (a `TransferLearner` with its body frozen).
+        learn: the outer learner (a `ClassifierLearner` with its body frozen).
         dls: the feature DataLoaders (``FeatureCache.dataloaders``), on ``learn.device``.
         head: the trainable head module, a sub-module of ``learn.model``.
         inner_cbs: callbacks of the inner learner itself, each in place of the outer learner's callback of its

@@ -1,4 +1,4 @@
-"""What `TransferLearner.calibrate` and `TransferLearner.conformal` need from a fastai learner: raw logits,
+"""What `ClassifierLearner.calibrate` and `ClassifierLearner.conformal` need from a fastai learner: raw logits,
 the calibrated activation, and probabilities of loose images and folders."""
 
 from __future__ import annotations
