@@ -256,6 +256,11 @@ def test_freezing_really_freezes(voc):
     assert _trainable(learn) == sum(per_group)
     learn.freeze()
     assert _trainable(learn) == per_group[-1]
+    config, detector = learn.bundle_config(), learn.detection_config  # the recipe's one bundle builder
+    assert (config.task, config.arch, config.source, config.source_arch) == ("detection", detector.arch, "timm",
+                                                                             detector.source_arch)
+    assert config.task_config is detector and config.classes == tuple(dls.classes)
+    assert not hasattr(learn, "calibrate") and not hasattr(learn, "conformal")
 
 
 @pytest.mark.slow
