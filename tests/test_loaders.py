@@ -1,28 +1,15 @@
-import random
+from __future__ import annotations
+
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import make_image_folder
-from fastai.vision.augment import (
-    AffineCoordTfm,
-    CropPad,
-    DihedralItem,
-    RandomCrop,
-    RandomResizedCrop,
-    RandomResizedCropGPU,
-    Resize,
-    ResizeMethod,
-    SpaceTfm,
-)
-from PIL import Image
+from fastai.callback.data import WeightedDL
 
-from easytransfer import DataError, ImageData, get_model_spec
-from easytransfer.data import LoaderOptions, stratified_split
-from easytransfer.data.augment import batch_augmentations, item_transforms, uses_cutmix
+from easytransfer import DataError, ImageData, get_model_spec, transfer_learner
 from easytransfer.errors import DataWarning
 
 
@@ -80,11 +67,6 @@ def test_from_df_checks_columns(image_folder):
     assert list(dls.vocab) == ["cat", "dog"]
 
 
-def test_stratified_split_keeps_a_training_image_per_class():
-    mask = stratified_split(["a"] * 2 + ["b"] * 10, 0.5, seed=3)
-    assert mask[:2].sum() == 1 and mask[2:].sum() == 5
-
-
 def test_validation_images_are_decoded_once_per_run(image_folder, monkeypatch):
     import torch
 
@@ -104,44 +86,6 @@ def test_validation_images_are_decoded_once_per_run(image_folder, monkeypatch):
     assert len(calls) > n  # training images (random augmentation) are read every epoch
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(aug="heavy"), "aug must be one of"),
-    (dict(balance="oversample"), "balance must be one of"),
-    (dict(balance="sampler", label_delim=" "), "balance='sampler' is for single-label data"),
-    (dict(valid_pct=1.5), "valid_pct must be between 0 and 1"),
-    (dict(valid_pct=0), "valid_pct must be between 0 and 1"),
-    (dict(bs=0), "bs .batch size. must be at least 1"),
-    (dict(size=-3), "size must be a positive number"),
-    (dict(num_workers=-1), "num_workers must be 0"),
-    (dict(label_delim=""), "label_delim='' cannot split labels"),
-])
-def test_loader_options_are_checked_once_with_the_fix(bad, match):
-    with pytest.raises(DataError, match=match):
-        LoaderOptions(**bad)
-
-
-def test_bad_options_fail_before_any_file_is_read(tmp_path):
-    # the folder does not exist: an option error first means the options were checked before the files
-    with pytest.raises(DataError, match="aug must be one of"):
-        ImageData.from_folder(tmp_path / "nowhere", aug="heavy")
-    with pytest.raises(DataError, match="valid_pct"):
-        ImageData.from_csv(tmp_path / "nowhere.csv", valid_pct=2)
-    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['sizes'\]"):
-        ImageData.from_csv(tmp_path / "nowhere.csv", sizes=32)
-
-
-def test_options_reach_the_recipe_and_transforms_may_be_one_or_none(image_folder):
-    from fastai.vision.augment import Dihedral
-
-    assert LoaderOptions(item_tfms=None).item_tfms == ()
-    assert LoaderOptions(batch_tfms=Dihedral()).batch_tfms[0].__class__ is Dihedral
-    dls = ImageData.from_folder(image_folder, bs=3, size=32, aug="none", balance="weights", seed=0,
-                                batch_tfms=[Dihedral()])
-    recipe = dls.recipe
-    assert (recipe.bs, recipe.size, recipe.size_given, recipe.aug, recipe.balance) == (3, 32, True, "none", "weights")
-    assert isinstance(recipe.batch_tfms, tuple) and isinstance(recipe.batch_tfms[0], Dihedral)
-
-
 def test_data_warnings_point_at_the_callers_line(tmp_path):
     root = make_image_folder(tmp_path / "images", per_class=4)
     table = pd.DataFrame({"path": [str(p) for p in sorted(root.rglob("*.jpg"))] + ["gone.jpg"],
@@ -156,79 +100,87 @@ def test_data_warnings_point_at_the_callers_line(tmp_path):
 # ------------------------------------------------------------------------------------ the "flips" preset
 
 
-def _dihedral_images(x: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 flips / rotations by multiples of 90 degrees of a CxHxW image (square)."""
-    return [torch.rot90(y, k, dims=(-2, -1)) for y in (x, x.flip(-1)) for k in range(4)]
+def test_fewer_training_images_than_the_batch_size_still_train(tmp_path):
+    folder = make_image_folder(tmp_path / "images", per_class=6, size=32)  # 12 images: 8 train, 4 valid
+    with pytest.warns(DataWarning, match="fewer than the batch size 16"):
+        dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, size=32)  # the default bs=16
+    n_train = len(dls.train_ds)
+    assert dls.train.bs == n_train and len(dls.train) == 1  # one batch per epoch, not zero
+    assert any("fewer than the batch size" in m for m in dls.report.messages)
 
 
-def test_the_flips_preset_neither_crops_nor_zooms_nor_changes_values():
-    tfms = item_transforms("flips", 64, 3)
-    assert [type(t) for t in tfms] == [Resize, DihedralItem]
-    assert tfms[0].method == ResizeMethod.Crop and tfms[1].order > tfms[0].order  # the flips act on the resized image
-    assert not any(isinstance(t, (RandomResizedCrop, RandomCrop, CropPad, RandomResizedCropGPU, AffineCoordTfm,
-                                  SpaceTfm)) for t in tfms)
-    assert batch_augmentations("flips") == [] and not uses_cutmix("flips")
+def test_an_empty_validation_set_is_refused(tmp_path):
+    folder = make_image_folder(tmp_path / "images", per_class=1, size=32)  # one image per class: none to validate
+    with pytest.raises(DataError, match="No validation images"):
+        ImageData.from_folder(folder, valid_pct=0.2, seed=0, size=32)
 
 
-def _marked_pixel_folder(root: Path, size: int) -> Path:
-    """PNG images of the model's size: "defect" is black with one white pixel (a different one per image)."""
-    for cls in ("defect", "ok"):
-        (root / cls).mkdir(parents=True)
-        for i in range(4):
-            arr = np.full((size, size, 3), 0 if cls == "defect" else 90, dtype=np.uint8)
-            if cls == "defect":
-                arr[2 + i, size - 3 - 2 * i] = 255
-            Image.fromarray(arr).save(root / cls / f"{cls}_{i}.png")
-    return root
+TINY = dict(bs=4, size=32)
 
 
-def _item_through(dl, item) -> torch.Tensor:
-    """`item`'s image after `dl`'s item transforms, as `dl` applies them (fastai sets the split before iterating)."""
-    dl.after_item.split_idx = dl.split_idx
-    return dl.after_item(item)[0]
+def test_from_folder_holds_out_a_test_split_and_evaluate_uses_it(tmp_path):
+    folder = make_image_folder(tmp_path / "images", per_class=10)
+    dls = ImageData.from_folder(folder, valid_pct=0.2, test_pct=0.2, seed=42, **TINY)
+    assert len(dls.recipe.test_items) == 4 and len(dls.valid_ds) == 4 and len(dls.train_ds) == 12
+    used = set(dls.recipe.items["path"])
+    assert not used & set(dls.recipe.test_items["path"])
+    assert dls.report.counts["test"].to_dict() == {"cat": 2, "dog": 2}
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False)
+    assert learn.evaluate()["n_images"] == 4
 
 
-def test_the_flips_preset_keeps_every_pixel_of_the_validation_image(tmp_path):
-    dls = ImageData.from_folder(_marked_pixel_folder(tmp_path / "images", 32), bs=6, size=32, aug="flips",
-                                valid_pct=0.25, seed=0)
-    random.seed(0)  # fastai's DihedralItem draws with `random`
-    drawn = set()
-    for item in dls.train_ds:
-        reference = _item_through(dls.valid, item)  # the validation-resized image
-        orbit = _dihedral_images(reference)
-        marked = int((reference == 255).all(dim=0).sum())
-        assert marked == (1 if dls.vocab[item[1]] == "defect" else 0)
-        for _ in range(16):
-            augmented = _item_through(dls.train, item)
-            matches = [k for k, y in enumerate(orbit) if torch.equal(augmented, y)]
-            assert matches, "a training image is not a flip / 90-degree rotation of the validation image"
-            if marked:  # a marked image tells the 8 transforms apart; a plain one matches them all
-                drawn.add(matches[0])
-            assert int((augmented == 255).all(dim=0).sum()) == marked  # the defect's pixel is never cut out
-    assert drawn == set(range(8))  # all 8 transforms occur (identity included)
-    # whole batches too: each normalised training image is a dihedral transform of a normalised validation one
-    from fastai.torch_core import TensorImage
+def test_from_df_holds_out_a_test_split(tmp_path):
+    import pandas as pd
 
-    references = dls.valid.after_batch(TensorImage(torch.stack([_item_through(dls.valid, it) for it in dls.train_ds])))
-    xb, _ = dls.train.one_batch()
-    for x in xb:
-        assert any(torch.equal(x, y) for ref in references for y in _dihedral_images(ref))
+    folder = make_image_folder(tmp_path / "images", per_class=10)
+    table = pd.DataFrame({"path": [str(p) for p in sorted(folder.rglob("*.jpg"))]})
+    table["label"] = [p.split("/")[-2] for p in table["path"]]
+    dls = ImageData.from_df(table, valid_pct=0.2, test_pct=0.2, **TINY)
+    assert len(dls.recipe.test_items) == 4
 
 
-def test_converting_images_in_threads_leaves_the_warning_filters_as_they_were():
-    """The file check converts in threads; a conversion that silences Pillow must not leave a filter behind."""
-    import warnings
-    from concurrent.futures import ThreadPoolExecutor
+def test_test_set_from_layout_and_folder_and_unseen_labels(tmp_path):
+    make_image_folder(tmp_path / "train", per_class=4)
+    make_image_folder(tmp_path / "valid", per_class=2, seed=1)
+    make_image_folder(tmp_path / "test", per_class=3, seed=2)
+    dls = ImageData.from_folder(tmp_path, bs=4, size=32)
+    assert dls.report.counts.to_dict() == {"train": {"cat": 4, "dog": 4}, "valid": {"cat": 2, "dog": 2},
+                                           "test": {"cat": 3, "dog": 3}}
+    assert len(dls.labelled_dl().dataset) == 6
+    assert len(dls.labelled_dl(tmp_path / "test").dataset) == 6
+    make_image_folder(tmp_path / "other", classes=("cat", "fox"), per_class=2)
+    with pytest.raises(DataError, match=r"Test labels \['fox'\] never appear in training"):
+        dls.labelled_dl(tmp_path / "other")
 
-    from PIL import Image
 
-    from easytransfer.data.images import to_rgb
-
-    palette = Image.new("P", (16, 16))
-    palette.info["transparency"] = b"\x00" * 256  # transparency as bytes: Pillow advises RGBA
+def test_imbalance_warns_and_balance_options(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", classes=("common",), per_class=30)
+    make_image_folder(root, classes=("rare",), per_class=3, seed=5)
+    with pytest.warns(DataWarning, match=r"Class 'rare' has 2 training images, 8% of the largest"):
+        ImageData.from_folder(root, bs=4, size=32)
     with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        before = list(warnings.filters)
-        with ThreadPoolExecutor(8) as pool:
-            modes = set(pool.map(lambda _: to_rgb(palette.copy())[0].mode, range(400)))
-        assert modes == {"RGB"} and warnings.filters == before
+        warnings.simplefilter("ignore")
+        weighted = ImageData.from_folder(root, bs=4, size=32, balance="weights")
+        sampled = ImageData.from_folder(root, bs=8, size=32, balance="sampler")
+    w = weighted.class_weights()
+    assert w[1] / w[0] == pytest.approx(24 / 2)  # train counts: common 24, rare 2
+    learn = transfer_learner(weighted, "test_efficientnet", pretrained=False)
+    assert torch.allclose(learn.loss_func.func.weight, w)
+    assert isinstance(sampled.train, WeightedDL)
+    np.random.seed(0)
+    seen = np.concatenate([yb.numpy() for _ in range(10) for _, yb in sampled.train])
+    assert 0.35 < seen.mean() < 0.65  # the rare class (1) is drawn about as often as the common one (10 epochs)
+    with pytest.raises(ValueError, match="balance"):
+        ImageData.from_folder(root, balance="oversample")
+
+
+def test_own_transforms_and_show_batch(image_folder):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fastai.vision.augment import Dihedral
+
+    dls = ImageData.from_folder(image_folder, bs=4, size=32, aug="light", batch_tfms=[Dihedral(p=1.0)])
+    assert any(isinstance(t, Dihedral) for t in dls.train.after_batch.fs)
+    dls.show_batch(max_n=4)
+    assert len(matplotlib.pyplot.gcf().axes) == 4
