@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 import matplotlib
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np
 import pytest
 import torch
@@ -29,6 +28,9 @@ from PIL import Image
 
 from easytransfer import ImageData, transfer_learner
 from easytransfer.data.augment import AUG_PRESETS, batch_augmentations, item_transforms, uses_cutmix
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 
 def test_augmentation_presets_change_training_only(image_folder):
@@ -106,8 +108,6 @@ def test_the_flips_preset_keeps_every_pixel_of_the_validation_image(tmp_path):
     for x in xb:
         assert any(torch.equal(x, y) for ref in references for y in _dihedral_images(ref))
 
-
-matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
 import pytest
 
 import easytransfer
@@ -39,8 +38,6 @@ def test_help_and_argument_errors_do_not_import_torch(tmp_path):
     exits = [line for line in done.stdout.splitlines() if line.startswith("exit ")]
     assert exits == ["exit 0", "exit 0", "exit 2", "exit 2"] and "heavy []" in done.stdout, done.stdout
 
-
-matplotlib.use("Agg")
 
 
 def _registered_commands() -> set[str]:

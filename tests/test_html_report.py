@@ -1,8 +1,9 @@
-"""The HTML run report in a real browser (headless Chromium) at desktop and phone widths.
+"""The HTML run report: every section in a saved report, the last interpretation reused, and the report in a real
+browser (headless Chromium) at desktop and phone widths.
 
-Each width: every image decoded, nothing wider than the window (a wide table scrolls inside its own box, the
+In the browser, each width: every image decoded, nothing wider than the window (a wide table scrolls inside its own box, the
 page does not), every piece of text at least 12 px; a screenshot of the whole page is kept in the test's
-temporary folder (``pytest --basetemp=DIR`` to look at it). Skipped, with the reason, where Debian's
+temporary folder (``pytest --basetemp=DIR`` to look at it). The browser test is skipped, with the reason, where Debian's
 ``chromium`` package is not installed (``apt-get install -y chromium``; ``.ci/run`` installs it).
 """
 
@@ -17,15 +18,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import matplotlib
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import pytest
 from conftest import make_image_folder
 
 from easytransfer import ImageData, transfer_learner
 from easytransfer.evaluate.html_report import SECTIONS
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no headless browser: apt-get install -y chromium")
+NEEDS_BROWSER = pytest.mark.skipif(CHROMIUM is None, reason="no headless browser: apt-get install -y chromium")
 
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
 MIN_FONT_PX = 12
@@ -102,6 +105,7 @@ def report(tmp_path_factory) -> Path:
     return learn.save_report(tmp_path_factory.mktemp("report") / "report.html", top_k=4)
 
 
+@NEEDS_BROWSER
 @pytest.mark.parametrize("device", WIDTHS)
 def test_report_reads_well_in_a_browser(report, device, tmp_path):
     width, height = WIDTHS[device]
@@ -128,7 +132,7 @@ def _learner(folder, **kwargs):
 
 
 def test_save_report_reuses_the_last_interpretation_and_shows_small_rates(tmp_path, monkeypatch):
-    from easytransfer.evaluate import interpret as interpret_module
+    from easytransfer.tasks.classification import interpretation as interpret_module
 
     learn = _learner(make_image_folder(tmp_path / "images", per_class=8), test_pct=0.25)
     learn.fit_frozen(1, lr=3e-5)
@@ -143,8 +147,6 @@ def test_save_report_reuses_the_last_interpretation_and_shows_small_rates(tmp_pa
     peak = learn.history["lr_0"].iloc[0]
     assert peak < 1e-4 and f"<td>{peak:.1e}</td>" in text  # was rounded to 0.0000
 
-
-matplotlib.use("Agg")
 
 
 class _SectionIds(HTMLParser):

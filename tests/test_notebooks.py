@@ -4,7 +4,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import matplotlib
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -23,8 +22,6 @@ def test_notebook_runs(path, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
 
-
-matplotlib.use("Agg")
 
 
 ROOT = Path(__file__).resolve().parent.parent
