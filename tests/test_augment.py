@@ -1,7 +1,5 @@
 """Tests of easytransfer/data/augment.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
-
 from __future__ import annotations
 
 import random
@@ -107,7 +105,6 @@ def test_the_flips_preset_keeps_every_pixel_of_the_validation_image(tmp_path):
     xb, _ = dls.train.one_batch()
     for x in xb:
         assert any(torch.equal(x, y) for ref in references for y in _dihedral_images(ref))
-
 
 
 @pytest.fixture(scope="module")

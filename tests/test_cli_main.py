@@ -39,7 +39,6 @@ def test_help_and_argument_errors_do_not_import_torch(tmp_path):
     assert exits == ["exit 0", "exit 0", "exit 2", "exit 2"] and "heavy []" in done.stdout, done.stdout
 
 
-
 def _registered_commands() -> set[str]:
     # argparse has no public accessor for the sub-commands: read the sub-parsers action of the parser
     actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]

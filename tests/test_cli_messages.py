@@ -1,6 +1,5 @@
 """Tests of easytransfer/cli/messages.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
 from __future__ import annotations
 
 import re

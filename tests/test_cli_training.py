@@ -139,8 +139,8 @@ def test_cli_train_checkpoints_and_resumes_after_ctrl_c(cats, tmp_path, monkeypa
     assert (out / "checkpoints" / "frozen" / LAST_NAME).is_file()
     assert "--resume" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
-    printed = capsys.readouterr().out
-    assert "Nothing to resume: the checkpoint's frozen fit already finished" in printed
+    said = capsys.readouterr().err  # the library's own messages go to standard error (easytransfer.log)
+    assert "Nothing to resume: the checkpoint's frozen fit already finished" in said
     assert (out / "history.csv").read_text().count("\n") == 3  # the checkpointed frozen epoch + the fine-tuning one
     assert load_model(out / "model", device="cpu").vocab == ["cat", "dog"]
     assert not (out / "checkpoints").exists()  # the bundle is written: the checkpoints are no longer needed

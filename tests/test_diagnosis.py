@@ -1,10 +1,5 @@
 """Tests of easytransfer/evaluate/diagnosis.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
-
-
-
-
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Tests of easytransfer/train/features.py, moved out of history-named files; append them to tests/test_features.py once the branches changing that file now have landed."""
 
-
 import os
 
 import pytest

@@ -1,6 +1,5 @@
 """Tests of easytransfer/files.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
 import os
 import shutil
 import warnings

@@ -1,9 +1,5 @@
 """Tests of easytransfer/train/history.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
-
-
-
 from __future__ import annotations
 
 import pytest

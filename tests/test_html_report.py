@@ -148,7 +148,6 @@ def test_save_report_reuses_the_last_interpretation_and_shows_small_rates(tmp_pa
     assert peak < 1e-4 and f"<td>{peak:.1e}</td>" in text  # was rounded to 0.0000
 
 
-
 class _SectionIds(HTMLParser):
     def __init__(self):
         super().__init__()

@@ -1,6 +1,5 @@
 """Tests of easytransfer/models/layer_groups.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
 import pytest
 import timm
 import torch

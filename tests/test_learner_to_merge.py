@@ -1,9 +1,5 @@
 """Tests of easytransfer/train/learner.py, moved out of history-named files; append them to tests/test_learner.py once the branches changing that file now have landed."""
 
-
-
-
-
 from __future__ import annotations
 
 import math

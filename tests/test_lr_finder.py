@@ -1,8 +1,5 @@
 """Tests of easytransfer/train/lr_finder.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
-
-
 from __future__ import annotations
 
 import numpy as np

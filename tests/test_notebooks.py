@@ -23,7 +23,6 @@ def test_notebook_runs(path, tmp_path):
     assert not errors
 
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,10 +1,5 @@
 """Tests of easytransfer/seeding.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
-
-
-
-
 from __future__ import annotations
 
 from conftest import make_image_folder

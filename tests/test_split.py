@@ -1,14 +1,5 @@
 """Tests of easytransfer/data/split.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
-
-
-
-
-
-
-
-
-
 from __future__ import annotations
 
 from easytransfer.data import stratified_split
