@@ -276,10 +276,7 @@ def _export(args) -> None:
     from ..tasks.loading import load_model
 
     predictor = load_model(args.model)
-    if predictor.config.task == "detection":
-        raise EasyTransferError(f"{args.model!r} is a detection model: ONNX and TorchScript export are not supported "
-                                "for detectors (a variable number of boxes after NMS); serve the bundle with "
-                                "easytransfer predict or load_model(path).predict(image).")
+    predictor.check_exportable("ONNX" if args.onnx is not None else "TorchScript")  # the task says whether it can
     size = predictor.config.preprocessing.size
     if args.onnx is not None:
         path = export_onnx(predictor.model, args.onnx or Path(args.model) / "model.onnx", size)

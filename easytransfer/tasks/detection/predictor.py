@@ -65,10 +65,10 @@ class DetectionPredictor(Predictor):
 
         >>> load_model("runs/raccoons").check_exportable("TorchScript")  # doctest: +SKIP
         Traceback (most recent call last):
-        ExportNotSupportedError: TorchScript export of a detector is not supported: ...
+        ExportNotSupportedError: TorchScript export of a detection model is not supported: ...
         """
         raise ExportNotSupportedError(
-            f"{kind} export of a detector is not supported: its output is a variable number of boxes per image "
+            f"{kind} export of a detection model is not supported: its output is a variable number of boxes per image "
             "after NMS, with image-dependent resizing. Deploy the bundle with load_model(path).predict(image) "
             "(easytransfer predict MODEL IMAGES --csv boxes.csv on the command line).")
 
