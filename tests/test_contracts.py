@@ -15,7 +15,7 @@ from conftest import make_image_folder
 from easytransfer import ImageData, transfer_learner
 from easytransfer.cli import COMMANDS, build_parser, main
 from easytransfer.data.augment import AUG_PRESETS
-from easytransfer.evaluate.html_report import SECTIONS
+from easytransfer.tasks.classification.report import SECTIONS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)

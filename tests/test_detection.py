@@ -16,7 +16,7 @@ from PIL import Image
 
 from easytransfer import DetectionData, detection_heads, detection_learner, load_model
 from easytransfer.evaluate.box_metrics import average_precision
-from easytransfer.evaluate.html_report import DETECTION_SECTIONS
+from easytransfer.tasks.detection.report import SECTIONS as DETECTION_SECTIONS
 from easytransfer.tasks.detection.data import DetectionDataset
 from easytransfer.tasks.detection.model import DETECTION_HEADS, build_detector, detection_layer_groups
 
