@@ -1,13 +1,56 @@
-"""Argument types shared by the ``easytransfer`` subcommands."""
+"""Argument types and task look-ups shared by the ``easytransfer`` subcommands.
+
+The tasks, their defaults and their command-line modules come from the task registry (torch-free records):
+`task_names` for ``--task``, `task_cli` for the module that adds a task's flags and runs its part.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol
 
-__all__ = ["TASKS", "learning_rate", "name_list", "non_negative_int", "positive_int"]
+from ..errors import EasyTransferError
+from ..tasks.registry import available_tasks, get_task
 
-TASKS = ("classification", "segmentation", "detection")
+__all__ = ["FlagGroup", "flag", "image_folder", "learning_rate", "name_list", "non_negative_int", "positive_int",
+           "task_cli", "task_names"]
+
+
+class FlagGroup(Protocol):
+    """What a task's command-line module adds its flags to: an argparse parser or argument group."""
+
+    def add_argument(self, *names: str, **options) -> argparse.Action: ...
+
+
+def task_names() -> tuple[str, ...]:
+    """The registered tasks' names, for ``--task`` (the first is the default).
+
+    >>> task_names()[0]
+    'classification'
+    """
+    return tuple(task.name for task in available_tasks())
+
+
+def task_cli(name: str) -> ModuleType:
+    """The command-line module of task `name` (its registry record's ``cli``), imported on first use.
+
+    >>> task_cli("segmentation").__name__
+    'easytransfer.tasks.segmentation.cli'
+    """
+    return importlib.import_module(get_task(name).cli)
+
+
+def flag(dest: str) -> str:
+    """The flag of an argparse destination: ``flag("ignore_index") == "--ignore-index"``.
+
+    >>> flag("ignore_index")
+    '--ignore-index'
+    """
+    return "--" + dest.replace("_", "-")
 
 
 def positive_int(text: str) -> int:
@@ -61,3 +104,17 @@ def name_list(text: str) -> list[str]:
     if not all(names):
         raise argparse.ArgumentTypeError(f"expected comma-separated names such as 'background,crack', got {text!r}")
     return names
+
+
+def image_folder(args: argparse.Namespace, needed: str) -> Path:
+    """The image folder of a dense task: DATA or ``--images`` (one of them); `needed` names the other flag wanted.
+
+    >>> image_folder(argparse.Namespace(images=None, data="shapes", task="segmentation"), "--masks DIR")
+    PosixPath('shapes')
+    """
+    if args.images and args.data and args.images != args.data:
+        raise EasyTransferError(f"Give the images once: DATA ({args.data!r}) or --images ({args.images!r}).")
+    images = args.images or args.data
+    if images is None:
+        raise EasyTransferError(f"--task {args.task} needs the image folder: add --images DIR (and {needed}).")
+    return Path(images)

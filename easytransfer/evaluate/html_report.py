@@ -108,13 +108,11 @@ def _data_section(learn, config: BundleConfig) -> str:
     return "\n".join(parts)
 
 
-def _model_section(learn, config: BundleConfig) -> str:
+def _model_section(learn, config: BundleConfig, head: str) -> str:
     spec = learn.spec
-    head = getattr(config.task_config, "head", None)  # a dense task's decoder / detector; a classifier's own head
     rows = {"name": spec.name, "task": config.task, "source": f"{spec.source} ({spec.arch})", "family": spec.family,
             "weights": spec.weights, "parameters": f"{sum(p.numel() for p in learn.model.parameters()):,}",
-            "pre-training input": f"{spec.input_size}, {spec.interpolation}",
-            "head": head if isinstance(head, str) and head else spec.classifier}
+            "pre-training input": f"{spec.input_size}, {spec.interpolation}", "head": head}
     return table_html(pd.DataFrame({"value": rows}))
 
 
@@ -196,12 +194,12 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
     path.parent.mkdir(parents=True, exist_ok=True)
     interp = learn.interpret(dl) if interp is None else interp
     if not isinstance(interp, TaskInterpretation):
-        raise TypeError(f"save_report needs an interpretation with scores, per_class, plot_top_losses, "
-                        f"report_sections and diagnosis (learn.interpret()); got a {type(interp).__name__}.")
+        raise TypeError(f"save_report needs a TaskInterpretation (learn.interpret(): scores, per_class, "
+                        f"plot_top_losses, report_sections, describe_head, diagnosis); got a {type(interp).__name__}.")
     config = learn.bundle_config()
     leading = {
         "data": _data_section(learn, config),
-        "model": _model_section(learn, config),
+        "model": _model_section(learn, config, interp.describe_head(learn)),
         "layer-groups": _groups_section(learn),
         "history": _history_section(learn),
         "lr-finder": _lr_section(learn),

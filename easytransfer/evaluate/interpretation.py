@@ -59,6 +59,10 @@ class TaskInterpretation(Protocol):
         """The task's own sections of the HTML report, in order (`learn`: the learner, for what only it knows)."""
         ...
 
+    def describe_head(self, learn) -> str:
+        """The model's head in words for the report's model table (``"unet decoder"``, the classifier layer)."""
+        ...
+
     def diagnosis(self, learn):
         """``learn``'s diagnosis of the run, reading this interpretation where the task's diagnosis uses it."""
         ...
