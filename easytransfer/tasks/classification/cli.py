@@ -15,10 +15,11 @@ from ...cli.outputs import require_predictions
 from ...errors import DataError, EasyTransferError
 from ..registry import available_tasks
 
-__all__ = ["HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments", "add_predict_arguments",
+__all__ = ["DISTRIBUTED", "HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments", "add_predict_arguments",
            "add_train_arguments", "build_learner", "check_train_args", "evaluate", "finish_training", "predict"]
 
 HEADS: tuple[str, ...] = ()  # the classifier's head is chosen in Python (transfer_learner(head=...)), not here
+DISTRIBUTED = True  # ``train --nproc``: trained data-parallel under torchrun in tests/test_distributed.py
 TRAIN_FLAGS = ("test_pct", "fn_col", "label_col", "test")  # flags only a classifier's training takes
 MODEL_FLAGS = ("alpha",)  # flags only a classifier's evaluate / predict take
 

@@ -14,10 +14,12 @@ from ...cli.arguments import FlagGroup, image_folder, name_list
 from ...cli.outputs import print_scores, require_predictions, write_scores
 from ...errors import EasyTransferError
 
-__all__ = ["CSV_COLUMNS", "HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments", "add_predict_arguments",
-           "add_train_arguments", "build_learner", "check_train_args", "evaluate", "finish_training", "predict"]
+__all__ = ["CSV_COLUMNS", "DISTRIBUTED", "HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments",
+           "add_predict_arguments", "add_train_arguments", "build_learner", "check_train_args", "evaluate",
+           "finish_training", "predict"]
 
 HEADS = DETECTION_HEADS  # for --head's help
+DISTRIBUTED = False  # ``train --nproc``: not tested data-parallel yet
 TRAIN_FLAGS = ("annotations", "format", "names")  # flags only detection's training takes
 MODEL_FLAGS = ("annotations", "format", "names")  # and its evaluate
 CSV_COLUMNS = ["path", "label", "score", "x1", "y1", "x2", "y2"]  # ``predict --csv``: one row per box

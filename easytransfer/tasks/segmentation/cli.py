@@ -14,10 +14,11 @@ from ...cli.arguments import FlagGroup, image_folder, name_list
 from ...cli.outputs import print_scores, require_predictions, write_scores
 from ...errors import EasyTransferError
 
-__all__ = ["HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments", "add_predict_arguments",
+__all__ = ["DISTRIBUTED", "HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments", "add_predict_arguments",
            "add_train_arguments", "build_learner", "check_train_args", "evaluate", "finish_training", "predict"]
 
 HEADS = tuple(SEGMENTATION_HEADS)  # for --head's help
+DISTRIBUTED = False  # ``train --nproc``: not tested data-parallel yet
 TRAIN_FLAGS = ("masks", "codes", "ignore_index")  # flags only segmentation's training takes
 MODEL_FLAGS = ("masks",)  # flags only a segmentation model's evaluate / predict take
 
