@@ -65,9 +65,7 @@ def image_files(path: str | os.PathLike) -> list[Path]:
     'predictor.py'
     """
     root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"{str(path)!r} does not exist; give an image file or a folder of images.")
-    return [root] if root.is_file() else list(candidate_files(root))
+    return [root] if root.is_file() else list(candidate_files(root))  # a missing folder: candidate_files' DataError
 
 
 def write_table(table: pd.DataFrame, csv: str | os.PathLike | None) -> pd.DataFrame:
