@@ -318,7 +318,7 @@ def test_notebook_progress_bars_have_their_widgets():
 
 
 def test_save_report_reuses_the_last_interpretation_and_shows_small_rates(tmp_path, monkeypatch):
-    from easytransfer.evaluate import interpret as interpret_module
+    from easytransfer.tasks.classification import interpretation as interpret_module
 
     learn = _learner(make_image_folder(tmp_path / "images", per_class=8), test_pct=0.25)
     learn.fit_frozen(1, lr=3e-5)

@@ -109,8 +109,8 @@ def name_list(text: str) -> list[str]:
 def image_folder(args: argparse.Namespace, needed: str) -> Path:
     """The image folder of a dense task: DATA or ``--images`` (one of them); `needed` names the other flag wanted.
 
-    >>> image_folder(argparse.Namespace(images=None, data="shapes", task="segmentation"), "--masks DIR")
-    PosixPath('shapes')
+    >>> str(image_folder(argparse.Namespace(images=None, data="shapes", task="segmentation"), "--masks DIR"))
+    'shapes'
     """
     if args.images and args.data and args.images != args.data:
         raise EasyTransferError(f"Give the images once: DATA ({args.data!r}) or --images ({args.images!r}).")
