@@ -9,21 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-from pathlib import Path
 from types import ModuleType
-from typing import Protocol
 
-from ..errors import EasyTransferError
+from ..tasks.command_line import name_list as name_list  # kept importable from here
 from ..tasks.registry import available_tasks, get_task
 
-__all__ = ["FlagGroup", "flag", "image_folder", "learning_rate", "name_list", "non_negative_int", "positive_int",
-           "task_cli", "task_names"]
-
-
-class FlagGroup(Protocol):
-    """What a task's command-line module adds its flags to: an argparse parser or argument group."""
-
-    def add_argument(self, *names: str, **options) -> argparse.Action: ...
+__all__ = ["flag", "learning_rate", "name_list", "non_negative_int", "positive_int", "task_cli", "task_names"]
 
 
 def task_names() -> tuple[str, ...]:
@@ -92,29 +83,3 @@ def learning_rate(text: str) -> float | str:
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-3, got {text!r}")
     return value
-
-
-def name_list(text: str) -> list[str]:
-    """Comma-separated names (class names in id order), for argparse's ``type=``.
-
-    >>> name_list("background, crack")
-    ['background', 'crack']
-    """
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected comma-separated names such as 'background,crack', got {text!r}")
-    return names
-
-
-def image_folder(args: argparse.Namespace, needed: str) -> Path:
-    """The image folder of a dense task: DATA or ``--images`` (one of them); `needed` names the other flag wanted.
-
-    >>> str(image_folder(argparse.Namespace(images=None, data="shapes", task="segmentation"), "--masks DIR"))
-    'shapes'
-    """
-    if args.images and args.data and args.images != args.data:
-        raise EasyTransferError(f"Give the images once: DATA ({args.data!r}) or --images ({args.images!r}).")
-    images = args.images or args.data
-    if images is None:
-        raise EasyTransferError(f"--task {args.task} needs the image folder: add --images DIR (and {needed}).")
-    return Path(images)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import EasyTransferError
+from ..tasks.command_line import print_scores as print_scores  # the scores table the tasks print
 from ..tasks.registry import available_tasks
 from .arguments import flag, task_cli, task_names
-from .outputs import output_file, output_folder, print_scores
+from .outputs import output_file, output_folder
 
 __all__ = ["HANDLERS", "add_parsers", "bundle_task", "print_scores"]
 

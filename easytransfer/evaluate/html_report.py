@@ -19,9 +19,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..deploy.bundle import BundleConfig
 from ..files import atomic_write_text
-from ..train.history import History, plot_history
 from ..version import __version__
 from .interpretation import ReportSection, TaskInterpretation
 
@@ -88,7 +86,7 @@ def _section(key: str, title: str, body: str) -> str:
     return f'<section id="{key}"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
 
 
-def _data_section(learn, config: BundleConfig) -> str:
+def _data_section(learn, config) -> str:  # config: the learner's BundleConfig
     report = getattr(learn.dls, "report", None)
     parts = [f"<p>{len(learn.dls.train_ds)} training and {len(learn.dls.valid_ds)} validation images; classes: "
              f"{html.escape(', '.join(map(str, learn.dls.vocab)))}.</p>"]
@@ -108,7 +106,7 @@ def _data_section(learn, config: BundleConfig) -> str:
     return "\n".join(parts)
 
 
-def _model_section(learn, config: BundleConfig, head: str) -> str:
+def _model_section(learn, config, head: str) -> str:
     spec = learn.spec
     rows = {"name": spec.name, "task": config.task, "source": f"{spec.source} ({spec.arch})", "family": spec.family,
             "weights": spec.weights, "parameters": f"{sum(p.numel() for p in learn.model.parameters()):,}",
@@ -116,7 +114,7 @@ def _model_section(learn, config: BundleConfig, head: str) -> str:
     return table_html(pd.DataFrame({"value": rows}))
 
 
-def _peak_lrs_of_last_fit(history: History) -> list[float] | None:
+def _peak_lrs_of_last_fit(history) -> list[float] | None:  # history: the learner's History
     """Each layer group's peak rate over the last fit's epochs; ``None`` without one (or after a probe)."""
     rates = [r.lrs for r in history.last_run() if r.lrs]
     if not rates:
@@ -139,7 +137,7 @@ def _history_section(learn) -> str:
     table = history.to_frame()
     for column in [c for c in table.columns if c.startswith("lr_")]:  # 3.0e-05, not 0.0000
         table[column] = table[column].map(lambda v: f"{v:.1e}")
-    return figure_html(plot_history(history), "training history") + table_html(table)
+    return figure_html(learn.plot_history(), "training history") + table_html(table)
 
 
 def _lr_section(learn) -> str:

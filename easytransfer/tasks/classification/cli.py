@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ...cli.arguments import FlagGroup
-from ...cli.outputs import require_predictions
 from ...errors import DataError, EasyTransferError
+from ..command_line import FlagGroup, require_predictions
 from ..registry import available_tasks
 
 __all__ = ["DISTRIBUTED", "HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments", "add_predict_arguments",

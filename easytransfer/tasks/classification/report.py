@@ -9,8 +9,7 @@ import pandas as pd
 
 from ...evaluate.conformal import evaluate_sets
 from ...evaluate.html_report import data_name, figure_html, report_titles, table_html
-from ...evaluate.interpretation import ReportSection
-from .interpretation import Interpretation
+from ...evaluate.interpretation import ReportSection, TaskInterpretation
 
 __all__ = ["REPORT_ALPHAS", "SECTIONS", "TASK_SECTIONS", "classification_sections"]
 
@@ -25,7 +24,7 @@ SECTIONS = report_titles(TASK_SECTIONS)  # the classifier's whole report, in pag
 REPORT_ALPHAS = (0.05, 0.1, 0.2)  # the error rates the conformal section shows
 
 
-def classification_sections(interp: Interpretation, top_k: int, learn=None) -> list[ReportSection]:
+def classification_sections(interp: TaskInterpretation, top_k: int, learn=None) -> list[ReportSection]:
     """The classifier's report sections (`TASK_SECTIONS`) for `interp`; `learn` adds its calibration and conformal
     sets (without it those sections say there are none).
 
@@ -43,7 +42,7 @@ def classification_sections(interp: Interpretation, top_k: int, learn=None) -> l
     return [ReportSection(key, title, bodies[key]) for key, title in TASK_SECTIONS.items()]
 
 
-def _sections(interp: Interpretation, top_k: int) -> dict[str, str]:
+def _sections(interp: TaskInterpretation, top_k: int) -> dict[str, str]:
     warnings_html = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in interp.warnings())
     per_class = table_html(interp.per_class()) + warnings_html
     confused = interp.most_confused()
@@ -58,7 +57,7 @@ def _sections(interp: Interpretation, top_k: int) -> dict[str, str]:
     }
 
 
-def _calibration_section(learn, interp: Interpretation) -> str:
+def _calibration_section(learn, interp: TaskInterpretation) -> str:
     """ECE and reliability diagram of the report's predictions; before and after when the learner is calibrated."""
     if interp.multilabel:
         return '<p class="muted">Calibration error is reported for single-label classifiers.</p>'
@@ -66,7 +65,7 @@ def _calibration_section(learn, interp: Interpretation) -> str:
     before = None
     if calibration is not None and interp.dl is not None:  # the same images through the plain softmax
         probs, targs = learn.get_preds(dl=interp.dl, act=lambda logits: logits.softmax(dim=1))
-        before = Interpretation.from_probabilities(probs, targs, interp.vocab)
+        before = type(interp).from_probabilities(probs, targs, interp.vocab)
     if calibration is None:
         text = ("Not calibrated: these are the model's softmax probabilities (learn.calibrate(calib) fits a "
                 "temperature or isotonic calibration on separate labelled images).")
@@ -81,7 +80,7 @@ def _calibration_section(learn, interp: Interpretation) -> str:
             + figure_html(interp.plot_calibration(before=before), "reliability diagram"))
 
 
-def _conformal_section(learn, interp: Interpretation) -> str:
+def _conformal_section(learn, interp: TaskInterpretation) -> str:
     """Coverage and set sizes of the learner's conformal sets on the report's images, for a few alphas."""
     calibration = getattr(learn, "conformal_calibration", None)
     if calibration is None or interp.multilabel:

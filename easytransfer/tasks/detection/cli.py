@@ -10,9 +10,8 @@ import argparse
 from pathlib import Path
 
 from ...choices import ANNOTATION_FORMATS, DEFAULT_DETECTION_SIZE, DETECTION_HEADS
-from ...cli.arguments import FlagGroup, image_folder, name_list
-from ...cli.outputs import print_scores, require_predictions, write_scores
 from ...errors import EasyTransferError
+from ..command_line import FlagGroup, image_folder, name_list, print_scores, require_predictions, write_scores
 
 __all__ = ["CSV_COLUMNS", "DISTRIBUTED", "HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", "add_evaluate_arguments",
            "add_predict_arguments", "add_train_arguments", "build_learner", "check_train_args", "evaluate",

@@ -4,8 +4,7 @@ their boxes (`DetectionInterpretation.report_sections` gives them to `save_repor
 from __future__ import annotations
 
 from ...evaluate.html_report import figure_html, report_titles, scores_table, table_html
-from ...evaluate.interpretation import ReportSection
-from .interpretation import DetectionInterpretation
+from ...evaluate.interpretation import ReportSection, TaskInterpretation
 
 __all__ = ["SECTIONS", "TASK_SECTIONS", "detection_sections"]
 
@@ -17,7 +16,7 @@ TASK_SECTIONS = {
 SECTIONS = report_titles(TASK_SECTIONS)  # the detection report, in page order
 
 
-def detection_sections(interp: DetectionInterpretation, top_k: int) -> list[ReportSection]:
+def detection_sections(interp: TaskInterpretation, top_k: int) -> list[ReportSection]:
     """The detection report sections (`TASK_SECTIONS`) of `interp`, with `top_k` images in the top losses.
 
     >>> [s.key for s in detection_sections(learn.interpret(), 4)]  # doctest: +SKIP
@@ -27,7 +26,7 @@ def detection_sections(interp: DetectionInterpretation, top_k: int) -> list[Repo
     return [ReportSection(key, title, bodies[key]) for key, title in TASK_SECTIONS.items()]
 
 
-def _sections(interp: DetectionInterpretation, top_k: int) -> dict[str, str]:
+def _sections(interp: TaskInterpretation, top_k: int) -> dict[str, str]:
     scores = scores_table(interp.scores(), {"n_images": "images", "map50": "mAP@0.5", "map": "mAP@0.5:0.95 (COCO)"})
     if interp.losses is None:
         top_losses = '<p class="muted">Computed without losses (learn.interpret(losses=False)).</p>'

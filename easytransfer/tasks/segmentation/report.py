@@ -6,8 +6,7 @@ from __future__ import annotations
 import html
 
 from ...evaluate.html_report import figure_html, report_titles, scores_table, table_html
-from ...evaluate.interpretation import ReportSection
-from .interpretation import SegmentationInterpretation
+from ...evaluate.interpretation import ReportSection, TaskInterpretation
 
 __all__ = ["SECTIONS", "TASK_SECTIONS", "segmentation_sections"]
 
@@ -20,7 +19,7 @@ TASK_SECTIONS = {
 SECTIONS = report_titles(TASK_SECTIONS)  # the segmentation report, in page order
 
 
-def segmentation_sections(interp: SegmentationInterpretation, top_k: int) -> list[ReportSection]:
+def segmentation_sections(interp: TaskInterpretation, top_k: int) -> list[ReportSection]:
     """The segmentation report sections (`TASK_SECTIONS`) of `interp`, with `top_k` images in the top losses.
 
     >>> [s.key for s in segmentation_sections(learn.interpret(), 4)]  # doctest: +SKIP
@@ -30,7 +29,7 @@ def segmentation_sections(interp: SegmentationInterpretation, top_k: int) -> lis
     return [ReportSection(key, title, bodies[key]) for key, title in TASK_SECTIONS.items()]
 
 
-def _sections(interp: SegmentationInterpretation, top_k: int) -> dict[str, str]:
+def _sections(interp: TaskInterpretation, top_k: int) -> dict[str, str]:
     ignored = ("" if interp.ignore_index is None
                else f" Pixels labelled {interp.ignore_index} (ignore_index) are not scored.")
     scores = scores_table(interp.scores(), {"n_images": "images", "miou": "mean IoU",
