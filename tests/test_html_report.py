@@ -22,7 +22,7 @@ import pytest
 from conftest import make_image_folder
 
 from easytransfer import ImageData, transfer_learner
-from easytransfer.evaluate.html_report import SECTIONS
+from easytransfer.tasks.classification.report import SECTIONS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)

@@ -48,7 +48,7 @@ def test_load_model_never_builds_a_hub_model(cats, tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("load_model tried to build a model from the Hugging Face Hub")
 
-    monkeypatch.setattr("easytransfer.deploy.predictor.build_model", no_network)
+    monkeypatch.setattr("easytransfer.tasks.classification.predictor.build_model", no_network)
     with pytest.raises(EasyTransferError, match="never downloads"):
         load_model(bundle)
     with pytest.raises(EasyTransferError, match="never downloads"):
