@@ -6,12 +6,12 @@ import argparse
 
 import pytest
 
-from easytransfer.cli.arguments import TASKS, learning_rate, name_list, non_negative_int, positive_int
+from easytransfer.cli.arguments import learning_rate, name_list, non_negative_int, positive_int, task_names
 from easytransfer.tasks import available_tasks
 
 
 def test_task_choices_are_the_registered_tasks():
-    assert set(TASKS) == {task.name for task in available_tasks()}
+    assert set(task_names()) == {task.name for task in available_tasks()}
 
 
 def test_values_that_parse():

@@ -173,3 +173,13 @@ def report_section_ids(tmp_path_factory):
 @pytest.mark.parametrize("section", list(SECTIONS))
 def test_every_report_section_is_in_a_saved_report(section, report_section_ids):
     assert section in report_section_ids
+
+
+def test_report_titles_put_the_tasks_sections_between_the_shared_ones():
+    from easytransfer.evaluate.html_report import CLOSING_SECTIONS, LEADING_SECTIONS, report_titles
+
+    titles = report_titles({"scores": "Scores of the task"})
+    keys = list(titles)
+    assert keys[: len(LEADING_SECTIONS)] == list(LEADING_SECTIONS)
+    assert keys[-len(CLOSING_SECTIONS):] == list(CLOSING_SECTIONS)
+    assert titles["scores"] == "Scores of the task"

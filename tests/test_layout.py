@@ -52,6 +52,8 @@ CROSS_CUTTING = {
     "test_course": "the course in nbs/course/ (tools/make_course.py)",
     "test_tiny_clip": "the tests/assets/tiny_clip asset and tools/train_tiny_clip.py that makes it",
     "test_wheel": "the built wheel in a fresh environment",
+    "test_import_graph": "the package's import graph: no shared module imports a task, none branches on one",
+    "test_task_cli": "every registered task's command-line module (tasks/<task>/cli.py) and tasks/command_line.py",
 }
 
 # Test modules other branches are changing now (the learner split, the predictor / CLI rewrite, the dense-task
