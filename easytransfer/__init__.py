@@ -25,8 +25,11 @@ PUBLIC_NAMES = {
     "SegmentationData": ".tasks.segmentation.data",
     "BundleConfig": ".deploy.bundle",
     "Predictor": ".deploy.predictor",
+    "ClassifierPredictor": ".tasks.classification.predictor",
+    "SegmentationPredictor": ".tasks.segmentation.predictor",
+    "DetectionPredictor": ".tasks.detection.predictor",
     "load_model": ".tasks.loading",
-    "zero_shot_classifier": ".deploy.predictor",
+    "zero_shot_classifier": ".tasks.classification.predictor",
     "DataError": ".errors",
     "EasyTransferError": ".errors",
     "NoBlockGroupsError": ".errors",
@@ -90,7 +93,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .data.loaders import ImageData as ImageData
     from .deploy.bundle import BundleConfig as BundleConfig
     from .deploy.predictor import Predictor as Predictor
-    from .deploy.predictor import zero_shot_classifier as zero_shot_classifier
     from .errors import DataError as DataError
     from .errors import EasyTransferError as EasyTransferError
     from .errors import NoBlockGroupsError as NoBlockGroupsError
@@ -115,10 +117,13 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .tasks.classification.learner import transfer_learner as transfer_learner
     from .tasks.classification.prediction_sets import ConformalPredictor as ConformalPredictor
     from .tasks.classification.prediction_sets import PredictionSet as PredictionSet
+    from .tasks.classification.predictor import ClassifierPredictor as ClassifierPredictor
+    from .tasks.classification.predictor import zero_shot_classifier as zero_shot_classifier
     from .tasks.detection.data import DetectionData as DetectionData
     from .tasks.detection.learner import DetectionLearner as DetectionLearner
     from .tasks.detection.learner import detection_learner as detection_learner
     from .tasks.detection.model import detection_heads as detection_heads
+    from .tasks.detection.predictor import DetectionPredictor as DetectionPredictor
     from .tasks.loading import load_model as load_model
     from .tasks.registry import HeadSupport as HeadSupport
     from .tasks.registry import available_heads as available_heads
@@ -126,6 +131,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .tasks.segmentation.learner import SegmentationLearner as SegmentationLearner
     from .tasks.segmentation.learner import segmentation_learner as segmentation_learner
     from .tasks.segmentation.model import segmentation_heads as segmentation_heads
+    from .tasks.segmentation.predictor import SegmentationPredictor as SegmentationPredictor
     from .train.callbacks import BestWeightsCallback as BestWeightsCallback
     from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
     from .train.history import plot_history as plot_history

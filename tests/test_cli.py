@@ -117,7 +117,7 @@ def test_task_flags_errors_name_the_flag_and_the_fix(tmp_path, data, capsys):
     err = _one_line_error(capsys, main(["train", str(data), "--annotations", str(images), "--format", "voc"]))
     assert "--task detection" in err
     err = _one_line_error(capsys, main(["train", "--images", str(images)]))
-    assert "--images is for --task segmentation or detection" in err
+    assert "--images is for --task" in err and "segmentation" in err and "detection" in err  # the registry's tasks
     (images / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     err = _one_line_error(capsys, main(["train", "--task", "detection", "--images", str(images), "--annotations",
                                         str(images)]))
@@ -205,3 +205,43 @@ def test_evaluate_reads_a_folder_of_symbolic_links(trained, data, tmp_path, caps
         (linked / image.parent.name / image.name).symlink_to(image)
     assert main(["evaluate", str(trained / "model"), str(linked)]) == 0
     assert "on 12 images" in capsys.readouterr().out
+
+
+def test_evaluate_and_predict_of_every_task_go_through_its_cli_module(tmp_path, capsys):
+    """The dense tasks' evaluate / predict outputs (tasks/<task>/cli.py) on the tiny bundles of tests/assets."""
+    import csv
+    import json
+    import tarfile
+    from pathlib import Path
+
+    from test_detection import make_voc
+    from test_segmentation import make_shapes
+
+    with tarfile.open(Path(__file__).parent / "assets" / "bundles_v1.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundles = tmp_path / "bundles_v1"
+    images, masks = make_shapes(tmp_path / "shapes", n=3)
+    capsys.readouterr()
+    assert main(["evaluate", str(bundles / "segmentation"), str(images), "--masks", str(masks), "--json",
+                 str(tmp_path / "s.json")]) == 0
+    assert "miou: " in capsys.readouterr().out and json.loads((tmp_path / "s.json").read_text())["n_images"] == 3
+    assert main(["predict", str(bundles / "segmentation"), str(images), "--out", str(tmp_path / "masks")]) == 0
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 3 and "3 masks" in capsys.readouterr().out
+    err = _one_line_error(capsys, main(["predict", str(bundles / "segmentation"), str(images), "--csv",
+                                        str(tmp_path / "m.csv"), "--out", str(tmp_path / "masks")]))
+    assert "--csv is for classification and detection" in err
+
+    voc, annotations, _ = make_voc(tmp_path / "voc", n=3)
+    assert main(["evaluate", str(bundles / "detection"), str(voc), "--annotations", str(annotations)]) == 0
+    assert "n_images: 3" in capsys.readouterr().out
+    boxes = tmp_path / "boxes.csv"
+    assert main(["predict", str(bundles / "detection"), str(voc), "--threshold", "0", "--csv", str(boxes), "--out",
+                 str(tmp_path / "drawn")]) == 0
+    rows = list(csv.DictReader(boxes.open()))
+    assert list(rows[0]) == ["path", "label", "score", "x1", "y1", "x2", "y2"] and len(rows) > 0
+    assert len(list((tmp_path / "drawn").glob("*.png"))) == 3
+    err = _one_line_error(capsys, main(["evaluate", str(bundles / "detection"), str(voc), "--masks", str(masks)]))
+    assert "--masks is for a segmentation model" in err
+    err = _one_line_error(capsys, main(["predict", str(bundles / "classification"), str(voc), "--out",
+                                        str(tmp_path / "x")]))
+    assert "--out is for segmentation and detection" in err

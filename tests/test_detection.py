@@ -16,9 +16,9 @@ from PIL import Image
 
 from easytransfer import DetectionData, detection_heads, detection_learner, load_model
 from easytransfer.evaluate.box_metrics import average_precision
-from easytransfer.evaluate.html_report import DETECTION_SECTIONS
 from easytransfer.tasks.detection.data import DetectionDataset
 from easytransfer.tasks.detection.model import DETECTION_HEADS, build_detector, detection_layer_groups
+from easytransfer.tasks.detection.report import SECTIONS as DETECTION_SECTIONS
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
 TINY = dict(fpn_channels=64, proposals=32)  # a small pyramid and few proposals: fast steps on a CPU

@@ -14,9 +14,9 @@ from sklearn.metrics import classification_report
 from sklearn.metrics import multilabel_confusion_matrix as sk_multilabel_confusion_matrix
 
 from easytransfer import ImageData, transfer_learner
-from easytransfer.evaluate.html_report import SECTIONS
 from easytransfer.evaluate.metrics import multilabel_confusion_matrix, per_class_report
 from easytransfer.tasks.classification.interpretation import Interpretation
+from easytransfer.tasks.classification.report import SECTIONS
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -16,10 +16,10 @@ from PIL import Image
 from easytransfer import SegmentationData, load_model, segmentation_heads, segmentation_learner
 from easytransfer.deploy.bundle import CONFIG_NAME, BundleConfig, Preprocessing
 from easytransfer.errors import DataError
-from easytransfer.evaluate.html_report import SEGMENTATION_SECTIONS
 from easytransfer.evaluate.metrics import pixel_confusion_matrix, segmentation_scores
 from easytransfer.models.heads import HeadConfig
 from easytransfer.tasks.segmentation.model import SEGMENTATION_HEADS, build_segmentation_model, encoder_layer_groups
+from easytransfer.tasks.segmentation.report import SECTIONS as SEGMENTATION_SECTIONS
 
 SIZE = 64
 RED, GREEN = (220, 30, 30), (30, 200, 40)

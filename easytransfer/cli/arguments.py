@@ -1,13 +1,47 @@
-"""Argument types shared by the ``easytransfer`` subcommands."""
+"""Argument types and task look-ups shared by the ``easytransfer`` subcommands.
+
+The tasks, their defaults and their command-line modules come from the task registry (torch-free records):
+`task_names` for ``--task``, `task_cli` for the module that adds a task's flags and runs its part.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
+from types import ModuleType
 
-__all__ = ["TASKS", "learning_rate", "name_list", "non_negative_int", "positive_int"]
+from ..tasks.command_line import name_list as name_list  # kept importable from here
+from ..tasks.registry import available_tasks, get_task
 
-TASKS = ("classification", "segmentation", "detection")
+__all__ = ["flag", "learning_rate", "name_list", "non_negative_int", "positive_int", "task_cli", "task_names"]
+
+
+def task_names() -> tuple[str, ...]:
+    """The registered tasks' names, for ``--task`` (the first is the default).
+
+    >>> task_names()[0]
+    'classification'
+    """
+    return tuple(task.name for task in available_tasks())
+
+
+def task_cli(name: str) -> ModuleType:
+    """The command-line module of task `name` (its registry record's ``cli``), imported on first use.
+
+    >>> task_cli("segmentation").__name__
+    'easytransfer.tasks.segmentation.cli'
+    """
+    return importlib.import_module(get_task(name).cli)
+
+
+def flag(dest: str) -> str:
+    """The flag of an argparse destination: ``flag("ignore_index") == "--ignore-index"``.
+
+    >>> flag("ignore_index")
+    '--ignore-index'
+    """
+    return "--" + dest.replace("_", "-")
 
 
 def positive_int(text: str) -> int:
@@ -49,15 +83,3 @@ def learning_rate(text: str) -> float | str:
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-3, got {text!r}")
     return value
-
-
-def name_list(text: str) -> list[str]:
-    """Comma-separated names (class names in id order), for argparse's ``type=``.
-
-    >>> name_list("background, crack")
-    ['background', 'crack']
-    """
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected comma-separated names such as 'background,crack', got {text!r}")
-    return names

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..choices import ANNOTATION_FORMATS
-from ..errors import DataError, EasyTransferError
-from .arguments import TASKS, name_list
+from ..errors import EasyTransferError
+from ..tasks.command_line import print_scores as print_scores  # the scores table the tasks print
+from ..tasks.registry import available_tasks
+from .arguments import flag, task_cli, task_names
 from .outputs import output_file, output_folder
 
 __all__ = ["HANDLERS", "add_parsers", "bundle_task", "print_scores"]
 
 
 def _task_arg(p) -> None:
-    p.add_argument("--task", choices=TASKS, default=None,
-                   help="classification, segmentation or detection; default: what the bundle says (an error if "
-                   "it says another)")
+    p.add_argument("--task", choices=task_names(), default=None,
+                   help="the model's task; default: what the bundle says (an error if it says another)")
 
 
 def add_parsers(commands) -> None:
@@ -29,15 +28,10 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("model", help="a model bundle folder (learn.export / easytransfer train)")
     evaluate.add_argument("data", help="a folder of class sub-folders; segmentation / detection: the image folder")
     _task_arg(evaluate)
-    evaluate.add_argument("--masks", default=None, help="segmentation: the folder of true masks named like the images")
-    evaluate.add_argument("--annotations", default=None,
-                          help="detection: a folder of VOC .xml or YOLO .txt files, or a COCO .json file")
-    evaluate.add_argument("--format", choices=ANNOTATION_FORMATS, default=None,
-                          help="detection: the annotation format (default: from the files)")
-    evaluate.add_argument("--names", type=name_list, default=None,
-                          help="detection, YOLO: class names in id order (default the model's classes)")
     evaluate.add_argument("--json", default=None, metavar="PATH", help="segmentation / detection: also write the "
                           "scores to this JSON file")
+    for task in available_tasks():
+        task_cli(task.name).add_evaluate_arguments(evaluate.add_argument_group(f"a {task.name} model"))
 
     predict = commands.add_parser("predict", help="predict images or folders with a model bundle",
                                   description="Classification: print path, label and probability for each image "
@@ -49,12 +43,12 @@ def add_parsers(commands) -> None:
     _task_arg(predict)
     predict.add_argument("--csv", default=None, help="also write every prediction here (classification: all class "
                          "probabilities; detection: one row per box)")
-    predict.add_argument("--out", default=None, help="segmentation: the folder for the mask PNGs (required)")
+    predict.add_argument("--out", default=None, help="segmentation: the folder for the mask PNGs (required); "
+                         "detection: also write each image with its boxes drawn here")
     predict.add_argument("--threshold", type=float, default=0.5,
                          help="detection: the lowest score of a box kept; multi-label: of a label (default 0.5)")
-    predict.add_argument("--alpha", type=float, default=None,
-                         help="classification: also print each image's conformal set of labels, which holds the true "
-                         "one with probability >= 1 - alpha (needs a bundle exported after learn.conformal(...))")
+    for task in available_tasks():
+        task_cli(task.name).add_predict_arguments(predict.add_argument_group(f"a {task.name} model"))
 
     export = commands.add_parser("export", help="convert a model bundle to ONNX or TorchScript",
                                  description="Write the bundle's model (classification or segmentation; not "
@@ -67,9 +61,8 @@ def add_parsers(commands) -> None:
 
 
 def bundle_task(config, wanted: str | None) -> str:
-    """``"classification"``, ``"segmentation"`` or ``"detection"``: what the bundle's config says; `wanted` (the
-    --task flag) must agree with it."""
-    task = config.task if config.task in ("segmentation", "detection") else "classification"
+    """The task the bundle's config says (its ``task``); `wanted` (the --task flag) must agree with it."""
+    task = config.task
     if wanted is not None and wanted != task:
         raise EasyTransferError(f"--task {wanted} does not match the model: its bundle is a {task} model; drop "
                                 f"--task (the bundle says it) or use a {wanted} bundle.")
@@ -77,32 +70,19 @@ def bundle_task(config, wanted: str | None) -> str:
 
 
 def _other_task_flags(args, task: str) -> None:
-    flags = {"segmentation": ("masks", "out"), "detection": ("annotations", "format", "names")}
-    for owner, names in flags.items():
-        used = ["--" + n for n in names if getattr(args, n, None) is not None]
-        if used and owner != task:
-            raise EasyTransferError(f"{' '.join(used)} {'is' if len(used) == 1 else 'are'} for a {owner} model, and "
-                                    f"{args.model!r} is a {task} model; leave {'it' if len(used) == 1 else 'them'} "
+    """Flags only another task's models take are an error that names them."""
+    for owner in available_tasks():
+        used = [flag(n) for n in task_cli(owner.name).MODEL_FLAGS if getattr(args, n, None) is not None]
+        if used and owner.name != task:
+            raise EasyTransferError(f"{' '.join(used)} {'is' if len(used) == 1 else 'are'} for a {owner.name} model, "
+                                    f"and {args.model!r} is a {task} model; leave {'it' if len(used) == 1 else 'them'} "
                                     "out.")
 
 
-def print_scores(scores: dict) -> None:
-    """Per-class scores as a table, then one ``name: value`` line per overall score."""
-    import pandas as pd
-
-    per_class = {k: v for k, v in scores.items() if isinstance(v, dict)}
-    if per_class:
-        print(pd.DataFrame(per_class).to_string(float_format=lambda v: f"{v:.4f}"))
-    for name, value in scores.items():
-        if not isinstance(value, dict):
-            print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
-
-
 def _load(args):
-    from ..deploy.bundle import read_bundle_config
-    from ..tasks.loading import load_model
+    from ..tasks.loading import load_model, read_model_config
 
-    task = bundle_task(read_bundle_config(args.model), args.task)
+    task = bundle_task(read_model_config(args.model), args.task)
     _other_task_flags(args, task)
     return task, load_model(args.model, threshold=getattr(args, "threshold", 0.5))
 
@@ -111,51 +91,7 @@ def _evaluate(args) -> None:
     if args.json:
         output_file(args.json, "--json", "scores.json")
     task, predictor = _load(args)
-    if task == "classification":
-        if args.json:
-            raise EasyTransferError("--json is for segmentation and detection models; a classifier's table is printed.")
-        _evaluate_classifier(predictor, Path(args.data))
-        return
-    if task == "segmentation":
-        if args.masks is None:
-            raise EasyTransferError(f"{args.model!r} is a segmentation model: add --masks DIR, the true masks named "
-                                    "like the images.")
-        scores = predictor.evaluate(args.data, args.masks, progress=False)
-    else:
-        if args.annotations is None:
-            raise EasyTransferError(f"{args.model!r} is a detection model: add --annotations DIR|FILE (VOC .xml "
-                                    "folder, COCO .json file or YOLO .txt folder).")
-        scores = predictor.evaluate(args.data, args.annotations, format=args.format, names=args.names)
-    print_scores(scores)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(scores, indent=2))
-        print(f"scores written to {args.json}")
-
-
-def _evaluate_classifier(predictor, folder: Path) -> None:
-    """The per-class table and the accuracy on a folder of class sub-folders (the layout is checked first)."""
-    if not folder.is_dir():
-        raise DataError(f"Data folder {str(folder)!r} does not exist or is not a folder.")
-    interp = predictor.interpret(folder)  # the layout and the files are checked before any inference
-    print(interp.per_class().to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"accuracy: {interp.accuracy:.4f} on {len(interp.targs)} images")
-
-
-def _image_files(raw_paths) -> list[tuple[Path, Path]]:
-    """``(file, path relative to the argument's folder)`` of every image the arguments name."""
-    from ..data.sources import candidate_files
-
-    files = []
-    for raw in raw_paths:
-        path = Path(raw)
-        if not path.exists():
-            raise FileNotFoundError(f"{raw!r} does not exist.")
-        if path.is_file():
-            files.append((path, Path(path.name)))
-        else:
-            files += [(Path(f), Path(f).relative_to(path)) for f in candidate_files(path)]
-    return files
+    task_cli(task).evaluate(predictor, args)
 
 
 def _predict(args) -> None:
@@ -164,122 +100,19 @@ def _predict(args) -> None:
     if args.out:
         output_folder(args.out, "--out")
     task, predictor = _load(args)
-    if task == "segmentation":
-        _predict_masks(predictor, args)
-    elif task == "detection":
-        _predict_boxes(predictor, args)
-    else:
-        _predict_labels(predictor, args)
-
-
-def _predict_labels(predictor, args) -> None:
-    import pandas as pd
-
-    tables = []
-    for raw in args.paths:
-        path = Path(raw)
-        if not path.exists():
-            raise FileNotFoundError(f"{raw!r} does not exist.")
-        tables.append(predictor.predict_folder(path, alpha=args.alpha))
-    table = pd.concat(tables, ignore_index=True)
-    for row in table.itertuples():
-        if not pd.isna(row.error):
-            print(f"{row.path}\tERROR\t{row.error}")
-        elif args.alpha is None:
-            print(f"{row.path}\t{row.label}\t{row.probability:.4f}")
-        else:
-            print(f"{row.path}\t{row.label}\t{row.probability:.4f}\t{{{row.set}}}")
-    _require_predictions(len(table), int(table["error"].isna().sum()), args.paths)
-    if args.alpha is not None:
-        sizes = table["set_size"].dropna()
-        print(f"alpha={args.alpha}: {int((sizes > 1).sum())} of {len(sizes)} images have more than one label in "
-              "their set (send those to a person)")
-    if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
-        print(f"{len(table)} predictions written to {args.csv}")
-
-
-def _require_predictions(n_files: int, n_predicted: int, paths) -> None:
-    """No image found, or none of them readable, is a failure (exit 2), not an empty success."""
-    if n_files == 0:
-        raise DataError(f"No files found in {paths}: give image files or folders that hold images.")
-    if n_predicted == 0:
-        raise DataError(f"None of the {n_files} file(s) in {paths} could be predicted (each ERROR line above says "
-                        "why): give readable image files.")
-
-
-def _predict_masks(predictor, args) -> None:
-    """One PNG of class ids per image, at the image's size, under --out (sub-folders kept)."""
-    import numpy as np
-    from PIL import Image
-
-    if args.out is None:
-        raise EasyTransferError(f"{args.model!r} is a segmentation model: add --out DIR, the folder for one mask PNG "
-                                "(class ids) per image.")
-    if args.csv:
-        raise EasyTransferError("--csv is for classification and detection models; a segmentation model writes "
-                                "mask PNGs to --out.")
-    out = Path(args.out)
-    files = _image_files(args.paths)
-    written = 0
-    for path, relative in files:
-        try:
-            mask = predictor.predict(path)
-        except Exception as e:  # an unreadable image is reported and skipped, as predict_folder does
-            print(f"{path}\tERROR\t{type(e).__name__}: {e}".splitlines()[0])
-            continue
-        target = out / relative.with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if mask.dtype != np.uint8:  # more than 256 classes: 16-bit PNG
-            mask = mask.astype(np.uint16)
-        Image.fromarray(mask).save(target)
-        written += 1
-        print(f"{path}\t{target}")
-    _require_predictions(len(files), written, args.paths)
-    print(f"{written} masks (class ids {', '.join(f'{i}={c}' for i, c in enumerate(predictor.vocab))}) "
-          f"written to {out}")
-
-
-def _predict_boxes(predictor, args) -> None:
-    """``path, label, score, x1, y1, x2, y2`` per box, in the image's pixels."""
-    import csv
-
-    rows = []
-    files = _image_files(args.paths)
-    n_predicted = 0
-    for path, _ in files:
-        try:
-            found = predictor.predict(str(path))
-        except Exception as e:  # an unreadable image is reported and skipped
-            print(f"{path}\tERROR\t{type(e).__name__}: {e}".splitlines()[0])
-            continue
-        n_predicted += 1
-        rows += [(str(path), label, round(score, 4), *(round(v, 1) for v in box)) for label, score, box in found]
-    for row in rows:
-        print("\t".join(str(v) for v in row))
-    _require_predictions(len(files), n_predicted, args.paths)
-    if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"])
-            writer.writerows(rows)
-        print(f"{len(rows)} boxes written to {args.csv}")
+    task_cli(task).predict(predictor, args)
 
 
 def _export(args) -> None:
-    for flag, given, example in (("--onnx", args.onnx, "model.onnx"), ("--torchscript", args.torchscript, "model.pt")):
+    for flag_name, given, example in (("--onnx", args.onnx, "model.onnx"),
+                                      ("--torchscript", args.torchscript, "model.pt")):
         if given:
-            output_file(given, flag, example)
+            output_file(given, flag_name, example)
     from ..deploy.convert import export_onnx, export_torchscript
     from ..tasks.loading import load_model
 
     predictor = load_model(args.model)
-    if predictor.config.task == "detection":
-        raise EasyTransferError(f"{args.model!r} is a detection model: ONNX and TorchScript export are not supported "
-                                "for detectors (a variable number of boxes after NMS); serve the bundle with "
-                                "easytransfer predict or load_model(path).predict(image).")
+    predictor.check_exportable("ONNX" if args.onnx is not None else "TorchScript")  # the task says whether it can
     size = predictor.config.preprocessing.size
     if args.onnx is not None:
         path = export_onnx(predictor.model, args.onnx or Path(args.model) / "model.onnx", size)

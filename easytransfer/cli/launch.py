@@ -14,7 +14,8 @@ import subprocess
 
 from ..choices import DEFAULT_MASTER_PORT
 from ..errors import EasyTransferError
-from .arguments import non_negative_int, positive_int
+from ..tasks.registry import available_tasks
+from .arguments import non_negative_int, positive_int, task_cli
 
 __all__ = ["LAUNCH_FLAGS", "add_distributed_args", "announce_world", "needs_launch", "run_under_torchrun",
            "without_launch_flags"]
@@ -76,9 +77,10 @@ def run_under_torchrun(args, argv: list[str], out: str) -> None:
     """
     from ..train.distributed import torchrun_command
 
-    if args.task != "classification":
-        raise EasyTransferError(f"--nproc trains classifiers; --task {args.task} has not been tested distributed: "
-                                "leave out --nproc.")
+    if not task_cli(args.task).DISTRIBUTED:  # the task's own word: has it been tested data-parallel
+        tested = [t.name for t in available_tasks() if task_cli(t.name).DISTRIBUTED]
+        raise EasyTransferError(f"--nproc trains {' and '.join(tested)} models; --task {args.task} has not been "
+                                "tested distributed: leave out --nproc.")
     if args.node_rank >= args.nnodes:
         raise EasyTransferError(f"--node-rank {args.node_rank} must be below --nnodes {args.nnodes}.")
     cmd = torchrun_command([*without_launch_flags(argv), "--out", out], nproc=args.nproc, nnodes=args.nnodes,

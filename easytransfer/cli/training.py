@@ -1,71 +1,58 @@
-"""``easytransfer train``, ``lr-find`` and ``demo``: the commands that fit a model."""
+"""``easytransfer train``, ``lr-find`` and ``demo``: the commands that fit a model.
+
+The task's part comes from its command-line module (the registry's ``Task.cli``, `task_cli`), which every task
+writes with the same names: ``HEADS`` (for ``--head``'s help), ``TRAIN_FLAGS`` / ``MODEL_FLAGS`` (the flags only it
+takes), ``add_train_arguments(group, command)``, ``add_evaluate_arguments(group)``,
+``add_predict_arguments(group)``, ``check_train_args(args)``, ``build_learner(args, common=, pretrained=, head=)``,
+``finish_training(learn, args, out)``, ``evaluate(predictor, args)`` and ``predict(predictor, args)``. Those
+modules import torch only inside their functions, so ``--help`` loads none.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shutil
 import sys
 from pathlib import Path
 
-from ..choices import (
-    ANNOTATION_FORMATS,
-    AUG_PRESETS,
-    DEFAULT_DETECTION_BS,
-    DEFAULT_DETECTION_SIZE,
-    DETECTION_HEADS,
-    PRECISIONS,
-    SEGMENTATION_HEADS,
-)
+from ..choices import AUG_PRESETS, PRECISIONS
 from ..errors import EasyTransferError
-from .arguments import TASKS, learning_rate, name_list, non_negative_int, positive_int
+from ..tasks.registry import available_tasks, get_task
+from .arguments import flag, learning_rate, non_negative_int, positive_int, task_cli, task_names
 from .launch import add_distributed_args, announce_world, needs_launch, run_under_torchrun
 from .outputs import output_file, output_folder
 
 __all__ = ["HANDLERS", "add_parsers"]
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _data_args(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags every task's ``train`` / ``lr-find`` takes, then one group per registered task (its ``cli``)."""
+    tasks = available_tasks()
     p.add_argument("data", nargs="?", default=None,
                    help="classification: a folder of class sub-folders (or train/ + valid/), or a CSV with path,label "
-                   "columns; segmentation / detection: the image folder (or --images)")
-    p.add_argument("--task", choices=TASKS, default="classification",
-                   help="classification (default), segmentation (--masks) or detection (--annotations)")
+                   "columns; the other tasks: the image folder (or --images)")
+    p.add_argument("--task", choices=task_names(), default=tasks[0].name,
+                   help="; ".join(f"{t.name}: {t.summary}" for t in tasks) + f" (default {tasks[0].name})")
     p.add_argument("--arch", default="efficientnet_lite0", help="architecture (default efficientnet_lite0)")
     p.add_argument("--valid-pct", type=float, default=0.2, help="validation share per class (default 0.2)")
-    p.add_argument("--test-pct", type=float, default=0.0,
-                   help="classification: share of each class held out as a test set, scored after training "
-                   "(default 0: none)")
     p.add_argument("--seed", type=int, default=42, help="seed of the split and the training (default 42)")
-    p.add_argument("--fn-col", default="path", help="CSV data: the column of image files (default path)")
-    p.add_argument("--label-col", default="label", help="CSV data: the column of labels (default label)")
     p.add_argument("--bs", type=positive_int, default=None,
-                   help=f"batch size (default 16; segmentation 8, detection {DEFAULT_DETECTION_BS})")
+                   help="batch size (default " + ", ".join(f"{t.name} {t.defaults.bs}" for t in tasks) + ")")
     p.add_argument("--size", type=positive_int, default=None,
-                   help=f"image size (default: the model's; segmentation: a multiple of 32; detection "
-                   f"{DEFAULT_DETECTION_SIZE})")
+                   help="image size (default: the model's; segmentation: a multiple of 32; detection 320)")
     p.add_argument("--aug", choices=AUG_PRESETS, default=None,
-                   help="augmentation preset (default light, flips for segmentation and detection; flips also for "
-                   "inspection images with small defects; detection has no strong)")
+                   help="augmentation preset (default " + ", ".join(f"{t.name} {t.defaults.aug}" for t in tasks)
+                   + "; flips also for inspection images with small defects; detection has no strong)")
     p.add_argument("--weights", default=None, help="a local .safetensors / .pth weights file for --arch")
     p.add_argument("--random-init", action="store_true", help="no pre-trained weights (for tests and baselines)")
-    dense = p.add_argument_group("segmentation and detection")
-    dense.add_argument("--images", default=None, help="the image folder (instead of DATA)")
-    dense.add_argument("--head", default=None, help=f"segmentation: {', '.join(SEGMENTATION_HEADS)} (default unet); "
-                       f"detection: {', '.join(DETECTION_HEADS)} (default fasterrcnn)")
-    dense.add_argument("--masks", default=None, help="segmentation: the folder of masks named like the images "
-                       "(one channel of class ids)")
-    dense.add_argument("--codes", type=name_list, default=None,
-                       help="segmentation: class names in id order, e.g. background,crack (default class_0 ...)")
-    dense.add_argument("--ignore-index", type=int, default=None,
-                       help="segmentation: a mask value that is no class (e.g. 255), not trained on nor scored")
-    dense.add_argument("--annotations", default=None, help="detection: a folder of VOC .xml or YOLO .txt files, or "
-                       "a COCO .json file")
-    dense.add_argument("--format", choices=ANNOTATION_FORMATS, default=None,
-                       help="detection: the annotation format (default: from the files)")
-    dense.add_argument("--names", type=name_list, default=None,
-                       help="detection: class names in id order (needed for YOLO; VOC / COCO: the classes kept)")
+    p.add_argument("--images", default=None, help="the image folder (instead of DATA), for the tasks that pair "
+                   "images with masks or boxes")
+    heads = [(t, task_cli(t.name).HEADS) for t in tasks]
+    p.add_argument("--head", default=None, help="; ".join(f"{t.name}: {', '.join(h)} (default {t.defaults.head})"
+                                                          for t, h in heads if h))
+    for task in tasks:
+        task_cli(task.name).add_train_arguments(p.add_argument_group(f"--task {task.name}"), command)
 
 
 def add_parsers(commands) -> None:
@@ -74,7 +61,7 @@ def add_parsers(commands) -> None:
                                 description="Train the head with the body frozen, unfreeze, fine-tune with "
                                 "discriminative learning rates, and write the model bundle, history, plots and an "
                                 "HTML report to --out.")
-    _data_args(train)
+    _data_args(train, "train")
     train.add_argument("--frozen-epochs", type=non_negative_int, default=3, help="head-only epochs (default 3)")
     train.add_argument("--epochs", type=non_negative_int, default=5, help="fine-tuning epochs (default 5; 0: none)")
     train.add_argument("--lr", type=learning_rate, default=None, help="head learning rate, or 'find' (default 3e-3)")
@@ -84,9 +71,6 @@ def add_parsers(commands) -> None:
                        "checkpoints go to OUT/checkpoints until the model is exported")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its checkpoints (same data and arguments)")
-    train.add_argument("--test", default=None, metavar="DIR",
-                       help="classification: a folder of class sub-folders held out for testing; scored after "
-                       "training (instead of --test-pct)")
     train.add_argument("--mixed-precision", choices=PRECISIONS, default="no",
                        help="fp16 or bf16 mixed precision on a GPU (fastai's to_fp16 / to_bf16); ignored on the CPU")
     add_distributed_args(train)
@@ -94,7 +78,7 @@ def add_parsers(commands) -> None:
     lr_find = commands.add_parser("lr-find", help="sweep the learning rate and print the suggestions",
                                   description="Run the LR finder on DATA (body frozen unless --unfrozen) and print "
                                   "valley / steep / minimum / slide; --plot writes the curve.")
-    _data_args(lr_find)
+    _data_args(lr_find, "lr-find")
     lr_find.add_argument("--unfrozen", action="store_true", help="sweep with every layer group unfrozen")
     lr_find.add_argument("--num-it", type=positive_int, default=None,
                          help="iterations (default 100 frozen, 50 unfrozen)")
@@ -115,43 +99,15 @@ def add_parsers(commands) -> None:
     demo.add_argument("--bs", type=positive_int, default=16, help="batch size (default 16)")
 
 
-_DEFAULTS = {  # batch size, augmentation preset, head per task (the library's own defaults)
-    "classification": (16, "light", None),
-    "segmentation": (8, "flips", "unet"),
-    "detection": (DEFAULT_DETECTION_BS, "flips", "fasterrcnn"),
-}
-_TASK_FLAGS = {"segmentation": ("masks", "codes", "ignore_index"), "detection": ("annotations", "format", "names")}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _check_task_flags(args) -> None:
-    """Flags of another task are an error that names the flag and the --task it belongs to."""
-    for task, names in _TASK_FLAGS.items():
-        used = [_flag(n) for n in names if getattr(args, n) is not None]
-        if used and args.task != task:
-            raise EasyTransferError(f"{' '.join(used)} {'is' if len(used) == 1 else 'are'} for --task {task}; add "
-                                    f"--task {task}, or leave {'it' if len(used) == 1 else 'them'} out.")
-    if args.task == "classification":
-        extra = [_flag(n) for n in ("images", "head") if getattr(args, n) is not None]
-        if extra:
-            raise EasyTransferError(f"{' '.join(extra)} {'is' if len(extra) == 1 else 'are'} for --task "
-                                    "segmentation or detection; a classifier reads DATA (a folder or a CSV).")
-        if args.data is None:
-            raise EasyTransferError("Give DATA: a folder of class sub-folders or a CSV with path,label columns "
-                                    "(or --task segmentation / detection with --images).")
-
-
-def _images(args) -> Path:
-    if args.images and args.data and args.images != args.data:
-        raise EasyTransferError(f"Give the images once: DATA ({args.data!r}) or --images ({args.images!r}).")
-    images = args.images or args.data
-    if images is None:
-        needed = "--masks DIR" if args.task == "segmentation" else "--annotations DIR|FILE"
-        raise EasyTransferError(f"--task {args.task} needs the image folder: add --images DIR (and {needed}).")
-    return Path(images)
+    """Flags of another task are an error that names the flag and the --task it belongs to; then the task's own
+    checks (its images, masks, boxes, test set), all before torch is imported."""
+    for task in available_tasks():
+        used = [flag(n) for n in task_cli(task.name).TRAIN_FLAGS if getattr(args, n, None) is not None]
+        if used and args.task != task.name:
+            raise EasyTransferError(f"{' '.join(used)} {'is' if len(used) == 1 else 'are'} for --task {task.name}; "
+                                    f"add --task {task.name}, or leave {'it' if len(used) == 1 else 'them'} out.")
+    task_cli(args.task).check_train_args(args)
 
 
 def _learner(args):
@@ -159,45 +115,12 @@ def _learner(args):
     from fastai.torch_core import set_seed
 
     set_seed(args.seed)
-    bs, aug, head = _DEFAULTS[args.task]
-    common = dict(bs=args.bs or bs, size=args.size, aug=args.aug or aug, seed=args.seed, valid_pct=args.valid_pct)
+    defaults = get_task(args.task).defaults
+    common = dict(bs=args.bs or defaults.bs, size=args.size, aug=args.aug or defaults.aug, seed=args.seed,
+                  valid_pct=args.valid_pct)
     pretrained = dict(pretrained=not args.random_init, weights=args.weights)
-    if args.task == "segmentation":
-        from ..tasks.segmentation.data import SegmentationData
-        from ..tasks.segmentation.learner import segmentation_learner
-
-        images = _images(args)
-        if args.masks is None:
-            raise EasyTransferError("--task segmentation needs the masks: add --masks DIR (a folder of one-channel "
-                                    "class-id masks named like the images).")
-        dls = SegmentationData.from_folders(images, args.masks, codes=args.codes, ignore_index=args.ignore_index,
-                                            **common)
-        return segmentation_learner(dls, args.arch, args.head or head, **pretrained)
-    if args.task == "detection":
-        from ..tasks.detection.data import DetectionData
-        from ..tasks.detection.learner import detection_learner
-
-        images = _images(args)
-        if args.annotations is None:
-            raise EasyTransferError("--task detection needs the boxes: add --annotations DIR|FILE (VOC .xml folder, "
-                                    "COCO .json file or YOLO .txt folder; --format voc|coco|yolo if not clear).")
-        if common["size"] is None:
-            common["size"] = DEFAULT_DETECTION_SIZE
-        dls = DetectionData.from_annotations(images, args.annotations, format=args.format, names=args.names,
-                                             **common)
-        return detection_learner(dls, args.arch, args.head or head, **pretrained)
-
-    from ..data.loaders import ImageData
-    from ..tasks.classification.learner import transfer_learner
-
-    data = Path(args.data)
-    if args.test_pct:
-        common["test_pct"] = args.test_pct
-    if data.suffix.lower() == ".csv":
-        dls = ImageData.from_csv(data, fn_col=args.fn_col, label_col=args.label_col, **common)
-    else:
-        dls = ImageData.from_folder(data, **common)
-    return transfer_learner(dls, args.arch, seed=args.seed, **pretrained)
+    return task_cli(args.task).build_learner(args, common=common, pretrained=pretrained,
+                                             head=args.head or defaults.head)
 
 
 def _fit(learn, args, checkpoints: Path) -> None:
@@ -276,9 +199,7 @@ def _train(args) -> None:
     out = output_folder(args.out, "--out") if args.out else Path("easytransfer_runs") / time.strftime(
         "train-%Y%m%d-%H%M%S")
     checkpoints = _checkpoint_folder(args, out)
-    _check_test_flags(args)
-    if args.test and not Path(args.test).is_dir():
-        raise EasyTransferError(f"--test {args.test!r} is not a folder; give a folder of class sub-folders.")
+    _check_task_flags(args)
     if needs_launch(args):  # the ranks get this output folder: their clocks may differ
         run_under_torchrun(args, args.argv, str(out))
         return
@@ -310,68 +231,11 @@ def _train(args) -> None:
 
 
 def _write_outputs(learn, args, out: Path, checkpoints: Path) -> None:
+    """The bundle and the history, then the task's own results (its ``cli.finish_training``)."""
     learn.export(out / "model")
     shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle is the result; the checkpoints only served a resume
     _write_history(learn, out)
-    if args.task != "classification":
-        _finish_dense(learn, args, out)
-        return
-    _finish_classifier(learn, args, out)
-
-
-def _finish_classifier(learn, args, out: Path) -> None:
-    """The validation (and test) tables, the diagnosis, the confusion matrix and the report."""
-    interp = learn.interpret()
-    test = _test_interpretation(learn, args)  # the report shows the test set when there is one
-    shown = test if test is not None else interp
-    shown.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
-    learn.save_report(out / "report.html", interp=shown)
-    print(interp.report())
-    print(learn.diagnose())
-    print(f"written to {out.resolve()} (model/, history.csv, history.png, confusion_matrix.png, report.html)")
-    print(f"valid accuracy: {interp.accuracy:.4f}")
-    if test is not None:
-        print(f"test set ({len(test.targs)} images, never trained on):")
-        print(test.report())
-        print(f"test accuracy: {test.accuracy:.4f}")
-
-
-def _check_test_flags(args) -> None:
-    """--test and --test-pct are for classifiers, and one at a time."""
-    if (args.test or args.test_pct) and args.task != "classification":
-        raise EasyTransferError("--test and --test-pct are for --task classification; segmentation and detection "
-                                "read a test/ folder beside train/ and valid/.")
-    if args.test and args.test_pct:
-        raise EasyTransferError("Give one test set: --test DIR (a folder of class sub-folders) or --test-pct "
-                                f"(a share of DATA), not both (got --test {args.test!r} and --test-pct "
-                                f"{args.test_pct}).")
-
-
-def _test_interpretation(learn, args):
-    """The interpretation of the held-out test set (--test DIR, --test-pct or DATA's test/ folder), or None."""
-    if args.test:
-        return learn.interpret(args.test)
-    if learn.dls.recipe.test_items is not None:
-        learn.evaluate()  # the test split, named so in the report
-        return learn.last_interpretation
-    return None
-
-
-def _finish_dense(learn, args, out: Path) -> None:
-    """Segmentation and detection: the validation scores (printed and in metrics.json) and their plots."""
-    from .deployment import print_scores
-
-    written = ["model/", "history.csv", "history.png", "metrics.json"]
-    if args.task == "segmentation":
-        interp = learn.interpret()
-        scores = interp.scores()
-        interp.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
-        written.append("confusion_matrix.png")
-    else:
-        scores = learn.evaluate()
-    (out / "metrics.json").write_text(json.dumps(scores, indent=2))
-    print_scores(scores)
-    print(f"written to {out.resolve()} ({', '.join(written)})")
+    task_cli(args.task).finish_training(learn, args, out)
 
 
 def _lr_find(args) -> None:

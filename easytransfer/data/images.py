@@ -1,4 +1,5 @@
-"""Opening real-world image files as upright 8-bit RGB: EXIF rotation, greyscale, palette, alpha, CMYK, 16-bit."""
+"""Any image as upright 8-bit RGB: files (EXIF rotation, greyscale, palette, alpha, CMYK, 16-bit), PIL images of
+any mode, and arrays or tensors (`as_rgb`, the one function every predictor and learner ``predict`` uses)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from fastai.vision.data import IntToFloatTensor
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from .arrays import rgb_from_array
 
-__all__ = ["RESAMPLE_FILTERS", "ImageBlockRGB", "load_rgb_image", "open_rgb", "resample_filter", "to_rgb"]
+__all__ = ["RESAMPLE_FILTERS", "ImageBlockRGB", "as_rgb", "load_rgb_image", "open_rgb", "resample_filter", "to_rgb"]
 
 _HIGH_DEPTH = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -94,6 +96,38 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         if rgb is img:
             rgb = img.copy()
     return rgb
+
+
+def as_rgb(item) -> Image.Image:
+    """Any one image as an upright 8-bit RGB PIL image; the caller's object is never changed.
+
+    Args:
+        item: a file path; a PIL image of any mode (EXIF orientation applied, alpha flattened onto white, 16-bit
+            scaled, see `to_rgb`); or a numpy array / torch tensor, ``HxW``, ``HxWxC`` or ``CxHxW`` (C = 1, 3 or 4),
+            integers in 0..255 or floats in [0, 1] (see `rgb_from_array`).
+
+    Returns:
+        A new RGB ``PIL.Image.Image``.
+
+    Raises:
+        DataError: an array of another shape, range or type (the message says how to convert it).
+        TypeError: an object that is none of these.
+
+    >>> as_rgb(np.full((3, 2, 5), 1.0)).size  # a float CHW array: width 5, height 2
+    (5, 2)
+    >>> as_rgb(Image.new("LA", (2, 2))).mode
+    'RGB'
+    """
+    if isinstance(item, (str, os.PathLike)):
+        return open_rgb(item)
+    if isinstance(item, Image.Image):
+        item.load()
+        rgb, _ = to_rgb(item)
+        return item.copy() if rgb is item else rgb
+    if isinstance(item, np.ndarray) or hasattr(item, "__array__") or hasattr(item, "detach"):
+        return rgb_from_array(item)
+    raise TypeError(f"Cannot read an image from a {type(item).__name__}; give a file path, a PIL image, or an "
+                    "HxWx3 / CxHxW array or tensor (0..255 integers or [0, 1] floats).")
 
 
 def load_rgb_image(path) -> PILImage:

@@ -1,4 +1,9 @@
-"""A trained model as ONNX or TorchScript, files that run without easytransfer."""
+"""A trained model as ONNX or TorchScript, files that run without easytransfer.
+
+These functions take any module with one image-batch input and one tensor output; whether a task's model is one
+is its predictor's to say (``predictor.check_exportable("ONNX")``: a detector, whose output is a variable number
+of boxes, refuses).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import EasyTransferError
 from ..files import atomic_write
 
 __all__ = ["export_onnx", "export_torchscript"]
@@ -20,24 +24,13 @@ def _example_input(size: int) -> torch.Tensor:
     return torch.zeros(1, 3, size, size)
 
 
-def _refuse_detectors(model: nn.Module, kind: str) -> None:
-    from torchvision.models.detection import FCOS, RetinaNet
-    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-
-    if isinstance(model, (GeneralizedRCNN, RetinaNet, FCOS)):
-        raise EasyTransferError(
-            f"{kind} export of a detector is not supported: its output is a variable number of boxes per image "
-            "after NMS, with image-dependent resizing. Deploy the bundle with load_model(path).predict(image) "
-            "(easytransfer predict MODEL IMAGES --csv boxes.csv on the command line).")
-
-
 def export_onnx(model: nn.Module, path: str | os.PathLike, size: int, opset: int = 18) -> Path:
     """Write `model` (logits out, input ``(batch, 3, size, size)`` normalised) as ONNX with a dynamic batch axis.
 
     The file runs in onnxruntime without easytransfer or PyTorch; the preprocessing (resize, mean, std) is in
     the bundle's ``easytransfer.json``. A classifier's ``logits`` are ``(batch, classes)``; a segmentation
     model's are ``(batch, classes, size, size)`` (resize them to the image's size, then argmax over classes, as
-    `SegmentationPredictor` does). Detectors are refused with an `EasyTransferError` (not supported).
+    `SegmentationPredictor` does). Check a loaded model first with ``predictor.check_exportable("ONNX")``.
 
     >>> export_onnx(learn.model, "model.onnx", size=224)  # doctest: +SKIP
     """
@@ -45,7 +38,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, size: int, opset: int
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise ImportError("ONNX export needs the onnx package: pip install 'easytransfer[onnx]'") from None
-    _refuse_detectors(model, "ONNX")
     model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
     batch = torch.export.Dim("batch", min=1, max=1024)
 
@@ -61,7 +53,6 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, size: int) -> 
 
     >>> export_torchscript(learn.model, "model.pt", size=224)  # doctest: +SKIP
     """
-    _refuse_detectors(model, "TorchScript")
     model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice; tracing still works in this pin

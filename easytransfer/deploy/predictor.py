@@ -1,94 +1,185 @@
-"""Predictors: a model with its classes and preprocessing, from an exported bundle (`load_model`, no pickle) or from
-class names (`zero_shot_classifier`); predicting on images, files and folders, evaluating on labelled images."""
+"""The predictor base every task's predictor extends: a bundle's model, device, preprocessing and classes.
+
+`Predictor` knows nothing of any task. It rebuilds the model of a bundle folder (the task's own builder,
+`Predictor.build_model`, then one strict load of the bundle's weights: `from_bundle`), turns any image into the
+model's input (`as_rgb`, then the resize rule and the mean and std of ``config.preprocessing``), writes the
+bundle again (`export`), and lists the image files of a folder. Each task's predictor (the classifier's
+``ClassifierPredictor``, ``SegmentationPredictor``, ``DetectionPredictor``, under ``easytransfer/tasks/``) adds
+``predict``, ``predict_folder`` and ``interpret`` with the same names and shapes; `evaluate` is the scores of
+`interpret`. `load_model` (``easytransfer.tasks.loading``) picks the task's class from the bundle's ``task``.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.core import PILImage
 from PIL import Image
 from torch import nn
 
-from ..data.arrays import rgb_from_array
-from ..data.images import open_rgb, resample_filter, to_rgb
-from ..data.loaders import labelled_items
+from ..data.images import as_rgb, resample_filter
 from ..data.sources import candidate_files
-from ..devices import predict_batch_size, resolve_device
-from ..errors import DataError, EasyTransferError
-from ..models.factory import build_model
-from ..models.heads import HeadConfig
+from ..devices import resolve_device
+from ..errors import EasyTransferError
 from ..models.weights import load_state_dict_strict
-from ..models.zero_shot import zero_shot_model
-from ..progress import progress_bar
 from ..runtime import CpuForward, cpu_forward
-from ..tasks.classification.config import ClassificationConfig
-from ..tasks.classification.interpretation import Interpretation
-from ..tasks.classification.prediction_sets import ConformalPredictor, PredictionSet, sets_table
-from .bundle import WEIGHTS_NAME, BundleConfig, Preprocessing, read_bundle_weights, write_bundle
+from .bundle import RESIZE_RULE, WEIGHTS_NAME, BundleConfig, read_bundle_weights, write_bundle
 
-__all__ = ["DEFAULT_ZERO_SHOT_ARCH", "Predictor", "zero_shot_classifier"]
-
-DEFAULT_ZERO_SHOT_ARCH = "open_clip:ViT-B-32/openai"
+__all__ = ["ExportNotSupportedError", "Predictor", "image_files", "resize_transform", "write_table"]
 
 
-class Predictor:
-    """A trained model with its classes and preprocessing, ready to predict; built by `load_model`.
+class ExportNotSupportedError(EasyTransferError):
+    """A model whose task cannot be written as ONNX or TorchScript (the task's predictor says why)."""
 
-    The preprocessing is the learner's validation pipeline: fastai's ``Resize(size, method="crop")`` (centre
-    crop, the model's resize filter), then scaling to [0, 1] and the model's mean and std.
+
+def resize_transform(rule: str, size: int, interpolation: str) -> Resize:
+    """fastai's validation ``Resize`` for a bundle's resize `rule`: the shorter side to `size` and a centre crop
+    (`RESIZE_RULE`), else the whole image squished to ``size x size`` (segmentation, detection).
+
+    Args:
+        rule: ``config.preprocessing.resize``.
+        size: the side in pixels; interpolation: the resize filter's name (``"bicubic"`` ...).
+
+    Returns:
+        A fastai ``Resize`` to call with ``split_idx=1`` (validation: no random crop).
+
+    >>> resize_transform(RESIZE_RULE, 224, "bicubic").method
+    'crop'
+    """
+    method = ResizeMethod.Crop if rule == RESIZE_RULE else ResizeMethod.Squish
+    return Resize(size, method=method, resamples=(resample_filter(interpolation), 0))
+
+
+def image_files(path: str | os.PathLike) -> list[Path]:
+    """The image files `path` names: itself when it is a file, else every candidate file under it (recursively).
+
+    >>> image_files(__file__)[0].name
+    'predictor.py'
+    """
+    root = Path(path)
+    return [root] if root.is_file() else list(candidate_files(root))  # a missing folder: candidate_files' DataError
+
+
+def write_table(table: pd.DataFrame, csv: str | os.PathLike | None) -> pd.DataFrame:
+    """Write `table` to the CSV file `csv` (parent folders created) when one is given; returns the table.
+
+    >>> write_table(pd.DataFrame({"path": ["a.jpg"]}), None).shape
+    (1, 1)
+    """
+    if csv is not None:
+        Path(csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(csv, index=False)
+    return table
+
+
+class Predictor(ABC):
+    """A trained model with its classes and preprocessing, ready to predict: the base of every task's predictor.
+
+    The preprocessing is the learner's validation pipeline, read from ``config.preprocessing``: fastai's
+    ``Resize`` by the bundle's resize rule (centre crop, or the whole image squished; the model's resize filter),
+    then scaling to [0, 1] and, unless the model normalises inside (`normalizes` false: a detector), the
+    model's mean and std.
+
+    Attributes:
+        model, config, device: the model (in eval mode, on `device`) and its `BundleConfig`.
+        classes (also ``vocab``): the class names in output order.
+        threshold: the task's decision threshold (multi-label probability, box score; unused by segmentation).
+        onnx_export: whether `export_onnx` / `export_torchscript` can write this model (`check_exportable`).
 
     >>> predictor = load_model("runs/textile-model")  # doctest: +SKIP
-    >>> label, probability, probs = predictor.predict("photo.jpg")  # doctest: +SKIP
+    >>> predictor.classes, predictor.predict("photo.jpg")  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, config: BundleConfig, threshold: float = 0.5,
+    normalizes: ClassVar[bool] = True
+    channels_last: ClassVar[bool] = True
+    onnx_export: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, config: BundleConfig, *, threshold: float = 0.5,
                  device: str | torch.device | None = None):
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        model = model.eval().to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.config = config
-        self._runtime_forward: CpuForward | None = None  # the model in ONNX Runtime, once a large pass made it
         self.vocab = list(config.classes)
-        self.multilabel = bool(getattr(config.task_config, "multilabel", False))  # (a subclass may hold another task)
         self.threshold = threshold
+        self._runtime_forward: CpuForward | None = None  # the model in ONNX Runtime, once a large pass made it
         pre = config.preprocessing
-        resample = resample_filter(pre.interpolation)
-        self._resize = Resize(pre.size, method=ResizeMethod.Crop, resamples=(resample, 0))
+        self._resize = resize_transform(self.resize_rule, pre.size, pre.interpolation)
         self._mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
+
+    # ------------------------------------------------------------------------------------------------ building
+
+    @classmethod
+    @abstractmethod
+    def build_model(cls, config: BundleConfig) -> nn.Module:
+        """The task's untrained model for `config` (``pretrained=False``); `from_bundle` loads the weights into it."""
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, config: BundleConfig, *, threshold: float = 0.5,
                     device: str | torch.device | None = None) -> Predictor:
-        """The classifier of bundle folder `path` whose `config` was read: built with ``pretrained=False`` and
-        the bundle's weights loaded strictly (`load_model` calls it)."""
-        # built for the size it was trained at: a ViT's position embeddings depend on it
-        model, _ = build_model(config.arch, len(config.classes), pretrained=False, head=config.head,
-                               size=config.preprocessing.size, arch_config=config.arch_config)
-        state = read_bundle_weights(path, config)
-        load_state_dict_strict(model, state, where=repr(str(Path(path) / WEIGHTS_NAME)), arch=config.arch)
+        """The predictor of bundle folder `path` whose `config` was read (`load_model` calls it).
+
+        The model is built by the task's `build_model` and the bundle's weights are loaded strictly: a missing,
+        unexpected or differently shaped tensor is a `WeightsMismatchError`.
+
+        Args:
+            path: the bundle folder; config: its `BundleConfig` (``read_model_config(path)``).
+            threshold: the task's decision threshold (see the class); device: where the model runs.
+
+        Returns:
+            An instance of the class it is called on.
+
+        >>> predictor = ClassifierPredictor.from_bundle("runs/m", read_model_config("runs/m"))  # doctest: +SKIP
+        """
+        model = cls.build_model(config)
+        load_state_dict_strict(model, read_bundle_weights(path, config), where=repr(str(Path(path) / WEIGHTS_NAME)),
+                               arch=config.arch)
         return cls(model, config, threshold=threshold, device=device)
 
+    # ------------------------------------------------------------------------------------------------ properties
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names in the model's output order (the same list as ``vocab``)."""
+        return self.vocab
+
+    @property
+    def resize_rule(self) -> str:
+        """How an image is resized to the model's input: the bundle's ``preprocessing.resize``."""
+        return self.config.preprocessing.resize
+
+    # ------------------------------------------------------------------------------------------------ input
+
     def preprocess(self, image) -> torch.Tensor:
-        """One image as a normalised (3, size, size) tensor: a path, a PIL image, or an array / tensor
-        (HxWx3 or a CxHxW tensor; integers in 0..255 or floats in [0, 1], see `rgb_from_array`)."""
-        if isinstance(image, (str, os.PathLike)):
-            img = open_rgb(image)
-        elif isinstance(image, Image.Image):
-            image.load()
-            img, _ = to_rgb(image)
-            img = image.copy() if img is image else img  # never change the caller's object
-        else:
-            img = rgb_from_array(image)
+        """One image as the model's (3, size, size) input tensor.
+
+        Args:
+            image: anything `as_rgb` reads: a path, a PIL image of any mode, an HxWx3 / HxW / CxHxW array or
+                tensor (integers in 0..255 or floats in [0, 1]).
+
+        Returns:
+            A float tensor, resized by the bundle's rule, in [0, 1] and normalised by the mean and std unless the
+            model normalises itself.
+
+        >>> load_model("runs/textile-model").preprocess("photo.jpg").shape  # doctest: +SKIP
+        torch.Size([3, 224, 224])
+        """
+        return self.preprocess_rgb(as_rgb(image))
+
+    def preprocess_rgb(self, img: Image.Image) -> torch.Tensor:
+        """`preprocess` of an image that is already upright RGB (`as_rgb`'s result)."""
         img = self._resize(PILImage(img), split_idx=1)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-        return (x - self._mean) / self._std
+        return (x - self._mean) / self._std if self.normalizes else x
 
     def _logits(self, tensors, forward: CpuForward | None = None) -> torch.Tensor:
         """The model's outputs (on the CPU) for preprocessed image tensors, through `forward` when given."""
@@ -100,7 +191,7 @@ class Predictor:
         """For a pass over `images` images on the CPU: the model in ONNX Runtime where it gives the same outputs
         (`easytransfer.runtime.cpu_forward`), exported on the first such pass and reused by the later ones (a
         predictor's weights do not change); ``None`` (PyTorch) elsewhere."""
-        if self.device.type != "cpu":
+        if self.device.type != "cpu" or not self.onnx_export:
             return None
         forward = cpu_forward(self.model, images=images)
         if forward.runtime == "torch":  # few images, no ONNX Runtime, or opted out: nothing to export
@@ -109,241 +200,64 @@ class Predictor:
             self._runtime_forward = forward
         return self._runtime_forward
 
-    def _probabilities(self, tensors, forward: CpuForward | None = None) -> torch.Tensor:
-        """The model's probabilities for preprocessed image tensors (softmax, or sigmoid for multi-label); a
-        bundle exported after ``learn.calibrate()`` gives the calibrated ones."""
-        logits = self._logits(tensors, forward)
-        return logits.sigmoid() if self.multilabel else self._softmax(logits)
+    # ------------------------------------------------------------------------------------------------ the task's
 
-    def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
-        """Single-label probabilities of logits: the bundle's calibration when it has one, else the softmax."""
-        if self.config.task_config.calibration is None:
-            return logits.softmax(dim=1)
-        return torch.from_numpy(self.config.task_config.calibration.probabilities(logits.numpy())).float()
+    @abstractmethod
+    def predict(self, image, **options) -> Any:
+        """The task's prediction for one image (a label, a mask, boxes)."""
 
-    def conformal_predictor(self) -> ConformalPredictor:
-        """The `ConformalPredictor` of the sets the bundle carries (``learn.conformal(...)`` before `export`).
+    @abstractmethod
+    def predict_folder(self, path: str | os.PathLike, **options) -> pd.DataFrame:
+        """Predict every image under `path` (recursively); one table, unreadable files reported in an ``error``
+        column."""
 
-        >>> load_model("runs/textile-model").conformal_predictor().evaluate("data/test").coverage  # doctest: +SKIP
-        0.91
-        """
-        if self.config.task_config.conformal is None:
-            raise EasyTransferError("This model bundle has no conformal calibration; call learn.conformal(calib) "
-                                    "before learn.export(path) to give it prediction sets.")
-        return ConformalPredictor(self.config.task_config.conformal, self.vocab,
-                                  probabilities=lambda images: self.predict_batch(images).numpy(),
-                                  interpret=lambda data: self.interpret(data, progress=False),
-                                  folder_probabilities=self._folder_probabilities)
+    @abstractmethod
+    def interpret(self, data, *args, progress: bool = True, **options):
+        """Predictions on labelled images, computed once: the task's interpretation (`TaskInterpretation`)."""
 
-    def predict_set(self, image, alpha: float | None = None) -> PredictionSet:
-        """The conformal set of labels for one image (most probable first), from the bundle's calibration scores.
+    def evaluate(self, data, *args, progress: bool = True, **options) -> dict:
+        """The task's scores on labelled images: ``interpret(...).scores()``, the dict ``learn.evaluate`` gives.
 
         Args:
-            alpha: the error rate (default the one given to ``learn.conformal``); any value works, the thresholds
-                follow from the stored scores.
-
-        >>> load_model("runs/textile-model").predict_set("photo.jpg", alpha=0.1).labels  # doctest: +SKIP
-        ['stain', 'hole']
-        """
-        return self.conformal_predictor().predict(image, alpha)
-
-    def _folder_probabilities(self, path) -> tuple[list[str], np.ndarray]:
-        table = self.predict_folder(path, progress=False)
-        table = table[table["error"].isna()]
-        return table["path"].tolist(), table[[f"p_{c}" for c in self.vocab]].to_numpy(dtype=float)
-
-    def _labels_above_threshold(self, probs: torch.Tensor) -> list[str]:
-        return [self.vocab[i] for i in torch.nonzero(probs > self.threshold).flatten().tolist()]
-
-    def predict_batch(self, images: Iterable) -> torch.Tensor:
-        """Probabilities (images x classes) for a batch of images."""
-        return self._probabilities(self.preprocess(im) for im in images)
-
-    def predict(self, image):
-        """``(label, probability, probs)`` for one image: a path, a PIL image or an array (0..255 or [0, 1]).
-
-        `probs` holds every class's probability in vocabulary order (``predictor.vocab``), as fastai's
-        ``learn.predict(image)[2]``. Multi-label: ``(labels above the threshold, their probabilities, probs)``.
-        """
-        probs = self.predict_batch([image])[0]
-        if self.multilabel:
-            return self._labels_above_threshold(probs), probs[probs > self.threshold], probs
-        i = int(probs.argmax())
-        return self.vocab[i], float(probs[i]), probs
-
-    def predict_folder(self, path, bs: int | None = None, csv: str | os.PathLike | None = None,
-                       progress: bool = True, alpha: float | None = None) -> pd.DataFrame:
-        """Predict every image under `path` (recursively), streaming in batches; optionally write a CSV.
-
-        Returns one row per file: ``path``, ``label``, ``probability`` and one column per class. Files that
-        cannot be read get an ``error`` and no prediction; they do not stop the run.
-
-        Args:
-            path: a folder (searched recursively) or one image file.
-            bs: images per forward pass (default `predict_batch_size`: 8 on the CPU, 64 on CUDA).
-            csv: also write the table to this CSV file.
-            progress: show a progress bar (in a notebook, or on standard error in a terminal; `progress_bar`).
-            alpha: also give each image its conformal set (``set``, ``set_size`` columns) at this error rate,
-                from the bundle's calibration scores (``learn.conformal`` before `export`).
-        """
-        if alpha is not None:
-            cp = self.conformal_predictor()
-            table = self.predict_folder(path, bs=bs, progress=progress)
-            good = table[table["error"].isna()]
-            sets = sets_table(good["path"], good[[f"p_{c}" for c in self.vocab]].to_numpy(dtype=float),
-                              cp.calibration, self.vocab, alpha)
-            table = table.merge(sets[["path", "set", "set_size"]], on="path", how="left")
-            if csv is not None:
-                Path(csv).parent.mkdir(parents=True, exist_ok=True)
-                table.to_csv(csv, index=False)
-            return table
-        bs = bs or predict_batch_size(self.device)
-        root = Path(path)
-        files = [root] if root.is_file() else candidate_files(root)
-        rows = []
-        batches = [files[i:i + bs] for i in range(0, len(files), bs)]
-        forward = self._pass_forward(len(files))
-        # decoding in a second thread while torch runs measured slower on 2 cores (they fight for them)
-        for batch in progress_bar(batches, enabled=progress and bool(batches)):
-            rows.extend(self._predict_loaded(self._load_batch(batch), forward))
-        columns = ["path", "label", "probability"] + [f"p_{c}" for c in self.vocab] + ["error"]
-        table = pd.DataFrame(rows, columns=columns)
-        if csv is not None:
-            Path(csv).parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(csv, index=False)
-        return table
-
-    def interpret(self, data, *, bs: int | None = None, progress: bool = True) -> Interpretation:
-        """Predictions on labelled images, computed once, as the `Interpretation` ``learn.interpret`` gives.
-
-        Args:
-            data: a folder of class sub-folders, a table with ``path`` and ``label`` columns, a list of files
-                (labelled by their parent folder's name), or a fastai DataLoader over such a table
-                (``dls.valid``, ``dls.labelled_dl(...)``). Every image goes through this predictor's own
-                preprocessing (`preprocess`), as in `predict`.
-            bs: images per forward pass (default `predict_batch_size`).
+            data, args, options: what the task's `interpret` takes (a folder of class sub-folders; images and
+                masks; images and annotations).
             progress: show a progress bar.
-
-        Returns:
-            The `Interpretation`: ``confusion_matrix()``, ``top_losses()``, ``per_class()``, plots; the losses are
-            the cross-entropy of the model's outputs, as a learner's.
-
-        >>> interp = load_model("runs/textile-model").interpret("data/test"); interp.per_class()  # doctest: +SKIP
-        """
-        if self.multilabel:
-            raise EasyTransferError("interpret and evaluate take single-label models; for a multi-label model use "
-                                    "learn.interpret() / learn.evaluate() on the learner.")
-        items = _labelled_table(data)
-        index = {c: i for i, c in enumerate(self.vocab)}
-        unseen = sorted(set(items["label"].astype(str)) - set(index))
-        if unseen:
-            raise DataError(f"Labels {unseen} are not among this model's classes {self.vocab}; remove those images "
-                            "or give a model that knows them.")
-        targs = torch.tensor([index[str(label)] for label in items["label"]], dtype=torch.long)
-        bs = bs or predict_batch_size(self.device)
-        paths = items["path"].tolist()
-        batches = [paths[i:i + bs] for i in range(0, len(paths), bs)]
-        forward = self._pass_forward(len(paths))
-        logits = torch.cat([self._logits((self.preprocess(p) for p in batch), forward)
-                            for batch in progress_bar(batches, enabled=progress)])
-        if self.config.task_config.calibration is None:
-            losses = F.cross_entropy(logits, targs, reduction="none")
-            return Interpretation.from_probabilities(logits.softmax(dim=1), targs, self.vocab, items=items,
-                                                     losses=losses)
-        # calibrated: the losses are those of the calibrated probabilities (from_probabilities' default)
-        return Interpretation.from_probabilities(self._softmax(logits), targs, self.vocab, items=items)
-
-    def evaluate(self, data, *, bs: int | None = None, progress: bool = True) -> dict:
-        """Loss, accuracy and macro / weighted F1 on labelled images: the dict ``learn.evaluate`` returns.
-
-        `data` is what `interpret` takes (a folder of class sub-folders, a table, a list of files, a DataLoader).
 
         >>> load_model("runs/textile-model").evaluate("data/test")  # doctest: +SKIP
         {'n_images': 90, 'loss': 0.41, 'accuracy': 0.87, 'macro_f1': 0.86, 'weighted_f1': 0.86}
         """
-        return self.interpret(data, bs=bs, progress=progress).scores()
+        return self.interpret(data, *args, progress=progress, **options).scores()
+
+    # ------------------------------------------------------------------------------------------------ output
+
+    def check_exportable(self, kind: str = "ONNX") -> None:
+        """Raise `ExportNotSupportedError` when this task's model cannot be written as `kind` (ONNX, TorchScript).
+
+        >>> load_model("runs/raccoons").check_exportable()  # doctest: +SKIP
+        Traceback (most recent call last):
+        ExportNotSupportedError: ONNX export of a detector is not supported: ...
+        """
+        if not self.onnx_export:
+            raise ExportNotSupportedError(f"{kind} export of a {self.config.task} model is not supported; serve the "
+                                          "bundle with load_model(path).predict(image).")
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write this predictor's model as a bundle folder (safetensors + JSON) that `load_model` reads.
 
-        >>> zero_shot_classifier(["cat", "dog"]).export("runs/cats-zero-shot")  # doctest: +SKIP
+        Args:
+            path: the bundle folder (created or replaced).
+
+        Returns:
+            The folder.
+
+        >>> load_model("runs/textile-model").export("runs/copy")  # doctest: +SKIP
         """
         return write_bundle(path, self.model, self.config)
 
-    def _load_batch(self, files):
-        out = []
-        for f in files:
-            try:
-                out.append((str(f), self.preprocess(f), None))
-            except Exception as e:  # a broken file is reported in its row, the run goes on
-                out.append((str(f), None, f"{type(e).__name__}: {e}"))
-        return out
-
-    def _predict_loaded(self, loaded, forward: CpuForward | None = None):
-        good = [x for _, x, err in loaded if err is None]
-        probs = iter(self._probabilities(good, forward) if good else ())
-        rows = []
-        for p, _, err in loaded:
-            if err is not None:
-                rows.append([p, None, np.nan] + [np.nan] * len(self.vocab) + [err])
-                continue
-            pr = next(probs)
-            if self.multilabel:
-                label, probability = " ".join(self._labels_above_threshold(pr)), float(pr.max())
-            else:
-                i = int(pr.argmax())
-                label, probability = self.vocab[i], float(pr[i])
-            rows.append([p, label, probability] + [float(v) for v in pr] + [None])
-        return rows
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(arch={self.config.arch!r}, task={self.config.task!r}, "
+                f"classes={_short(self.vocab)}, device={str(self.device)!r})")
 
 
-def _labelled_table(data) -> pd.DataFrame:
-    """``path`` and ``label`` of the labelled images `data` names (see `Predictor.interpret`)."""
-    if isinstance(data, (str, os.PathLike, pd.DataFrame)):
-        return labelled_items(data)
-    if isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, os.PathLike)):
-        return labelled_items(list(data), [Path(p).parent.name for p in data])
-    table = getattr(data, "items", None)  # a fastai DataLoader of an ImageData: its table of items
-    if isinstance(table, pd.DataFrame):
-        return labelled_items(table)
-    raise TypeError(f"Cannot read labelled images from a {type(data).__name__}; give a folder of class sub-folders, "
-                    "a table with 'path' and 'label' columns, a list of files, or a DataLoader of an ImageData.")
-
-
-def zero_shot_classifier(classes: Sequence[str], arch: str = DEFAULT_ZERO_SHOT_ARCH, *,
-                         templates: Sequence[str] | None = None,
-                         descriptions: Mapping[str, Sequence[str] | str] | None = None,
-                         device: str | torch.device | None = None) -> Predictor:
-    """A classifier from class names alone (CLIP zero-shot), as a `Predictor`: predict, evaluate, interpret, export.
-
-    Each class's embedding is the normalised mean of CLIP text embeddings of its prompts (the templates filled
-    with the class name, or its own descriptions); an image's probabilities are
-    ``softmax(logit_scale * cosine(image embedding, class embeddings))``. The model is the image tower with a
-    Linear head holding ``logit_scale * class embeddings``, so `export` writes an ordinary bundle (no text tower)
-    that `load_model` reads.
-
-    Args:
-        classes: class names, in output order (``_`` and ``-`` read as spaces in the prompts).
-        arch: an open_clip name: ``"open_clip:ViT-B-32/openai"`` (downloaded once when online),
-            ``"open_clip:hf-hub:ORG/REPO"``, or ``"open_clip:local-dir:PATH"`` (an open_clip folder; offline).
-        templates: prompt templates with ``{}`` for the class name; default `DEFAULT_TEMPLATES` (CLIP paper).
-        descriptions: class -> texts describing it, used instead of the templates for that class.
-        device: where the model runs (``None``: CUDA when available, else the CPU).
-
-    Returns:
-        A `Predictor` whose ``config.head`` is ``HeadConfig("zero_shot")``.
-
-    Raises:
-        WeightsUnavailableError: offline, for a name whose weights are not on this machine (within seconds).
-
-    >>> classifier = zero_shot_classifier(["cat", "dog"], "open_clip:local-dir:clip-b32")  # doctest: +SKIP
-    >>> label, probability, probs = classifier.predict("photo.jpg")  # doctest: +SKIP
-    """
-    model, spec = zero_shot_model(arch, classes, templates=templates, descriptions=descriptions, device=device)
-    config = BundleConfig(
-        arch=spec.name, source=spec.source, source_arch=spec.arch, classes=tuple(str(c) for c in classes),
-        head=HeadConfig("zero_shot"), task_config=ClassificationConfig(),
-        preprocessing=Preprocessing(spec.size, spec.interpolation, tuple(spec.mean), tuple(spec.std)),
-        arch_config=spec.arch_config,
-    )
-    return Predictor(model, config, device=device)
+def _short(names: Sequence[str], shown: int = 6) -> str:
+    return repr(list(names)) if len(names) <= shown else repr(list(names[:shown]))[:-1] + ", ...]"

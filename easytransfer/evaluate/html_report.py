@@ -1,10 +1,10 @@
-"""A self-contained HTML run report: data, model, layer groups, history, LR finder, mistakes, diagnosis.
+"""A self-contained HTML run report: data, model, layer groups, history, LR finder, the task's sections, diagnosis.
 
-One report for every task. The sections every run has (data, model, layer groups, history, LR finder,
-diagnosis) are built from the learner; the task's own sections (scores, per-class table, confusion matrix, top
-losses) from its interpretation: `Interpretation` (classification), `SegmentationInterpretation` or
-`DetectionInterpretation`. `SECTIONS`, `SEGMENTATION_SECTIONS` and `DETECTION_SECTIONS` list each report's
-sections, in order, with their titles.
+One report for every task. The sections every run has (`LEADING_SECTIONS`: data, model, layer groups, history,
+LR finder; `CLOSING_SECTIONS`: diagnosis) are built here from the learner; the task's own sections (scores,
+per-class table, confusion matrix, top losses ...) come from its interpretation's ``report_sections`` (the
+`TaskInterpretation` protocol), written in the task's folder with the helpers below (`figure_html`,
+`table_html`, `scores_table`). This module knows no task.
 """
 
 from __future__ import annotations
@@ -19,55 +19,31 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..deploy.bundle import BundleConfig
 from ..files import atomic_write_text
-from ..tasks.classification.interpretation import Interpretation
-from ..tasks.detection.interpretation import DetectionInterpretation
-from ..tasks.segmentation.interpretation import SegmentationInterpretation
-from ..train.history import History, plot_history
 from ..version import __version__
-from .conformal import evaluate_sets
+from .interpretation import ReportSection, TaskInterpretation
 
-__all__ = ["DETECTION_SECTIONS", "SECTIONS", "SEGMENTATION_SECTIONS", "save_report"]
+__all__ = ["CLOSING_SECTIONS", "LEADING_SECTIONS", "data_name", "figure_html", "report_titles", "save_report",
+           "scores_table", "table_html"]
 
-SECTIONS = {  # classification
+LEADING_SECTIONS = {  # every report's first sections, built from the learner
     "data": "Data",
     "model": "Model",
     "layer-groups": "Layer groups and learning rates",
     "history": "Training history",
     "lr-finder": "Learning-rate finder",
-    "confusion-matrix": "Confusion matrix",
-    "top-losses": "Top losses",
-    "per-class": "Per-class precision, recall, F1 and support",
-    "calibration": "Calibration: how far to trust the probabilities",
-    "conformal": "Conformal prediction sets: which images to send to a person",
-    "diagnosis": "Diagnosis",
 }
+CLOSING_SECTIONS = {"diagnosis": "Diagnosis"}  # and its last
 
-SEGMENTATION_SECTIONS = {
-    "data": "Data",
-    "model": "Model",
-    "layer-groups": "Layer groups and learning rates",
-    "history": "Training history",
-    "lr-finder": "Learning-rate finder",
-    "scores": "Mean IoU, pixel accuracy and Dice",
-    "per-class": "Per-class IoU, Dice, precision and recall",
-    "confusion-matrix": "Pixel confusion matrix",
-    "top-losses": "Top losses: image, prediction, truth",
-    "diagnosis": "Diagnosis",
-}
 
-DETECTION_SECTIONS = {
-    "data": "Data",
-    "model": "Model",
-    "layer-groups": "Layer groups and learning rates",
-    "history": "Training history",
-    "lr-finder": "Learning-rate finder",
-    "scores": "mAP@0.5 and mAP@0.5:0.95",
-    "per-class": "Per-class average precision",
-    "top-losses": "Top losses: true boxes (green), predictions (red)",
-    "diagnosis": "Diagnosis",
-}
+def report_titles(task_titles: dict[str, str]) -> dict[str, str]:
+    """Every section of a report whose task adds `task_titles` (key -> title), in page order.
+
+    >>> list(report_titles({"scores": "Scores"}))
+    ['data', 'model', 'layer-groups', 'history', 'lr-finder', 'scores', 'diagnosis']
+    """
+    return {**LEADING_SECTIONS, **task_titles, **CLOSING_SECTIONS}
+
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1100px; color: #222; }
@@ -84,14 +60,24 @@ pre { background: #f7f7f7; padding: 1em; white-space: pre-wrap; overflow-wrap: a
 """
 
 
-def _figure_html(fig: Figure, alt: str) -> str:
+def figure_html(fig: Figure, alt: str) -> str:
+    """`fig` as an embedded PNG (no file, no network) in a box that scrolls on a narrow screen; `alt`: its text.
+
+    >>> figure_html(Figure(figsize=(1, 1)), "empty").startswith('<div class="figure"><img alt="empty"')
+    True
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<div class="figure"><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></div>'
 
 
-def _table_html(df: pd.DataFrame, digits: int = 4) -> str:
+def table_html(df: pd.DataFrame, digits: int = 4) -> str:
+    """`df` as an HTML table rounded to `digits`, in a box that scrolls sideways on a narrow screen.
+
+    >>> table_html(pd.DataFrame({"a": [0.123456]})).count("<table")
+    1
+    """
     # a wide table scrolls inside its own box on a narrow screen instead of making the whole page scroll
     return f'<div class="table-scroll">{df.round(digits).to_html(border=0, na_rep="")}</div>'
 
@@ -100,15 +86,15 @@ def _section(key: str, title: str, body: str) -> str:
     return f'<section id="{key}"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
 
 
-def _data_section(learn, config: BundleConfig) -> str:
+def _data_section(learn, config) -> str:  # config: the learner's BundleConfig
     report = getattr(learn.dls, "report", None)
     parts = [f"<p>{len(learn.dls.train_ds)} training and {len(learn.dls.valid_ds)} validation images; classes: "
              f"{html.escape(', '.join(map(str, learn.dls.vocab)))}.</p>"]
     if report is not None:
         parts.append(f"<p>{html.escape(report.summary())}</p>")
-        parts.append(_table_html(report.counts))
+        parts.append(table_html(report.counts))
         if len(report.excluded):
-            parts.append("<h3>Excluded files</h3>" + _table_html(report.excluded.head(200)))
+            parts.append("<h3>Excluded files</h3>" + table_html(report.excluded.head(200)))
         if report.messages:
             parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in report.messages) + "</ul>")
     recipe = getattr(learn.dls, "recipe", None)
@@ -120,21 +106,15 @@ def _data_section(learn, config: BundleConfig) -> str:
     return "\n".join(parts)
 
 
-def _model_section(learn, config: BundleConfig) -> str:
+def _model_section(learn, config, head: str) -> str:
     spec = learn.spec
-    if config.task == "segmentation":
-        head = f"{config.task_config.head} decoder"
-    elif config.task == "detection":
-        head = f"{config.task_config.head} detector over a feature pyramid"
-    else:
-        head = spec.classifier
     rows = {"name": spec.name, "task": config.task, "source": f"{spec.source} ({spec.arch})", "family": spec.family,
             "weights": spec.weights, "parameters": f"{sum(p.numel() for p in learn.model.parameters()):,}",
             "pre-training input": f"{spec.input_size}, {spec.interpolation}", "head": head}
-    return _table_html(pd.DataFrame({"value": rows}))
+    return table_html(pd.DataFrame({"value": rows}))
 
 
-def _peak_lrs_of_last_fit(history: History) -> list[float] | None:
+def _peak_lrs_of_last_fit(history) -> list[float] | None:  # history: the learner's History
     """Each layer group's peak rate over the last fit's epochs; ``None`` without one (or after a probe)."""
     rates = [r.lrs for r in history.last_run() if r.lrs]
     if not rates:
@@ -147,7 +127,7 @@ def _groups_section(learn) -> str:
     peaks = _peak_lrs_of_last_fit(learn.fit_history)
     if peaks is not None and len(peaks) == len(table):
         table["peak lr (last fit)"] = peaks
-    return _table_html(table, digits=8)
+    return table_html(table, digits=8)
 
 
 def _history_section(learn) -> str:
@@ -157,7 +137,7 @@ def _history_section(learn) -> str:
     table = history.to_frame()
     for column in [c for c in table.columns if c.startswith("lr_")]:  # 3.0e-05, not 0.0000
         table[column] = table[column].map(lambda v: f"{v:.1e}")
-    return _figure_html(plot_history(history), "training history") + _table_html(table)
+    return figure_html(learn.plot_history(), "training history") + table_html(table)
 
 
 def _lr_section(learn) -> str:
@@ -165,154 +145,68 @@ def _lr_section(learn) -> str:
     if result is None:
         return '<p class="muted">The LR finder was not run (learn.lr_find()).</p>'
     shown = ", ".join(f"{k} {v:.2e}" for k, v in result.suggestions.items())
-    return f"<p>Suggestions: {html.escape(shown)}.</p>" + _figure_html(result.plot(), "LR finder")
+    return f"<p>Suggestions: {html.escape(shown)}.</p>" + figure_html(result.plot(), "LR finder")
 
 
-def _classification_sections(interp: Interpretation, top_k: int) -> dict[str, str]:
-    warnings_html = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in interp.warnings())
-    per_class = _table_html(interp.per_class()) + warnings_html
-    confused = interp.most_confused()
-    if len(confused):
-        per_class += "<h3>Most confused</h3>" + _table_html(confused.head(20))
-    return {
-        "confusion-matrix": _figure_html(interp.plot_confusion_matrix(), "confusion matrix")
-        + _figure_html(interp.plot_confusion_matrix(normalize=True), "row-normalised confusion matrix"),
-        "top-losses": _figure_html(interp.plot_top_losses(top_k), "top losses") + _table_html(interp.top_losses(top_k)),
-        "per-class": f"<p>{len(interp.losses)} images{_data_name(interp)}, accuracy {interp.accuracy:.4f}.</p>"
-        + per_class,
-    }
+def data_name(interp) -> str:
+    """`` (name)`` of the labelled set an interpretation read (``interp.data_name``), or ``""``.
 
-
-def _data_name(interp) -> str:
+    >>> data_name(object())
+    ''
+    """
     name = getattr(interp, "data_name", None)
     return f" ({html.escape(name)})" if name else ""
 
 
-REPORT_ALPHAS = (0.05, 0.1, 0.2)  # the error rates the conformal section shows
+def scores_table(scores: dict, names: dict[str, str]) -> str:
+    """The scalar `scores` named in `names` (score key -> row name) as a one-column table (counts as integers).
 
-
-def _calibration_section(learn, interp: Interpretation) -> str:
-    """ECE and reliability diagram of the report's predictions; before and after when the learner is calibrated."""
-    if interp.multilabel:
-        return '<p class="muted">Calibration error is reported for single-label classifiers.</p>'
-    calibration = getattr(learn, "calibration", None)
-    before = None
-    if calibration is not None and interp.dl is not None:  # the same images through the plain softmax
-        probs, targs = learn.get_preds(dl=interp.dl, act=lambda logits: logits.softmax(dim=1))
-        before = Interpretation.from_probabilities(probs, targs, interp.vocab)
-    if calibration is None:
-        text = ("Not calibrated: these are the model's softmax probabilities (learn.calibrate(calib) fits a "
-                "temperature or isotonic calibration on separate labelled images).")
-    else:
-        fitted = (f"temperature {calibration.temperature:.3f}" if calibration.method == "temperature"
-                  else "isotonic, one step function per class")
-        text = f"Calibrated ({fitted}) on {calibration.n_images} images."
-    ece = ("Expected calibration error (15 equal-width bins of top-class probability): "
-           f"{interp.calibration_error():.4f}"
-           + (f", {before.calibration_error():.4f} before calibration" if before is not None else "") + ".")
-    return (f"<p>{html.escape(text)} {html.escape(ece)}</p>"
-            + _figure_html(interp.plot_calibration(before=before), "reliability diagram"))
-
-
-def _conformal_section(learn, interp: Interpretation) -> str:
-    """Coverage and set sizes of the learner's conformal sets on the report's images, for a few alphas."""
-    calibration = getattr(learn, "conformal_calibration", None)
-    if calibration is None or interp.multilabel:
-        return ('<p class="muted">No conformal sets: learn.conformal(calib, alpha=0.1) gives each image a set of '
-                "labels that holds the true one with probability at least 1 - alpha.</p>")
-    rows = {}
-    for alpha in sorted(set(REPORT_ALPHAS) | {calibration.alpha}):
-        result = evaluate_sets(calibration.prediction_sets(interp.probs, alpha), interp.targs, interp.vocab, alpha)
-        rows[alpha] = {"target coverage": 1 - alpha, "coverage": result.coverage,
-                       "lowest class coverage": min(result.per_class_coverage.values()),
-                       "average set size": result.avg_set_size, "single-label sets": result.singleton_share}
-    kind = "one threshold per class (Mondrian)" if calibration.mondrian else "one threshold for all classes"
-    text = (f"Score {calibration.score!r}, {kind}, from {calibration.n_images} calibration images; measured on the "
-            f"{len(interp.targs)} images of this report (honest only if they are not the calibration images). "
-            "Images whose set holds more than one label are the ones to send to a person.")
-    return f"<p>{html.escape(text)}</p>" + _table_html(pd.DataFrame(rows).T.rename_axis("alpha"))
-
-
-def _diagnosis(learn, interp):
-    """The learner's diagnosis; a classifier's reads its calibration from the report's interpretation."""
-    if isinstance(interp, Interpretation) and getattr(learn, "task", None) == "classification":
-        return learn.diagnose(interp=interp)
-    return learn.diagnose()
-
-
-def _scores_table(scores: dict, names: dict[str, str]) -> str:
-    """The scalar `scores` named in `names` (score key -> row name) as a one-column table (counts as integers)."""
+    >>> "0.5000" in scores_table({"miou": 0.5}, {"miou": "mean IoU"})
+    True
+    """
     shown = {name: f"{scores[key]:.4f}" if isinstance(scores[key], float) else str(scores[key])
              for key, name in names.items()}
-    return _table_html(pd.DataFrame({"value": shown}))
-
-
-def _segmentation_sections(interp: SegmentationInterpretation, top_k: int) -> dict[str, str]:
-    ignored = ("" if interp.ignore_index is None
-               else f" Pixels labelled {interp.ignore_index} (ignore_index) are not scored.")
-    scores = _scores_table(interp.scores(), {"n_images": "images", "miou": "mean IoU",
-                                             "pixel_accuracy": "pixel accuracy", "dice": "mean Dice",
-                                             "loss": "loss (cross-entropy per image)"})
-    return {
-        "scores": scores + "<p>IoU and Dice are over all pixels of the set, at the training resolution; a class "
-        f"absent from both truth and prediction has no IoU and is left out of the means.{html.escape(ignored)}</p>",
-        "per-class": _table_html(interp.per_class()),
-        "confusion-matrix": _figure_html(interp.plot_confusion_matrix(normalize=False), "pixel confusion matrix")
-        + _figure_html(interp.plot_confusion_matrix(normalize=True), "row-normalised pixel confusion matrix"),
-        "top-losses": _figure_html(interp.plot_top_losses(top_k), "top losses: image, prediction, truth")
-        + _table_html(interp.top_losses(top_k)),
-    }
-
-
-def _detection_sections(interp: DetectionInterpretation, top_k: int) -> dict[str, str]:
-    scores = _scores_table(interp.scores(), {"n_images": "images", "map50": "mAP@0.5", "map": "mAP@0.5:0.95 (COCO)"})
-    if interp.losses is None:
-        top_losses = '<p class="muted">Computed without losses (learn.interpret(losses=False)).</p>'
-    else:
-        top_losses = (_figure_html(interp.plot_top_losses(top_k), "top losses: true and predicted boxes")
-                      + _table_html(interp.top_losses(top_k)))
-    return {
-        "scores": scores + "<p>COCO average precision, equal to pycocotools' figures, on boxes in the pixels of the "
-        "resized images the model saw.</p>",
-        "per-class": _table_html(interp.per_class()),
-        "top-losses": top_losses,
-    }
+    return table_html(pd.DataFrame({"value": shown}))
 
 
 def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=None) -> Path:
     """Write one self-contained HTML file (images embedded as PNG data, no network) about `learn`'s run.
 
     Predictions on `dl` (``None``: the set ``learn.interpret()`` reads) are computed once for the task's
-    sections; pass an interpretation you already have as `interp` to reuse it. The sections are those of
-    `SECTIONS` (classification: confusion matrix, top losses, per-class precision, recall and F1, calibration
-    error with a reliability diagram, conformal coverage and set sizes),
-    `SEGMENTATION_SECTIONS` (mIoU, pixel accuracy and Dice, per-class IoU and Dice, the pixel confusion matrix,
-    top losses as image, prediction and truth) or `DETECTION_SECTIONS` (mAP@0.5 and mAP, per-class AP, top
-    losses with their boxes), each beside the data, model, layer groups, history, LR finder and diagnosis.
+    sections; pass an interpretation you already have as `interp` to reuse it. The page holds the data, model,
+    layer groups, history and LR finder (`LEADING_SECTIONS`), the task's sections (its interpretation's
+    ``report_sections``: a classifier's confusion matrix, top losses, per-class table, calibration and conformal
+    sets; a segmentation model's mIoU, Dice and pixel confusion matrix; a detector's mAP and per-class AP), and
+    the diagnosis (`CLOSING_SECTIONS`). Each task's ``report`` module lists its page's ``SECTIONS``.
+
+    Args:
+        learn: the learner; path: the HTML file (replaced atomically); dl: the labelled images to interpret.
+        top_k: how many images the top-losses sections show; interp: an interpretation to reuse.
+
+    Returns:
+        The file's path.
 
     >>> save_report(learn, "report.html")  # doctest: +SKIP
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     interp = learn.interpret(dl) if interp is None else interp
-    if isinstance(interp, SegmentationInterpretation):
-        titles, task = SEGMENTATION_SECTIONS, _segmentation_sections(interp, top_k)
-    elif isinstance(interp, DetectionInterpretation):
-        titles, task = DETECTION_SECTIONS, _detection_sections(interp, top_k)
-    else:
-        titles, task = SECTIONS, _classification_sections(interp, top_k)
-        task |= {"calibration": _calibration_section(learn, interp), "conformal": _conformal_section(learn, interp)}
+    if not isinstance(interp, TaskInterpretation):
+        raise TypeError(f"save_report needs a TaskInterpretation (learn.interpret(): scores, per_class, "
+                        f"plot_top_losses, report_sections, describe_head, diagnosis); got a {type(interp).__name__}.")
     config = learn.bundle_config()
-    bodies = {
+    leading = {
         "data": _data_section(learn, config),
-        "model": _model_section(learn, config),
+        "model": _model_section(learn, config, interp.describe_head(learn)),
         "layer-groups": _groups_section(learn),
         "history": _history_section(learn),
         "lr-finder": _lr_section(learn),
-        **task,
-        "diagnosis": f"<pre>{html.escape(str(_diagnosis(learn, interp)))}</pre>",
     }
-    body = [_section(key, title, bodies[key]) for key, title in titles.items()]
+    sections = [ReportSection(key, LEADING_SECTIONS[key], body) for key, body in leading.items()]
+    sections += interp.report_sections(top_k, learn)
+    sections.append(ReportSection("diagnosis", CLOSING_SECTIONS["diagnosis"],
+                                  f"<pre>{html.escape(str(interp.diagnosis(learn)))}</pre>"))
+    body = [_section(s.key, s.title, s.html) for s in sections]
     title = f"easytransfer run report: {learn.spec.name}"
     doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -39,10 +39,12 @@ def read_model_config(path: str | os.PathLike) -> BundleConfig:
 def load_model(path: str | os.PathLike, threshold: float = 0.5, device: str | torch.device | None = None):
     """Rebuild an exported model (``learn.export(path)``) as its task's predictor; nothing is unpickled.
 
-    A classifier gives a `Predictor` (``predict(image) -> (label, probability, probs)``), a segmentation model a
-    `SegmentationPredictor` (a mask of class ids), a detector a `DetectionPredictor` (boxes): the bundle's
-    ``task`` says which. The architecture is built with ``pretrained=False`` and the bundle's safetensors weights
-    are loaded strictly: a missing, unexpected or differently shaped tensor is a `WeightsMismatchError`.
+    A classifier gives a `ClassifierPredictor` (``predict(image) -> (label, probability, probs)``), a segmentation
+    model a `SegmentationPredictor` (a mask of class ids), a detector a `DetectionPredictor` (boxes): the bundle's
+    ``task`` names the registered task, whose predictor class (all three extend the `Predictor` base, with the
+    same ``predict``, ``predict_folder``, ``interpret``, ``evaluate`` and ``export``) rebuilds it. The
+    architecture is built with ``pretrained=False`` and the bundle's safetensors weights are loaded strictly: a
+    missing, unexpected or differently shaped tensor is a `WeightsMismatchError`.
 
     Args:
         path: the bundle folder.

@@ -8,7 +8,7 @@ TASK = register_task(Task(
     data="easytransfer.data.loaders:ImageData",
     learner="easytransfer.tasks.classification.learner:transfer_learner",
     config="easytransfer.tasks.classification.config:ClassificationConfig",
-    predictor="easytransfer.deploy.predictor:Predictor",
+    predictor="easytransfer.tasks.classification.predictor:ClassifierPredictor",
     interpretation="easytransfer.tasks.classification.interpretation:Interpretation",
     heads="easytransfer.tasks.classification.heads:classification_heads",
     defaults=TaskDefaults(bs=16, aug="light", head="linear"),

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ...data.images import open_rgb
 from ...evaluate.calibration import ECE_BINS, reliability_bins
+from ...evaluate.interpretation import ReportSection
 from ...evaluate.metrics import confusion_matrix, multilabel_confusion_matrix, per_class_report
 
 __all__ = ["ClassReport", "Interpretation", "as_dataloader", "draw_matrix"]
@@ -323,6 +324,30 @@ class Interpretation(FastaiInterpretation):
         return fig
 
     # -------------------------------------------------------------------------------------------- the items
+
+    def report_sections(self, top_k: int = 9, learn=None) -> list[ReportSection]:
+        """This interpretation's sections of the HTML run report (`classification_sections`; `TaskInterpretation`).
+
+        >>> [s.key for s in learn.interpret().report_sections(9, learn)]  # doctest: +SKIP
+        ['confusion-matrix', 'top-losses', 'per-class', 'calibration', 'conformal']
+        """
+        from .report import classification_sections
+
+        return classification_sections(self, top_k, learn)
+
+    def describe_head(self, learn) -> str:
+        """The model's head in words for the report: the classifier layer (``learn.spec.classifier``).
+
+        >>> learn.interpret().describe_head(learn)  # doctest: +SKIP
+        """
+        return learn.spec.classifier
+
+    def diagnosis(self, learn):
+        """``learn.diagnose(interp=self)``: the run's diagnosis, its calibration read from these predictions.
+
+        >>> print(learn.interpret().diagnosis(learn))  # doctest: +SKIP
+        """
+        return learn.diagnose(interp=self)
 
     def _item_path(self, i: int) -> str | None:
         if self.items is not None and "path" in self.items:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ...evaluate.box_metrics import BoxAP, average_precision
+from ...evaluate.interpretation import ReportSection
 from .data import draw_boxes
 
 __all__ = ["DetectionInterpretation", "detect", "image_losses", "loss_mode", "set_loss_mode"]
@@ -141,3 +142,26 @@ class DetectionInterpretation:
                        score_threshold=score_threshold, title=f"loss {row.loss:.3f}")
         fig.tight_layout()
         return fig
+
+    def report_sections(self, top_k: int = 9, learn=None) -> list[ReportSection]:
+        """This interpretation's sections of the HTML run report (`detection_sections`; `TaskInterpretation`).
+
+        >>> [s.key for s in learn.interpret().report_sections(4)]  # doctest: +SKIP
+        """
+        from .report import detection_sections
+
+        return detection_sections(self, top_k)
+
+    def describe_head(self, learn) -> str:
+        """The model's head in words for the report: ``"fasterrcnn detector over a feature pyramid"``.
+
+        >>> learn.interpret().describe_head(learn)  # doctest: +SKIP
+        """
+        return f"{learn.bundle_config().task_config.head} detector over a feature pyramid"
+
+    def diagnosis(self, learn):
+        """``learn.diagnose()``: the run's diagnosis (it reads the history, not these predictions).
+
+        >>> print(learn.interpret().diagnosis(learn))  # doctest: +SKIP
+        """
+        return learn.diagnose()

@@ -23,7 +23,7 @@ import torch
 from fastai.callback.core import Callback
 from PIL import Image
 
-from ...data.images import open_rgb, resample_filter
+from ...data.images import as_rgb, resample_filter
 from ...deploy.bundle import Preprocessing
 from ...models.factory import get_model_spec
 from ...models.heads import HeadConfig
@@ -132,12 +132,8 @@ class DetectionLearner(TransferLearner):
 
 
 def as_rgb_image(item) -> Image.Image:
-    """A path, PIL image or HxWx3 uint8 array as an upright RGB PIL image (the caller's object is not changed)."""
-    if isinstance(item, (str, os.PathLike)):
-        return open_rgb(item)
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    return Image.fromarray(np.asarray(item, dtype=np.uint8)).convert("RGB")
+    """`as_rgb` (kept for callers of this name): any image as upright RGB; the caller's object is not changed."""
+    return as_rgb(item)
 
 
 def predict_boxes(model, item, config: DetectionConfig, classes, score_threshold: float, device,

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from ...evaluate.interpretation import ReportSection
 from ...evaluate.metrics import pixel_confusion_matrix, segmentation_scores
 from ..classification.interpretation import draw_matrix
 from .data import denormalize, plot_overlays
@@ -159,3 +160,26 @@ class SegmentationInterpretation:
         draw_matrix(ax, cm, self.classes, self.classes, normalize, cmap)
         ax.set_title("pixels" + (" (share of each true class)" if normalize else ""))
         return fig
+
+    def report_sections(self, top_k: int = 9, learn=None) -> list[ReportSection]:
+        """This interpretation's sections of the HTML run report (`segmentation_sections`; `TaskInterpretation`).
+
+        >>> [s.key for s in learn.interpret().report_sections(4)]  # doctest: +SKIP
+        """
+        from .report import segmentation_sections
+
+        return segmentation_sections(self, top_k)
+
+    def describe_head(self, learn) -> str:
+        """The model's head in words for the report's model table: the decoder (``"unet decoder"``).
+
+        >>> learn.interpret().describe_head(learn)  # doctest: +SKIP
+        """
+        return f"{learn.bundle_config().task_config.head} decoder"
+
+    def diagnosis(self, learn):
+        """``learn.diagnose()``: the run's diagnosis (it reads the history, not these predictions).
+
+        >>> print(learn.interpret().diagnosis(learn))  # doctest: +SKIP
+        """
+        return learn.diagnose()

@@ -10,16 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from fastai.vision.augment import Resize, ResizeMethod
 from PIL import Image
 from torch import nn
 
-from ...data.images import open_rgb, resample_filter, to_rgb
-from ...data.sources import candidate_files
-from ...deploy.bundle import WEIGHTS_NAME, BundleConfig, read_bundle_weights
-from ...deploy.predictor import Predictor
+from ...data.images import as_rgb
+from ...deploy.bundle import SQUISH_RULE, BundleConfig
+from ...deploy.predictor import Predictor, image_files, write_table
 from ...devices import predict_batch_size
-from ...models.weights import load_state_dict_strict
 from ...progress import progress_bar
 from .interpretation import SegmentationInterpretation
 from .model import build_segmentation_model
@@ -38,34 +35,37 @@ class SegmentationPredictor(Predictor):
     (320, 480)
     """
 
-    def __init__(self, model: nn.Module, config: BundleConfig, device: str | torch.device | None = None):
-        super().__init__(model, config, device=device)
-        pre = config.preprocessing
-        self._resize = Resize(pre.size, method=ResizeMethod.Squish, resamples=(resample_filter(pre.interpolation), 0))
+    onnx_export = True  # logits (batch, classes, size, size): resize them to the image, then argmax
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike, config: BundleConfig, *, threshold: float = 0.5,
-                    device: str | torch.device | None = None) -> SegmentationPredictor:
-        """The segmentation model of bundle folder `path` (`load_model` calls it; `threshold` is not used)."""
-        return load_segmentation_model(path, config, device=device)
+    def build_model(cls, config: BundleConfig) -> nn.Module:
+        """The segmentation model `config` describes (its decoder ``task_config.head``), untrained.
+
+        >>> SegmentationPredictor.build_model(read_model_config("runs/cracks"))  # doctest: +SKIP
+        """
+        model, _ = build_segmentation_model(config.arch, len(config.classes), head=config.task_config.head,
+                                            pretrained=False)
+        return model
+
+    @property
+    def resize_rule(self) -> str:
+        """The whole image squished to the training size, whatever the bundle says: the mask maps back onto every
+        pixel of the image (bundles written before the rule was recorded say the classifier's crop)."""
+        return SQUISH_RULE
 
     @property
     def codes(self) -> list[str]:
+        """The class names by id (fastai's segmentation name for ``classes``)."""
         return self.vocab
 
-    def _open(self, image) -> Image.Image:
-        if isinstance(image, (str, os.PathLike)):
-            return open_rgb(image)
-        if isinstance(image, Image.Image):
-            image.load()
-            img, _ = to_rgb(image)
-            return image.copy() if img is image else img
-        return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
-
     def predict_probabilities(self, images: Iterable) -> list[torch.Tensor]:
-        """Class probabilities (classes, H, W) of each image, at the image's own size."""
-        opened = [self._open(im) for im in images]
-        logits = self._logits([self.preprocess(img) for img in opened])
+        """Class probabilities (classes, H, W) of each image, at the image's own size.
+
+        >>> [p.shape for p in load_model("runs/cracks").predict_probabilities(["road.jpg"])]  # doctest: +SKIP
+        [torch.Size([2, 320, 480])]
+        """
+        opened = [as_rgb(im) for im in images]
+        logits = self._logits([self.preprocess_rgb(img) for img in opened])
         return [F.interpolate(lg[None], size=(img.height, img.width), mode="bilinear", align_corners=False)[0]
                 .softmax(0) for lg, img in zip(logits, opened)]
 
@@ -73,8 +73,14 @@ class SegmentationPredictor(Predictor):
         """The mask of class ids (H x W, the image's size, ``uint8`` when ids fit) of one image.
 
         Args:
-            image: a path, a PIL image or an HxWx3 array.
+            image: what `as_rgb` reads (a path, a PIL image, an HxWx3 / CxHxW array or tensor).
             probabilities: also return the (classes, H, W) probabilities: ``(mask, probs)``.
+
+        Returns:
+            The mask, or ``(mask, probs)``.
+
+        >>> load_model("runs/cracks").predict("road.jpg").shape  # doctest: +SKIP
+        (320, 480)
         """
         probs = self.predict_probabilities([image])[0]
         mask = probs.argmax(0).numpy().astype(np.uint8 if len(self.vocab) <= 256 else np.int64)
@@ -128,29 +134,36 @@ class SegmentationPredictor(Predictor):
             cm += pixel_confusion_matrix(truth, self.predict(row.path), n, ignore_index)
         return {"n_images": len(kept), "n_excluded": len(excluded), **segmentation_scores(cm, self.vocab)}
 
-    def predict_folder(self, folder: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:
-        """Write one PNG of class ids per image under `folder` to `out` (sub-folders kept, the image's size).
+    def predict_folder(self, path: str | os.PathLike, out: str | os.PathLike, *, csv: str | os.PathLike | None = None,
+                       progress: bool = False) -> pd.DataFrame:
+        """Write one PNG of class ids per image under `path` to `out` (sub-folders kept, the image's size).
 
         An unreadable file is skipped and its error kept in the table, as the classification `predict_folder`.
+
+        Args:
+            path: a folder (searched recursively) or one image file.
+            out: the folder for the masks (PNG, 8-bit; 16-bit above 256 classes).
+            csv: also write the table to this CSV file.
+            progress: show a progress bar.
 
         Returns:
             One row per file: ``path``, ``mask`` (the PNG written, ``""`` on error), ``error``.
 
         >>> predictor.predict_folder("incoming/", "masks/")  # doctest: +SKIP
         """
-        folder, out = Path(folder), Path(out)
+        root, out = Path(path), Path(out)
         rows = []
-        for path in candidate_files(folder):
+        for path in progress_bar(image_files(root), enabled=progress):
             try:
                 mask = self.predict(path)
             except Exception as e:  # one unreadable file is reported, not fatal
                 rows.append((str(path), "", f"{type(e).__name__}: {e}".splitlines()[0]))
                 continue
-            target = out / path.relative_to(folder).with_suffix(".png")
+            target = out / (path.relative_to(root) if root.is_dir() else Path(path.name)).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask if mask.dtype == np.uint8 else mask.astype(np.uint16)).save(target)  # >256: 16-bit
             rows.append((str(path), str(target), ""))
-        return pd.DataFrame(rows, columns=["path", "mask", "error"])
+        return write_table(pd.DataFrame(rows, columns=["path", "mask", "error"]), csv)
 
     def interpret(self, images, masks=None, *, mask_fn=None, tta: bool = False, bs: int | None = None,
                   progress: bool = True) -> SegmentationInterpretation:
@@ -195,10 +208,9 @@ class SegmentationPredictor(Predictor):
 
 
 def load_segmentation_model(path: str | os.PathLike, config: BundleConfig,
-                            device: str | torch.device | None = None, **options) -> SegmentationPredictor:
-    """Rebuild an exported segmentation model (``pretrained=False``, the bundle's weights loaded strictly)."""
-    model, _ = build_segmentation_model(config.arch, len(config.classes), head=config.task_config.head,
-                                        pretrained=False)
-    load_state_dict_strict(model, read_bundle_weights(path, config), where=repr(str(Path(path) / WEIGHTS_NAME)),
-                           arch=config.arch)
-    return SegmentationPredictor(model, config, device=device)
+                            device: str | torch.device | None = None) -> SegmentationPredictor:
+    """Rebuild an exported segmentation model (``SegmentationPredictor.from_bundle``; `load_model` does it too).
+
+    >>> load_segmentation_model("runs/cracks", read_model_config("runs/cracks"))  # doctest: +SKIP
+    """
+    return SegmentationPredictor.from_bundle(path, config, device=device)

@@ -1,10 +1,10 @@
-"""Foundation towers from timm (DINOv2 with and without registers, CLIP, SigLIP) and per-block layer decay.
+"""Tests of easytransfer/train/learner.py, moved out of history-named files; append them to tests/test_learner.py once the branches changing that file now have landed."""
 
-Full-size towers are only built on the meta device (no memory, no initialisation); anything that runs is a
-tiny version of the same timm builder (``depth=2, embed_dim=32``), so the code path is the real one.
-"""
+from __future__ import annotations
 
+import math
 import warnings
+from pathlib import Path
 
 import pytest
 import timm
@@ -12,30 +12,104 @@ import torch
 from conftest import make_image_folder
 from fastai.callback.core import Callback
 from test_checkpoint import InterruptAt
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from easytransfer import (
+    DataError,
     EasyTransferError,
     ImageData,
     NoBlockGroupsError,
-    build_model,
-    get_model_spec,
-    load_model,
     transfer_learner,
 )
-from easytransfer.models.backends.timm import default_size
-from easytransfer.models.layer_groups import block_layer_groups, split_layer_groups
-from easytransfer.train.checkpoint import FitState
 from easytransfer.train.history import Phase, PhaseKind
 
-# name -> (size when none is given, mean, std, patch size)
-TOWERS = {
-    "vit_small_patch14_dinov2": (224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 14),
-    "vit_small_patch14_reg4_dinov2": (224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 14),
-    "vit_base_patch16_clip_224.openai": (224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 16),
-    "vit_base_patch16_siglip_224": (224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 16),
-}
-TINY = dict(depth=2, embed_dim=32, num_heads=2)
+
+def _dls(folder, **kwargs):
+    kwargs = {"valid_pct": 0.25, "seed": 0, "bs": 4, "size": 32, "aug": "none", **kwargs}
+    return ImageData.from_folder(folder, **kwargs)
+
+
+def _learner(folder, **kwargs):
+    return transfer_learner(_dls(folder), "test_efficientnet", pretrained=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def cats(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
+
+
+def test_a_fit_that_would_run_no_batch_is_an_error(cats):
+    learn = _learner(cats)
+    learn.dls.train.bs = 64  # more than the training images: fastai drops the only, incomplete batch
+    with pytest.raises(DataError, match="no batch"):
+        learn.fit_frozen(1)
+    assert len(learn.fit_history) == 0
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """An untrained tiny classifier's bundle (these tests are about paths and exit codes, not accuracy)."""
+    root = make_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=3, size=16)
+    learn = transfer_learner(ImageData.from_folder(root, valid_pct=0.34, seed=0, bs=2, size=32), "test_efficientnet",
+                             pretrained=False)
+    return learn.export(tmp_path_factory.mktemp("bundle") / "model")
+
+
+def test_bad_learning_rates_fail_before_any_epoch(bundle, image_folder):
+    learn = transfer_learner(ImageData.from_folder(image_folder, valid_pct=0.34, seed=0, bs=2, size=32),
+                             "test_efficientnet", pretrained=False)
+    with pytest.raises(ValueError, match="lr_max must be a positive number.*got 'abc'"):
+        learn.fine_tune(1, 1, lr_max="abc")
+    for lr in (0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            learn.fit_frozen(1, lr=lr)
+    with pytest.raises(ValueError, match="must be a positive number"):
+        learn.fit_discriminative(1, lr_max=slice(0, 1e-3))
+    assert len(learn.history) == 0
+
+
+TINY = dict(bs=4, size=32)
+TINY_TOWER = dict(depth=2, embed_dim=32, num_heads=2)
+
+
+def _learner_with_data(folder, **kwargs):
+    """A tiny learner; ``aug`` and ``test_pct`` go to the data."""
+    data = {k: kwargs.pop(k) for k in ("aug", "test_pct") if k in kwargs}
+    dls = ImageData.from_folder(folder, seed=0, **TINY, **data)
+    return transfer_learner(dls, "test_efficientnet", pretrained=False, **kwargs)
+
+
+def test_lost_cache_and_lr_find_feature_pass_are_said(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", per_class=4)
+    learn = _learner_with_data(folder, aug="strong")
+    learn.fit_frozen(1)
+    assert "because MixUp / CutMix mixes the images" in capsys.readouterr().err
+    learn = _learner_with_data(folder, train_bn=True)
+    learn.fit_frozen(1)
+    assert "because BatchNorm layers train (train_bn=True)" in capsys.readouterr().err
+    learn = _learner_with_data(folder)
+    learn.lr_find(num_it=10)
+    assert "lr_find: computing the frozen body's features" in capsys.readouterr().err
+    learn.lr_find(num_it=10)  # the features are cached: nothing to say
+    assert "computing" not in capsys.readouterr().err
+
+
+def test_learner_repr_is_readable(tmp_path):
+    learn = _learner_with_data(make_image_folder(tmp_path / "images", per_class=4))
+    assert repr(learn).startswith("ClassifierLearner(test_efficientnet, 2 classes, ")
+    assert " at 0x" not in repr(learn)
+
+
+def test_evaluate_then_interpret_on_the_same_folder_is_one_pass(tmp_path):
+    learn = _learner_with_data(make_image_folder(tmp_path / "images", per_class=4))
+    test = make_image_folder(tmp_path / "test", per_class=2, seed=3)
+    calls = []
+    learn.get_preds = lambda *a, _orig=learn.get_preds, **k: calls.append(1) or _orig(*a, **k)
+    scores = learn.evaluate(str(test))
+    interp = learn.interpret(str(test))
+    assert len(calls) == 1 and math.isclose(interp.accuracy, scores["accuracy"])
+    learn.fit_frozen(1)  # new weights: predicted again
+    learn.interpret(str(test))
+    assert len(calls) >= 2
 
 
 @pytest.fixture
@@ -44,7 +118,7 @@ def tiny_towers(monkeypatch):
     real = timm.create_model
 
     def create_tiny(name, *args, **kwargs):
-        return real(name, *args, **{**kwargs, **TINY})
+        return real(name, *args, **{**kwargs, **TINY_TOWER})
 
     monkeypatch.setattr(timm, "create_model", create_tiny)
 
@@ -52,74 +126,6 @@ def tiny_towers(monkeypatch):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("towers"), per_class=3, size=40)
-
-
-@pytest.mark.parametrize("arch", TOWERS)
-def test_tower_spec_size_and_normalisation(arch):
-    size, mean, std, _ = TOWERS[arch]
-    spec = get_model_spec(arch)
-    assert spec.size == size and spec.input_size == (3, size, size)
-    assert spec.mean == pytest.approx(mean) and spec.std == pytest.approx(std)  # the tower's own, from timm
-    assert spec.interpolation == "bicubic" and spec.classifier == "head"
-    assert get_model_spec(arch, size=448).size == 448
-
-
-def test_dinov2_defaults_to_224_not_its_configs_518():
-    assert timm.models.get_pretrained_cfg("vit_small_patch14_dinov2").input_size[-1] == 518
-    assert default_size("vit_small_patch14_dinov2") == default_size("vit_small_patch14_reg4_dinov2") == 224
-    assert default_size("vit_base_patch16_clip_224") is None
-
-
-@pytest.mark.parametrize("arch", TOWERS)
-def test_tower_groups_cover_every_parameter_once_with_tokens_in_the_stem(arch):
-    with torch.device("meta"):
-        model, spec = build_model(arch, 3, pretrained=False)
-    names = [n for n, _ in model.named_parameters()]
-    tokens = {n for n in names if n.split(".")[0] in ("cls_token", "reg_token", "pos_embed", "patch_embed")}
-    assert ("reg_token" in names) == ("reg4" in arch)
-    for groups in (split_layer_groups(model, head=spec.classifier), block_layer_groups(model, head=spec.classifier)):
-        flat = [n for g in groups.names for n in g]
-        assert sorted(flat) == sorted(names) and len(flat) == len(set(flat))
-        assert tokens <= set(groups.names[0])
-        assert {"head.weight", "head.bias"} <= set(groups.names[-1])
-    assert len(block_layer_groups(model, head=spec.classifier)) == 12 + 2  # stem, 12 blocks, head
-
-
-@pytest.mark.parametrize("arch", TOWERS)
-def test_tiny_tower_trains_at_the_size_asked_for(arch, folder, tiny_towers):
-    patch = TOWERS[arch][3]
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2)
-    learn = transfer_learner(dls, arch, pretrained=False, size=2 * patch)
-    assert learn.spec.size == learn.dls.recipe.size == 2 * patch
-    assert learn.model.patch_embed.img_size == (2 * patch, 2 * patch)
-    assert learn.dls.recipe.mean == learn.spec.mean == pytest.approx(TOWERS[arch][1])
-    xb, _ = learn.dls.one_batch()
-    assert xb.shape[-2:] == (2 * patch, 2 * patch)
-    learn.model.eval()
-    with torch.inference_mode():
-        assert learn.model(xb).shape == (2, 2)
-
-
-def test_dinov2_data_follows_the_default_size_and_a_data_size_builds_the_model(folder, tiny_towers):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2)
-    learn = transfer_learner(dls, "vit_small_patch14_dinov2", pretrained=False)
-    assert learn.spec.size == learn.dls.recipe.size == 224 and learn.model.patch_embed.img_size == (224, 224)
-    given = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=28)
-    learn = transfer_learner(given, "vit_small_patch14_dinov2", pretrained=False)
-    assert learn.spec.size == 28 and learn.model.patch_embed.img_size == (28, 28)  # built for the data
-    with pytest.warns(UserWarning, match="size=56 is ignored"):
-        learn = transfer_learner(given, "vit_small_patch14_dinov2", pretrained=False, size=56)
-    assert learn.spec.size == learn.dls.recipe.size == 28
-
-
-def test_a_vit_bundle_at_another_size_loads(folder, tiny_towers, tmp_path):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2)
-    learn = transfer_learner(dls, "vit_small_patch14_reg4_dinov2", pretrained=False, size=28)
-    predictor = load_model(learn.export(tmp_path / "bundle"), device="cpu")  # rebuilt for 28 px, strict load
-    assert predictor.config.preprocessing.size == 28
-
-
-# ------------------------------------------------------------------------------------------------ layer decay
 
 
 class GrabRates(Callback):
@@ -176,14 +182,6 @@ def test_layer_decay_gives_each_block_its_rate_and_frozen_groups_stay_frozen(fol
     assert learn.fit_history[-1].phase.name == "discriminative" and len(learn.fit_history[-1].lrs) == len(coarse)
 
 
-def test_layer_decay_uses_timms_fine_groups_on_cnns():
-    model = timm.create_model("test_resnet", num_classes=2)
-    groups = block_layer_groups(model, head="fc")
-    assert groups.names[0][0].startswith("conv1.") and groups.names[-1] == ("fc.weight", "fc.bias")
-    blocks = {".".join(n.split(".")[:2]) for g in groups.names[1:-1] for n in g if n.startswith("layer")}
-    assert len(groups) == len(blocks) + 2  # one group per residual block (layerN.M)
-
-
 def test_layer_decay_without_block_groups_names_decay(folder):
     dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=32)
     learn = transfer_learner(dls, "tv:mobilenet_v3_small", pretrained=False)
@@ -200,18 +198,6 @@ def test_layer_decay_arguments_are_checked(folder):
         learn.fit_discriminative(1, layer_decay=1.5)
     with pytest.raises(ValueError, match="head's rate"):
         learn.fit_discriminative(1, lr_max=slice(1e-5, 1e-3), layer_decay=0.75)
-
-
-def test_layer_decay_phase_is_recorded_and_read_back():
-    phase = Phase(PhaseKind.DISCRIMINATIVE, layer_decay=0.75)
-    assert Phase.from_json(phase.to_json()) == phase == Phase.from_name("layer decay 0.75")
-    assert Phase.from_json({"kind": "discriminative", "stage": None, "label": None}).layer_decay is None  # old JSON
-    assert Phase(PhaseKind.DISCRIMINATIVE, label="vit", layer_decay=0.75).name == "vit"
-    with pytest.raises(ValueError, match="layer_decay"):
-        Phase(PhaseKind.FROZEN, layer_decay=0.75)
-    state = FitState(phase, 3, (1e-3,), 0.1, on_features=False, monitor="valid_loss")
-    assert "layer decay 0.75" in state.same_fit(FitState(Phase(PhaseKind.DISCRIMINATIVE), 3, (1e-3,), 0.1, False,
-                                                         "valid_loss"))
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """`pool=`: the body's feature map pooled by max (or avg) instead of the model's own pooling, kept in the bundle."""
 
+import json
+
 import pytest
 import torch
 from conftest import make_image_folder
@@ -44,3 +46,12 @@ def test_a_pool_the_model_cannot_take_is_a_clear_error(dls, tmp_path):
     at_224 = ImageData.from_folder(make_image_folder(tmp_path, per_class=2, size=40), valid_pct=0.5, seed=0, bs=2)
     with pytest.raises(ValueError, match="not supported for 'tv:vit_b_16'"):
         transfer_learner(at_224, "tv:vit_b_16", pretrained=False, pool="max")
+
+
+def test_head_configs_of_few_shot_heads_and_old_bundles():
+    assert HeadConfig.from_dict({"type": "mlp", "dropout": 0.5, "hidden": 64, "pool": None}) == HeadConfig(
+        "mlp", hidden=64)  # a head record written before k and exemplars existed
+    config = HeadConfig("knn", k=3, exemplars=10)
+    assert HeadConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="fit_frozen"):
+        HeadConfig("knn")

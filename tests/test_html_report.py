@@ -1,8 +1,9 @@
-"""The HTML run report in a real browser (headless Chromium) at desktop and phone widths.
+"""The HTML run report: every section in a saved report, the last interpretation reused, and the report in a real
+browser (headless Chromium) at desktop and phone widths.
 
-Each width: every image decoded, nothing wider than the window (a wide table scrolls inside its own box, the
+In the browser, each width: every image decoded, nothing wider than the window (a wide table scrolls inside its own box, the
 page does not), every piece of text at least 12 px; a screenshot of the whole page is kept in the test's
-temporary folder (``pytest --basetemp=DIR`` to look at it). Skipped, with the reason, where Debian's
+temporary folder (``pytest --basetemp=DIR`` to look at it). The browser test is skipped, with the reason, where Debian's
 ``chromium`` package is not installed (``apt-get install -y chromium``; ``.ci/run`` installs it).
 """
 
@@ -13,15 +14,21 @@ import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib
 import pytest
 from conftest import make_image_folder
 
 from easytransfer import ImageData, transfer_learner
+from easytransfer.tasks.classification.report import SECTIONS
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no headless browser: apt-get install -y chromium")
+NEEDS_BROWSER = pytest.mark.skipif(CHROMIUM is None, reason="no headless browser: apt-get install -y chromium")
 
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
 MIN_FONT_PX = 12
@@ -98,6 +105,7 @@ def report(tmp_path_factory) -> Path:
     return learn.save_report(tmp_path_factory.mktemp("report") / "report.html", top_k=4)
 
 
+@NEEDS_BROWSER
 @pytest.mark.parametrize("device", WIDTHS)
 def test_report_reads_well_in_a_browser(report, device, tmp_path):
     width, height = WIDTHS[device]
@@ -112,3 +120,66 @@ def test_report_reads_well_in_a_browser(report, device, tmp_path):
     chromium(f"--window-size={max(width, 500)},{page_height}", "--virtual-time-budget=10000", f"--screenshot={shot}",
              frame(report, width, page_height, tmp_path / "shot.html").as_uri())
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+TINY = dict(bs=4, size=32)
+
+
+def _learner(folder, **kwargs):
+    data = {k: kwargs.pop(k) for k in ("aug", "test_pct") if k in kwargs}
+    dls = ImageData.from_folder(folder, seed=0, **TINY, **data)
+    return transfer_learner(dls, "test_efficientnet", pretrained=False, **kwargs)
+
+
+def test_save_report_reuses_the_last_interpretation_and_shows_small_rates(tmp_path, monkeypatch):
+    from easytransfer.tasks.classification import interpretation as interpret_module
+
+    learn = _learner(make_image_folder(tmp_path / "images", per_class=8), test_pct=0.25)
+    learn.fit_frozen(1, lr=3e-5)
+    learn.evaluate()
+    calls = []
+    original = interpret_module.Interpretation.from_learner.__func__
+    monkeypatch.setattr(interpret_module.Interpretation, "from_learner",
+                        classmethod(lambda cls, *a, **k: calls.append(1) or original(cls, *a, **k)))
+    text = learn.save_report(tmp_path / "report.html").read_text()
+    assert calls == []  # no second inference
+    assert "4 images (test split)" in text
+    peak = learn.history["lr_0"].iloc[0]
+    assert peak < 1e-4 and f"<td>{peak:.1e}</td>" in text  # was rounded to 0.0000
+
+
+class _SectionIds(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "section":
+            self.ids.append(dict(attrs).get("id"))
+
+
+@pytest.fixture(scope="module")
+def report_section_ids(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    dls = ImageData.from_folder(make_image_folder(tmp / "images", per_class=4), bs=4, size=32, valid_pct=0.25, seed=0)
+    learn = transfer_learner(dls, "test_resnet", pretrained=False)
+    learn.fit_frozen(1, lr=1e-2)
+    parser = _SectionIds()
+    parser.feed(learn.save_report(tmp / "report.html").read_text(encoding="utf-8"))
+    plt.close("all")
+    return parser.ids
+
+
+@pytest.mark.parametrize("section", list(SECTIONS))
+def test_every_report_section_is_in_a_saved_report(section, report_section_ids):
+    assert section in report_section_ids
+
+
+def test_report_titles_put_the_tasks_sections_between_the_shared_ones():
+    from easytransfer.evaluate.html_report import CLOSING_SECTIONS, LEADING_SECTIONS, report_titles
+
+    titles = report_titles({"scores": "Scores of the task"})
+    keys = list(titles)
+    assert keys[: len(LEADING_SECTIONS)] == list(LEADING_SECTIONS)
+    assert keys[-len(CLOSING_SECTIONS):] == list(CLOSING_SECTIONS)
+    assert titles["scores"] == "Scores of the task"

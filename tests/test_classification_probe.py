@@ -138,12 +138,3 @@ def test_few_shot_heads_refuse_multi_label_data():
     for fit in (fit_prototype_head, fit_knn_head):
         with pytest.raises(ValueError, match="single-label data; this data is multi-label"):
             fit(cache, 2)
-
-
-def test_head_configs_of_few_shot_heads_and_old_bundles():
-    assert HeadConfig.from_dict({"type": "mlp", "dropout": 0.5, "hidden": 64, "pool": None}) == HeadConfig(
-        "mlp", hidden=64)  # a head record written before k and exemplars existed
-    config = HeadConfig("knn", k=3, exemplars=10)
-    assert HeadConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    with pytest.raises(ValueError, match="fit_frozen"):
-        HeadConfig("knn")
