@@ -16,7 +16,7 @@ from fastai.torch_core import set_seed
 from ..data.loaders import ImageData
 from ..data.split import split_train_valid_test
 from ..datasets import textile_items
-from ..tasks.classification.learner import transfer_learner
+from ..tasks import get_task
 
 __all__ = ["run_demo"]
 
@@ -50,7 +50,7 @@ def run_demo(
     set_seed(seed)  # the same run every time: sampling, splits, initial head and batch order
     train_valid, test = split_train_valid_test(textile_items(limit, seed), seed=seed)
     dls = ImageData.from_df(train_valid, valid_col="is_valid", bs=bs)
-    learn = transfer_learner(dls, arch)
+    learn = get_task("classification").learner_factory(dls, arch)  # transfer_learner, through the registry
     spec = learn.spec
     print(f"model: {arch} ({spec.arch}, {spec.num_params / 1e6:.1f}M parameters), weights: {spec.weights}")
     print(f"preprocessing: {learn.dls.recipe.size}px {spec.interpolation}, mean {spec.mean}, std {spec.std}")

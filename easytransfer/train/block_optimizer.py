@@ -35,7 +35,9 @@ def optimizer_over(learn: Learner, groups: LayerGroups) -> Iterator[None]:
     >>> with optimizer_over(learn, block_layer_groups(learn.model)):  # doctest: +SKIP
     ...     learn.fit(1)
     """
-    if isinstance(learn.opt_func, OptimWrapper):
+    wrapped = (isinstance(learn.opt, OptimWrapper) or isinstance(learn.opt_func, OptimWrapper)
+               or getattr(learn.opt_func, "func", None) is OptimWrapper)  # partial(OptimWrapper, opt=...)
+    if wrapped:
         raise ValueError("Per-block rates need fastai's own optimizer (opt_func such as Adam), not an "
                          "OptimWrapper; use decay= instead.")
     own_groups, own_opt = learn.layer_groups, learn.opt
