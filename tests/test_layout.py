@@ -36,8 +36,6 @@ NOT_YET_TESTED = {
     "easytransfer.models.backends.torchvision",  # reached through create_model('tv:...') in test_backends
     "easytransfer.quiet_fastai",  # imported first by every stage package; nothing of its own to test
     "easytransfer.tasks.classification.uncertainty",  # reached through learn.calibrate / conformal in test_uncertainty
-    "easytransfer.tasks.detection.interpretation",  # reached through learn.interpret() in test_detection
-    "easytransfer.tasks.detection.predictor",  # reached through load_model in test_detection and the task contract
     "easytransfer.train.head_loop",  # reached through fit_frozen(cache=True) in test_features
     "easytransfer.train.rank_trainer",  # reached through learn.distributed() in test_distributed
 }
