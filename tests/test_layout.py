@@ -67,10 +67,7 @@ CHANGED_ELSEWHERE = {
 
 # Tests moved out of history-named files whose home is a test module other branches are changing; append each
 # to its home once those land: test_<home>_to_merge.py -> test_<home>.py.
-TO_MERGE = {
-    "test_bundle_to_merge": "test_bundle",
-    "test_features_to_merge": "test_features",
-}
+TO_MERGE: dict[str, str] = {}  # test modules waiting to be appended to their home (none now)
 
 
 @cache
