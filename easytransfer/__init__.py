@@ -40,8 +40,8 @@ PUBLIC_NAMES = {
     "ConformalEvaluation": ".evaluate.conformal",
     "ConformalPredictor": ".tasks.classification.prediction_sets",
     "PredictionSet": ".tasks.classification.prediction_sets",
-    "Diagnosis": ".evaluate.diagnosis",
-    "diagnose": ".evaluate.diagnosis",
+    "Diagnosis": ".train.diagnosis",
+    "diagnose": ".train.diagnosis",
     "Interpretation": ".tasks.classification.interpretation",
     "detection_heads": ".tasks.detection.model",
     "ModelSpec": ".models.factory",
@@ -101,8 +101,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .errors import WeightsUnavailableError as WeightsUnavailableError
     from .evaluate.calibration import Calibration as Calibration
     from .evaluate.conformal import ConformalEvaluation as ConformalEvaluation
-    from .evaluate.diagnosis import Diagnosis as Diagnosis
-    from .evaluate.diagnosis import diagnose as diagnose
     from .models.factory import ModelSpec as ModelSpec
     from .models.factory import build_model as build_model
     from .models.factory import create_model as create_model
@@ -134,6 +132,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .tasks.segmentation.predictor import SegmentationPredictor as SegmentationPredictor
     from .train.callbacks import BestWeightsCallback as BestWeightsCallback
     from .train.callbacks import StopOnNaNCallback as StopOnNaNCallback
+    from .train.diagnosis import Diagnosis as Diagnosis
+    from .train.diagnosis import diagnose as diagnose
     from .train.history import plot_history as plot_history
     from .train.learner import TransferLearner as TransferLearner
     from .train.lr_finder import LRFinderResult as LRFinderResult

@@ -1,11 +1,11 @@
-"""Tests of easytransfer/evaluate/diagnosis.py (moved here from the history-named test files: faults, student, contracts ...)."""
+"""Tests of easytransfer/train/diagnosis.py (moved here from the history-named test files: faults, student, contracts ...)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from easytransfer.evaluate.diagnosis import diagnose
+from easytransfer.train.diagnosis import diagnose
 from easytransfer.train.history import EpochRecord, History, Phase, PhaseKind
 
 

@@ -11,7 +11,7 @@ from fastai.metrics import Metric
 from matplotlib.figure import Figure
 
 from easytransfer import ImageData, transfer_learner
-from easytransfer.evaluate.diagnosis import diagnose
+from easytransfer.train.diagnosis import diagnose
 from easytransfer.train.rates import DEFAULT_HEAD_LR
 
 

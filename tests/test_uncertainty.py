@@ -128,7 +128,7 @@ def test_report_shows_calibration_before_after_and_conformal_sets(learn, folders
 def test_diagnose_calls_out_over_confidence():
     import pandas as pd
 
-    from easytransfer.evaluate.diagnosis import ConfidenceCheck, diagnose
+    from easytransfer.train.diagnosis import ConfidenceCheck, diagnose
 
     history = pd.DataFrame([dict(phase="frozen", epoch=0, train_loss=0.3, valid_loss=0.32, accuracy=0.8,
                                  train_accuracy=0.95)])

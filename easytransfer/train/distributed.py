@@ -34,11 +34,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..choices import DEFAULT_MASTER_PORT
+from ..devices import collective_device
 from ..errors import EasyTransferError
 from ..log import messages_off
 
 __all__ = ["DEFAULT_MASTER_PORT", "RankSplit", "SyncRecordCallback", "World", "all_gather_rows", "any_rank",
-           "broadcast_object", "collective_device", "distributed_run", "identical_on_all_ranks", "is_main_process",
+           "broadcast_object", "distributed_run", "identical_on_all_ranks", "is_main_process",
            "one_process_view", "rank_trainer", "torchrun_command", "unwrap_model"]
 
 
@@ -126,13 +127,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     Linear(in_features=2, out_features=1, bias=True)
     """
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def collective_device() -> torch.device:
-    """Where tensors of a collective must live: the current GPU for nccl, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def broadcast_object(obj, src: int = 0):

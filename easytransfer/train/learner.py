@@ -18,12 +18,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..deploy.bundle import BundleConfig, Preprocessing, write_bundle
-from ..evaluate.diagnosis import ConfidenceCheck, Diagnosis, diagnose
 from ..log import get_logger
 from ..models.layer_groups import block_layer_groups
 from ..models.weights import load_state_dict_strict
 from .block_optimizer import optimizer_over
 from .callbacks import better
+from .diagnosis import ConfidenceCheck, Diagnosis, diagnose
 from .distributed import broadcast_object, is_main_process, one_process_view
 from .features import DEFAULT_CACHE_VIEWS
 from .history import FineTuneChoice, Phase, PhaseKind, plot_history

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 from fastai.distributed import DistributedDL, DistributedTrainer
 
+from ..devices import collective_device
 from ..errors import EasyTransferError
-from .distributed import collective_device
 
 __all__ = ["RankShardDL", "RankTrainer"]
 

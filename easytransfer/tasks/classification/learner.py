@@ -35,12 +35,12 @@ from ...deploy.bundle import Preprocessing
 from ...errors import EasyTransferError
 from ...evaluate.calibration import Calibration, fit_calibration
 from ...evaluate.conformal import ConformalCalibration
-from ...evaluate.diagnosis import AUGMENTATION_ADVICE, MISTAKES_HINT, ConfidenceCheck
 from ...log import get_logger
 from ...models.factory import ModelSpec, build_model, head_dropout
 from ...models.heads import HeadConfig
 from ...models.layer_groups import LayerGroups, split_layer_groups
 from ...models.zero_shot import zero_shot_model
+from ...train.diagnosis import AUGMENTATION_ADVICE, MISTAKES_HINT, ConfidenceCheck
 from ...train.distributed import RankSplit, rank_trainer
 from ...train.features import (
     DEFAULT_CACHE_VIEWS,

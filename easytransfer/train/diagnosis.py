@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..train.history import FineTuneChoice, History, as_history, train_batches_name
+from .history import FineTuneChoice, History, as_history, train_batches_name
 
 __all__ = ["ConfidenceCheck", "Diagnosis", "diagnose"]
 
