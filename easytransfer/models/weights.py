@@ -200,7 +200,8 @@ def _flattened(name: str) -> str:
     return name.replace(".", "_")
 
 
-def body_source_names(body_keys: Sequence[str], source_keys: Sequence[str], *, arch: str | None = None) -> dict[str, str]:
+def body_source_names(body_keys: Sequence[str], source_keys: Sequence[str], *,
+                      arch: str | None = None) -> dict[str, str]:
     """For each tensor of a feature body, the tensor of the full model it comes from: ``{body key: full key}``.
 
     A body key is the full model's own key (torchvision's feature extractors, timm's EfficientNet and MobileNet

@@ -2,9 +2,10 @@
 
 A backend owns everything that differs between sources: which names it accepts, the `ModelSpec` of an
 architecture, building it (optionally for another input size), loading its pre-trained weights, replacing its
-head, its layer-group matcher, and its multi-scale feature body for dense tasks (`create_features`). `create_model` and `transfer_learner` only talk to backends through this
-interface, so a new source is one new module with a `ModelBackend` subclass plus one `register_backend` call
-in ``backends/__init__.py``.
+head, its layer-group matcher, and its multi-scale feature body for dense tasks (`create_features`).
+`create_model`, `create_features` and the learners only talk to backends through this interface, so a new
+source is one new module with a `ModelBackend` subclass plus one `register_backend` call in
+``backends/__init__.py``.
 """
 
 from __future__ import annotations

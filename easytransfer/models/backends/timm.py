@@ -282,8 +282,9 @@ class TimmBackend(ModelBackend):
         except (RuntimeError, AssertionError, TypeError, ValueError, KeyError, AttributeError,
                 NotImplementedError) as e:
             what = f"output_stride={output_stride}" if "output_stride" in kwargs else "features_only=True"
-            raise NoMultiScaleFeaturesError(arch, f"timm cannot build it with {what} "
-                                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            raise NoMultiScaleFeaturesError(arch, f"timm cannot build it with {what} ({type(e).__name__}: "
+                                            f"{first_line})") from None
         info = body.feature_info
         fmt = getattr(body, "output_fmt", "NCHW")
         channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"

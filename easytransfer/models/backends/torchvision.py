@@ -295,8 +295,9 @@ class TorchvisionBackend(ModelBackend):
         try:
             levels = stride_levels(full)
         except Exception as e:  # noqa: BLE001 - a model that does not run on a small square image
+            first_line = str(e).splitlines()[0] if str(e) else ""
             raise NoMultiScaleFeaturesError(name, f"it does not run on a {PROBE_SIZE} px image "
-                                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                                            f"({type(e).__name__}: {first_line})") from None
         if len(levels) < 3 or [s for *_, s in levels][-3:] != [8, 16, 32]:
             raise NoMultiScaleFeaturesError(name, f"its blocks give square maps at strides {[s for *_, s in levels]}, "
                                             "not 8, 16 and 32")
