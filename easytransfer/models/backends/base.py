@@ -45,6 +45,9 @@ class ModelBackend(ABC):
     # for real; otherwise (timm) the body is built on its own and the full model, without weights to load, only on
     # the meta device (its state-dict keys and group matcher are all that is read)
     body_from_full: bool = False
+    # whether its models have multi-scale feature maps (`feature_module`); a source without (CLIP towers: one
+    # pooled embedding) is refused at once, before anything is built or downloaded
+    has_features: bool = False
 
     # ------------------------------------------------------------------------------------------ names
     @abstractmethod
@@ -123,7 +126,8 @@ class ModelBackend(ABC):
     def feature_module(self, full: nn.Module, arch: str, *, out_indices: tuple[int, ...] | None = None,
                        output_stride: int | None = None) -> tuple[nn.Module, tuple[int, ...], tuple[int, ...], bool]:
         """The multi-scale body of `arch`: ``(module, channels, reductions, channels_last)``; `full` is the
-        classifier it comes from. Sources without one (CLIP towers) keep this default, which refuses.
+        classifier it comes from. Sources without one (CLIP towers) keep this default, which refuses, and
+        ``has_features = False``.
 
         Raises:
             NoMultiScaleFeaturesError: always, here.
@@ -151,6 +155,9 @@ class ModelBackend(ABC):
             WeightsUnavailableError, WeightsMismatchError: as for classification.
         """
         name = name or arch
+        if not self.has_features:
+            raise NoMultiScaleFeaturesError(name, f"{self.source} models give one pooled embedding per image, "
+                                            "not feature maps at several strides")
         load = pretrained or weights is not None
         full = self._full_for_features(arch, load=load)
         where = "random init"

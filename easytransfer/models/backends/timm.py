@@ -139,6 +139,7 @@ class TimmBackend(ModelBackend):
     """
 
     source = "timm"
+    has_features = True
 
     def resolve(self, name: str) -> str | None:
         if name in ALIASES:

@@ -187,6 +187,7 @@ class TorchvisionBackend(ModelBackend):
     source = "torchvision"
     prefix = TORCHVISION_PREFIX
     body_from_full = True  # the feature extractor is cut out of the (loaded) full model
+    has_features = True
 
     def resolve(self, name: str) -> str | None:
         if not name.startswith(self.prefix):
@@ -304,8 +305,11 @@ class TorchvisionBackend(ModelBackend):
         if out_indices is not None:
             levels = [levels[i] for i in out_indices]
         body = create_feature_extractor(full, return_nodes={path: str(i) for i, (path, _, _) in enumerate(levels)})
-        output = next(node for node in body.graph.nodes if node.op == "output")
-        maps = output.args[0]  # {"0": node, "1": node ...}: returned as a list, highest resolution first
-        output.args = ([maps[str(i)] for i in range(len(levels))],)
+        # its train and eval graphs return {"0": map, "1": map ...}: make both return the list, highest resolution first
+        for graph in {id(g): g for g in (getattr(body, "train_graph", None), getattr(body, "eval_graph", None),
+                                         body.graph) if g is not None}.values():
+            output = next(node for node in graph.nodes if node.op == "output")
+            maps = output.args[0]
+            output.args = ([maps[str(i)] for i in range(len(levels))],)
         body.recompile()
         return body, tuple(c for _, c, _ in levels), tuple(s for *_, s in levels), False
