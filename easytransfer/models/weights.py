@@ -195,6 +195,9 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     model.load_state_dict(state, strict=True)
 
 
+GETTER_PREFIX = "model."  # where timm's FeatureGetterNet keeps the model it wraps
+
+
 def _flattened(name: str) -> str:
     # timm's feature wrappers register a Sequential's children one level up, "stages.0" -> "stages_0"
     return name.replace(".", "_")
@@ -205,8 +208,9 @@ def body_source_names(body_keys: Sequence[str], source_keys: Sequence[str], *,
     """For each tensor of a feature body, the tensor of the full model it comes from: ``{body key: full key}``.
 
     A body key is the full model's own key (torchvision's feature extractors, timm's EfficientNet and MobileNet
-    bodies) or the same key with timm's flattened Sequential names (``stages_0.blocks`` for ``stages.0.blocks``:
-    ConvNeXt, DenseNet, GhostNet ...). Every body key must have exactly one source key: none or two raise.
+    bodies), the same key with timm's flattened Sequential names (``stages_0.blocks`` for ``stages.0.blocks``:
+    ConvNeXt, DenseNet, GhostNet ...), or the key under ``model.`` (timm's ``FeatureGetterNet``, which wraps the
+    whole model: ViTs). Every body key must have exactly one source key: none or two raise.
 
     Raises:
         WeightsMismatchError: a body tensor that no full-model tensor (or more than one) could be, by name.
@@ -222,6 +226,9 @@ def body_source_names(body_keys: Sequence[str], source_keys: Sequence[str], *,
     for key in body_keys:
         if key in exact:
             names[key] = key
+            continue
+        if key.startswith(GETTER_PREFIX) and key[len(GETTER_PREFIX):] in exact:
+            names[key] = key[len(GETTER_PREFIX):]
             continue
         candidates = flattened.get(_flattened(key), [])
         if len(candidates) == 1:
