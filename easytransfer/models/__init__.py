@@ -9,8 +9,8 @@ from .factory import describe_model as describe_model
 from .factory import get_model_spec as get_model_spec
 from .factory import list_models as list_models
 from .factory import resolve_arch as resolve_arch
-from .features import FeatureBody as FeatureBody
-from .features import NoMultiScaleFeaturesError as NoMultiScaleFeaturesError
+from .feature_body import FeatureBody as FeatureBody
+from .feature_body import NoMultiScaleFeaturesError as NoMultiScaleFeaturesError
 from .heads import HeadConfig as HeadConfig
 from .heads import KNNHead as KNNHead
 from .heads import PrototypeHead as PrototypeHead

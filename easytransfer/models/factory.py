@@ -21,7 +21,7 @@ from torch import nn
 from .backends import backend_for, get_backend, registered_backends
 from .backends.timm import ALIASES as ALIASES
 from .backends.torchvision import TORCHVISION_PREFIX as TORCHVISION_PREFIX
-from .features import FeatureBody
+from .feature_body import FeatureBody
 from .heads import HeadConfig
 from .spec import FAMILY_NOTES as FAMILY_NOTES
 from .spec import ModelSpec as ModelSpec

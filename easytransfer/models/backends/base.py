@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ...errors import UnknownModelError, WeightsUnavailableError
-from ..features import FeatureBody, NoMultiScaleFeaturesError
+from ..feature_body import FeatureBody, NoMultiScaleFeaturesError
 from ..heads import HeadConfig
 from ..matchers import matcher_stages
 from ..spec import ModelSpec

@@ -22,7 +22,7 @@ import timm.data
 import timm.models
 from torch import nn
 
-from ..features import NoMultiScaleFeaturesError
+from ..feature_body import NoMultiScaleFeaturesError
 from ..heads import HeadConfig, replace_linear_head
 from ..matchers import validate_matcher
 from ..spec import ModelSpec

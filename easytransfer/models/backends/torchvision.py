@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from ...errors import UnknownModelError
-from ..features import NoMultiScaleFeaturesError
+from ..feature_body import NoMultiScaleFeaturesError
 from ..heads import HeadConfig, find_classifier_layer, replace_conv_head, replace_linear_head
 from ..matchers import validate_matcher
 from ..spec import ModelSpec

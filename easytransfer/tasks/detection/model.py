@@ -27,7 +27,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from ...choices import DETECTION_HEADS as DETECTION_HEADS
 from ...models.backends import backend_for
 from ...models.factory import get_model_spec
-from ...models.features import FeatureBody, as_nchw
+from ...models.feature_body import FeatureBody, as_nchw
 from ...models.layer_groups import LayerGroups, feature_layer_groups
 from ..registry import HeadSupport
 

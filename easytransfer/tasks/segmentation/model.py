@@ -31,7 +31,7 @@ from torch import nn
 from ...choices import SEGMENTATION_HEADS as SEGMENTATION_HEADS
 from ...models.backends import backend_for
 from ...models.factory import get_model_spec
-from ...models.features import FeatureBody, NoMultiScaleFeaturesError, as_nchw
+from ...models.feature_body import FeatureBody, NoMultiScaleFeaturesError, as_nchw
 from ...models.layer_groups import LayerGroups, feature_layer_groups
 from ...models.spec import ModelSpec
 from ..registry import HeadSupport
