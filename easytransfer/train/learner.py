@@ -82,7 +82,7 @@ from .distributed import (
     one_process_view,
     rank_trainer,
 )
-from .feature_body import (
+from .features import (
     DEFAULT_CACHE_VIEWS,
     FeatureCache,
     FeatureCacheUnsupported,
