@@ -9,7 +9,7 @@ tuple of ints appended to the group's ordinal; ``(99999,)`` joins the previous g
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import timm.models
 from torch import nn
@@ -74,10 +74,12 @@ a suffix, write [('^norm', (99999,))], a list holding one pair.
     return dict(matcher)
 
 
-def matcher_stages(model: nn.Module, matcher: Mapping, *, exclude: Collection[str] = ()) -> list[list[str]]:
+def matcher_stages(model: nn.Module, matcher: Mapping | Callable, *,
+                   exclude: Collection[str] = ()) -> list[list[str]]:
     """`model`'s parameter names grouped by a group matcher, stem first: its natural stages.
 
-    The grouping is timm's own (``timm.models.group_parameters``); names in `exclude` (a new head) are left out,
+    The grouping is timm's own (``timm.models.group_parameters``), which also takes the callable matchers some
+    timm models return (CaiT, Inception); names in `exclude` (a new head) are left out,
     and stages left empty are dropped. Every layer-group split (classification, segmentation encoders, detection
     bodies) starts here.
 
@@ -87,6 +89,6 @@ def matcher_stages(model: nn.Module, matcher: Mapping, *, exclude: Collection[st
     >>> len(stages), stages[0][0], stages[1][0]
     (5, 'conv1.0.weight', 'layer1.0.conv1.weight')
     """
-    grouped = timm.models.group_parameters(model, dict(matcher))
+    grouped = timm.models.group_parameters(model, matcher)
     stages = [[n for n in grouped[k] if n not in exclude] for k in sorted(grouped)]
     return [s for s in stages if s]
