@@ -3,56 +3,22 @@ take a local weights file strictly and split into their natural stages (issue 25
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-
 import pytest
-import timm
 import torch
-import torchvision
-from safetensors.torch import save_file
-from test_detection import make_voc
+from test_detection import make_voc, quiet
+from test_segmentation_model import one_thread  # noqa: F401 - its autouse fixture: one thread in this module too
+from test_segmentation_model import assert_body_is_the_file, save_random_classifiers
 
 from easytransfer import DetectionData, detection_learner, load_model
 from easytransfer.models import NoMultiScaleFeaturesError, create_features
-from easytransfer.models.weights import body_source_names
 from easytransfer.tasks.detection.model import FPNBackbone, build_detector, detection_heads, detection_layer_groups
 
 TINY_DETECTOR = dict(fpn_channels=64, proposals=16)  # 64: the heads' GroupNorm(32) needs 2+ values per group
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
-
-def quiet(fn, *args, **kwargs):
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def weight_files(tmp_path_factory):
-    """Randomly initialised full classifiers saved as local files: timm's convnext_atto, torchvision's resnet18."""
-    folder = tmp_path_factory.mktemp("weights")
-    files = {}
-    for name, model in (("convnext_atto", timm.create_model("convnext_atto")),
-                        ("tv:resnet18", torchvision.models.resnet18(weights=None))):
-        path = folder / f"{name.replace(':', '_')}.safetensors"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-        files[name] = (path, model.state_dict())
-    return files
-
-
-def assert_body_is_the_file(body: torch.nn.Module, state: dict):
-    names = body_source_names(list(body.state_dict()), list(state))  # strict: every body tensor has its source
-    assert names and all(torch.equal(v, state[names[k]]) for k, v in body.state_dict().items())
+    return save_random_classifiers(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

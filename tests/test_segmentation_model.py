@@ -41,10 +41,9 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def weight_files(tmp_path_factory):
-    """Randomly initialised full classifiers saved as local files: timm's convnext_atto, torchvision's resnet18."""
-    folder = tmp_path_factory.mktemp("weights")
+def save_random_classifiers(folder) -> dict:
+    """Randomly initialised full classifiers saved as local files: timm's convnext_atto, torchvision's resnet18;
+    returns name -> (path, state dict)."""
     files = {}
     for name, model in (("convnext_atto", timm.create_model("convnext_atto")),
                         ("tv:resnet18", torchvision.models.resnet18(weights=None))):
@@ -52,6 +51,11 @@ def weight_files(tmp_path_factory):
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
         files[name] = (path, model.state_dict())
     return files
+
+
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory):
+    return save_random_classifiers(tmp_path_factory.mktemp("weights"))
 
 
 def assert_body_is_the_file(body: torch.nn.Module, state: dict):

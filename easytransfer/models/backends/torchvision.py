@@ -142,7 +142,7 @@ def stride_levels(model: nn.Module, size: int = PROBE_SIZE) -> list[tuple[str, i
 
     One forward pass of a zero image records the output of each of the model's blocks (its children, and the
     children of its Sequential containers); the last block whose square output map is at stride 2, 4, 8, 16 or 32
-    is that level's feature map. This is where torchvision's own detection backbones tap ResNets and MobileNets.
+    is that level's feature map (for a ResNet: layer1 to layer4, where torchvision's own detection backbones tap it).
 
     >>> [(path, stride) for path, _, stride in stride_levels(torchvision.models.resnet18())]
     [('relu', 2), ('layer1.1', 4), ('layer2.1', 8), ('layer3.1', 16), ('layer4.1', 32)]
