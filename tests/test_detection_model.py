@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from test_detection import make_voc, quiet
-from test_segmentation_model import one_thread  # noqa: F401 - its autouse fixture: one thread in this module too
-from test_segmentation_model import assert_body_is_the_file, save_random_classifiers
+from test_segmentation_model import (
+    assert_body_is_the_file,
+    one_thread,  # noqa: F401 - its autouse fixture: one thread in this module too
+    save_random_classifiers,
+)
 
 from easytransfer import DetectionData, detection_learner, load_model
 from easytransfer.models import NoMultiScaleFeaturesError, create_features
