@@ -145,8 +145,8 @@ class FeatureEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = as_nchw(self.model(x), self.channels_last)
         maps = [maps[i] for i in self.indices]
-        if self.pad_half:  # smp's placeholder for the missing stride-2 level
-            maps = [torch.empty(x.shape[0], 0, x.shape[2] // 2, x.shape[3] // 2, dtype=x.dtype, device=x.device)] + maps
+        if self.pad_half:  # smp's placeholder for the missing stride-2 level: no channels, half the size; a slice of
+            maps = [x[:, :0, ::2, ::2], *maps]  # the input, not a new tensor, so that torch.export can follow the batch
         return [x, *maps]
 
 
