@@ -145,8 +145,9 @@ class FeatureEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = as_nchw(self.model(x), self.channels_last)
         maps = [maps[i] for i in self.indices]
-        if self.pad_half:  # smp's placeholder for the missing stride-2 level: no channels, half the size; a slice of
-            maps = [x[:, :0, ::2, ::2], *maps]  # the input, not a new tensor, so that torch.export can follow the batch
+        if self.pad_half:  # smp's placeholder for the missing stride-2 level: no channels, half the size (as smp's
+            # H // 2), a slice of the input rather than a new tensor, so that tracing follows the batch size
+            maps = [x[:, :0, : x.shape[2] // 2, : x.shape[3] // 2], *maps]
         return [x, *maps]
 
 
