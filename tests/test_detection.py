@@ -222,13 +222,13 @@ def test_detector_builds_with_packaged_weights_in_the_body(head):
 
     from easytransfer.models.weights import load_pretrained
 
-    model, config, full, source = build_detector("efficientnet_lite0", 2, head=head, size=96, **TINY)
+    model, config, _, source = build_detector("efficientnet_lite0", 2, head=head, size=96, **TINY)
     assert source.startswith("package") and config.mean == (0.5, 0.5, 0.5)
     reference = timm.create_model("tf_efficientnet_lite0")
     load_pretrained(reference, "tf_efficientnet_lite0")
     body = model.backbone.body.state_dict()
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in body.items())  # every body tensor loaded
-    groups = detection_layer_groups(model, full)
+    groups = detection_layer_groups(model)
     names = [n for g in groups.names for n in g]
     assert sorted(names) == sorted(n for n, _ in model.named_parameters())  # each parameter in one group
     assert all(n.startswith("backbone.body.") for g in groups.names[:-1] for n in g)

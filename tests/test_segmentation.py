@@ -144,7 +144,7 @@ def test_scores_match_a_hand_computation_with_ignore_index():
 def test_every_head_builds_and_groups_cover_every_parameter(head):
     model, spec = build_segmentation_model(TINY, 3, head=head, pretrained=False)
     assert model(torch.zeros(2, 3, SIZE, SIZE)).shape == (2, 3, SIZE, SIZE)  # DeepLabV3+'s pooled BN needs 2
-    groups = encoder_layer_groups(model, TINY, 2)
+    groups = encoder_layer_groups(model, 2)
     names = [n for g in groups.names for n in g]
     assert sorted(names) == sorted(n for n, _ in model.named_parameters())
     assert all(n.startswith("encoder.") for g in groups.names[:-1] for n in g)

@@ -21,6 +21,7 @@ from torch import nn
 from .backends import backend_for, get_backend, registered_backends
 from .backends.timm import ALIASES as ALIASES
 from .backends.torchvision import TORCHVISION_PREFIX as TORCHVISION_PREFIX
+from .feature_body import FeatureBody
 from .heads import HeadConfig
 from .spec import FAMILY_NOTES as FAMILY_NOTES
 from .spec import ModelSpec as ModelSpec
@@ -29,12 +30,37 @@ from .weights import packaged_weights_for
 __all__ = [
     "ModelSpec",
     "build_model",
+    "create_features",
     "create_model",
     "describe_model",
     "get_model_spec",
     "list_models",
     "resolve_arch",
 ]
+
+
+def create_features(name: str, *, pretrained: bool = True, weights: str | os.PathLike | None = None,
+                    out_indices: tuple[int, ...] | None = None, output_stride: int | None = None) -> FeatureBody:
+    """`name` (any backend) as a multi-scale feature body for dense tasks, as ``timm.create_model(...,
+    features_only=True)`` is for timm: the maps, their channels and strides, the natural stages, the weights' source.
+
+    Args:
+        name: ``"convnext_atto"``, ``"efficientnet_lite0"``, ``"tv:resnet18"`` ...
+        pretrained: load the full classifier's pre-trained weights into the body (strictly: nothing missing).
+        weights: a local weights file of the full classifier instead.
+        out_indices: feature levels to return (default all, highest resolution first).
+        output_stride: 16 or 8 for a dilated body (timm CNNs); default 32.
+
+    Raises:
+        NoMultiScaleFeaturesError: `name` has no multi-scale maps (ViTs, CLIP towers), with the fix.
+
+    >>> body = create_features("tv:resnet18", pretrained=False)
+    >>> body.channels, body.reductions, body.weights
+    ((64, 64, 128, 256, 512), (2, 4, 8, 16, 32), 'random init')
+    """
+    backend, arch = backend_for(name)
+    return backend.create_features(arch, pretrained=pretrained, weights=weights, out_indices=out_indices,
+                                   output_stride=output_stride, name=name)
 
 
 def resolve_arch(name: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ Layer decay works on finer groups, one per block (`block_layer_groups`): the mod
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +23,10 @@ from torch import nn
 from ..errors import NoBlockGroupsError
 from .backends import registered_backends
 from .backends.torchvision import TORCHVISION_MATCHERS as TORCHVISION_MATCHERS
-from .matchers import validate_matcher
+from .matchers import matcher_stages, validate_matcher
 
 __all__ = ["DEFAULT_N_STAGES", "TORCHVISION_MATCHERS", "LayerGroups", "block_layer_groups", "bucket_stages",
-           "fine_matcher_for", "matcher_for", "split_layer_groups"]
+           "feature_layer_groups", "fine_matcher_for", "matcher_for", "split_layer_groups"]
 
 DEFAULT_N_STAGES = 4
 
@@ -99,8 +100,7 @@ def _head_param_names(model: nn.Module, head: str | None) -> set[str]:
 def _natural_stages(model: nn.Module, head: set[str], matcher: dict | None) -> list[list[str]]:
     """Body parameter names per natural stage, from a group matcher or, without one, module order."""
     if matcher is not None:
-        grouped = timm.models.group_parameters(model, matcher)
-        stages = [[n for n in grouped[k] if n not in head] for k in sorted(grouped)]
+        return matcher_stages(model, matcher, exclude=head)
     else:
         warnings.warn(
             f"{type(model).__name__} has no group matcher; its layer groups follow its top-level modules "
@@ -160,6 +160,46 @@ def bucket_stages(stages: list[list[str]], n_stages: int | None = None) -> list[
     n_stages = min(n_stages or DEFAULT_N_STAGES, len(stages))
     buckets = np.array_split(np.arange(len(stages)), n_stages)
     return [tuple(n for i in bucket for n in stages[i]) for bucket in buckets]
+
+
+def feature_layer_groups(model: nn.Module, body: str, stages: Sequence[Sequence[str]],
+                         n_stages: int | None = None) -> LayerGroups:
+    """Layer groups of a dense model: its feature body's natural stages bucketed into `n_stages`, then one head group.
+
+    Args:
+        model: the whole model (a segmentation model, a detector).
+        body: module path of the feature body inside `model` (``"encoder.model"``, ``"backbone.body"``).
+        stages: the body's parameter names per natural stage (`FeatureBody.stages`, from the backend's matcher).
+        n_stages: body groups wanted (default `DEFAULT_N_STAGES`, fewer when the body has fewer stages).
+
+    Returns:
+        The `LayerGroups`: the body's buckets, then every other parameter (decoder, pyramid, heads) as the head.
+
+    Raises:
+        ValueError: `stages` names a parameter that is not in the body.
+
+    >>> from easytransfer.models import create_features
+    >>> body = create_features("tv:resnet18", pretrained=False)
+    >>> model = nn.ModuleDict({"body": body.module, "head": nn.Conv2d(512, 2, 1)})
+    >>> groups = feature_layer_groups(model, "body", body.stages, 2)
+    >>> len(groups), groups.names[0][0], groups.names[1][0], groups.names[-1]
+    (3, 'body.conv1.weight', 'body.layer3.0.conv1.weight', ('head.weight', 'head.bias'))
+    """
+    prefix = body + "."
+    names = [n for n, _ in model.named_parameters()]
+    in_body = [n for n in names if n.startswith(prefix)]
+    staged = [[prefix + n for n in stage] for stage in stages]
+    unknown = sorted({n for stage in staged for n in stage} - set(in_body))
+    if unknown:
+        raise ValueError(f"The stages name parameters that are not in {body!r} (e.g. {unknown[:3]}); give the "
+                         "stages of the body that sits at that path.")
+    covered = {n for stage in staged for n in stage}
+    left = [n for n in in_body if n not in covered]
+    if left:  # body parameters the stages do not hold: with the last stage, as timm does unmatched ones
+        staged = [*staged[:-1], [*staged[-1], *left]] if staged else [left]
+    staged = [s for s in staged if s]
+    head = tuple(n for n in names if not n.startswith(prefix))
+    return LayerGroups(names=tuple(bucket_stages(staged, n_stages)) + (head,))
 
 
 def fine_matcher_for(model: nn.Module) -> dict | None:

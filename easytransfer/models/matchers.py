@@ -9,9 +9,12 @@ tuple of ints appended to the group's ordinal; ``(99999,)`` joins the previous g
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 
-__all__ = ["MATCH_PREVIOUS", "validate_matcher"]
+import timm.models
+from torch import nn
+
+__all__ = ["MATCH_PREVIOUS", "matcher_stages", "validate_matcher"]
 
 MATCH_PREVIOUS = (99999,)  # timm's MATCH_PREV_GROUP: a suffix that joins the group before
 
@@ -69,3 +72,23 @@ a suffix, write [('^norm', (99999,))], a list holding one pair.
             raise ValueError(f"Group matcher entry {entry!r} is {spec!r}; use a regex string or a list of "
                              "(regex, suffix) pairs.")
     return dict(matcher)
+
+
+def matcher_stages(model: nn.Module, matcher: Mapping | Callable, *,
+                   exclude: Collection[str] = ()) -> list[list[str]]:
+    """`model`'s parameter names grouped by a group matcher, stem first: its natural stages.
+
+    The grouping is timm's own (``timm.models.group_parameters``), which also takes the callable matchers some
+    timm models return (CaiT, Inception); names in `exclude` (a new head) are left out,
+    and stages left empty are dropped. Every layer-group split (classification, segmentation encoders, detection
+    bodies) starts here.
+
+    >>> import timm
+    >>> stages = matcher_stages(timm.create_model("test_resnet"), {"stem": r"^conv1|^bn1", "blocks": r"^layer(\\d+)"},
+    ...                         exclude={"fc.weight", "fc.bias"})
+    >>> len(stages), stages[0][0], stages[1][0]
+    (5, 'conv1.0.weight', 'layer1.0.conv1.weight')
+    """
+    grouped = timm.models.group_parameters(model, matcher)
+    stages = [[n for n in grouped[k] if n not in exclude] for k in sorted(grouped)]
+    return [s for s in stages if s]

@@ -34,6 +34,8 @@ __all__ = [
     "hub_file",
     "hub_offline",
     "packaged_weights_for",
+    "body_source_names",
+    "load_body_weights",
     "load_pretrained",
     "load_state_dict_file",
     "load_state_dict_strict",
@@ -191,6 +193,76 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
         raise WeightsMismatchError(f"The weights in {where} do not fit {target}: "
                                    + ", ".join(p for p in parts if p) + ".")
     model.load_state_dict(state, strict=True)
+
+
+GETTER_PREFIX = "model."  # where timm's FeatureGetterNet keeps the model it wraps
+
+
+def _flattened(name: str) -> str:
+    # timm's feature wrappers register a Sequential's children one level up, "stages.0" -> "stages_0"
+    return name.replace(".", "_")
+
+
+def body_source_names(body_keys: Sequence[str], source_keys: Sequence[str], *,
+                      arch: str | None = None) -> dict[str, str]:
+    """For each tensor of a feature body, the tensor of the full model it comes from: ``{body key: full key}``.
+
+    A body key is the full model's own key (torchvision's feature extractors, timm's EfficientNet and MobileNet
+    bodies), the same key with timm's flattened Sequential names (``stages_0.blocks`` for ``stages.0.blocks``:
+    ConvNeXt, DenseNet, GhostNet ...), or the key under ``model.`` (timm's ``FeatureGetterNet``, which wraps the
+    whole model: ViTs). Every body key must have exactly one source key: none or two raise.
+
+    Raises:
+        WeightsMismatchError: a body tensor that no full-model tensor (or more than one) could be, by name.
+
+    >>> body_source_names(["stem.0.weight", "stages_1.blocks.0.gamma"], ["stem.0.weight", "stages.1.blocks.0.gamma"])
+    {'stem.0.weight': 'stem.0.weight', 'stages_1.blocks.0.gamma': 'stages.1.blocks.0.gamma'}
+    """
+    exact = set(source_keys)
+    flattened: dict[str, list[str]] = {}
+    for key in source_keys:
+        flattened.setdefault(_flattened(key), []).append(key)
+    names, missing, ambiguous = {}, [], []
+    for key in body_keys:
+        if key in exact:
+            names[key] = key
+            continue
+        if key.startswith(GETTER_PREFIX) and key[len(GETTER_PREFIX):] in exact:
+            names[key] = key[len(GETTER_PREFIX):]
+            continue
+        candidates = flattened.get(_flattened(key), [])
+        if len(candidates) == 1:
+            names[key] = candidates[0]
+        else:
+            (ambiguous if candidates else missing).append(key)
+    if missing or ambiguous:
+        target = repr(arch) if arch else "the full model"
+        parts = [f"{len(missing)} with no tensor of {target} (e.g. {missing[:3]})" if missing else "",
+                 f"{len(ambiguous)} matching several (e.g. {ambiguous[:3]})" if ambiguous else ""]
+        raise WeightsMismatchError(f"The feature body of {target} has tensors the full model's weights cannot fill: "
+                                   + ", ".join(p for p in parts if p)
+                                   + ". Report it with the architecture name; meanwhile use pretrained=False.")
+    return names
+
+
+def load_body_weights(body: nn.Module, source: Mapping[str, torch.Tensor], *, where: str,
+                      arch: str | None = None) -> dict[str, str]:
+    """Load a full model's state dict (`source`) into its feature `body`, strictly: every body tensor is filled.
+
+    This is the one way full-model pre-trained weights reach a segmentation encoder or a detection body, whatever
+    the backend: `body_source_names` pairs the keys, `load_state_dict_strict` loads them (nothing missing, every
+    shape checked). Returns the ``{body key: full key}`` map.
+
+    >>> import timm
+    >>> full = timm.create_model("test_convnext")
+    >>> body = timm.create_model("test_convnext", features_only=True)
+    >>> names = load_body_weights(body, full.state_dict(), where="a test")
+    >>> names["stages_1.blocks.0.gamma"], torch.equal(body.stages_1.blocks[0].gamma, full.stages[1].blocks[0].gamma)
+    ('stages.1.blocks.0.gamma', True)
+    """
+    names = body_source_names(list(body.state_dict()), list(source), arch=arch)
+    load_state_dict_strict(body, {key: source[full] for key, full in names.items()}, where=where, arch=arch)
+    return names
 
 
 def map_state_dict_in_order(

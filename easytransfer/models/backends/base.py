@@ -2,9 +2,10 @@
 
 A backend owns everything that differs between sources: which names it accepts, the `ModelSpec` of an
 architecture, building it (optionally for another input size), loading its pre-trained weights, replacing its
-head, and its layer-group matcher. `create_model` and `transfer_learner` only talk to backends through this
-interface, so a new source is one new module with a `ModelBackend` subclass plus one `register_backend` call
-in ``backends/__init__.py``.
+head, its layer-group matcher, and its multi-scale feature body for dense tasks (`create_features`).
+`create_model`, `create_features` and the learners only talk to backends through this interface, so a new
+source is one new module with a `ModelBackend` subclass plus one `register_backend` call in
+``backends/__init__.py``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import replace
 
+import torch
 from torch import nn
 
 from ...errors import UnknownModelError, WeightsUnavailableError
+from ..feature_body import FeatureBody, NoMultiScaleFeaturesError
 from ..heads import HeadConfig
+from ..matchers import matcher_stages
 from ..spec import ModelSpec
+from ..weights import body_source_names, load_body_weights
 
 __all__ = ["ModelBackend", "backend_for", "get_backend", "register_backend", "registered_backends"]
 
@@ -36,6 +41,13 @@ class ModelBackend(ABC):
     source: str = ""
     prefix: str = ""
     text_heads: bool = False
+    # whether `feature_module` cuts the body out of the full model itself (torchvision), which must then be built
+    # for real; otherwise (timm) the body is built on its own and the full model, without weights to load, only on
+    # the meta device (its state-dict keys and group matcher are all that is read)
+    body_from_full: bool = False
+    # whether its models have multi-scale feature maps (`feature_module`); a source without (CLIP towers: one
+    # pooled embedding) is refused at once, before anything is built or downloaded
+    has_features: bool = False
 
     # ------------------------------------------------------------------------------------------ names
     @abstractmethod
@@ -109,6 +121,88 @@ class ModelBackend(ABC):
     def head_dropout(self, model: nn.Module) -> float:
         """Dropout the model applies before its head in ``forward`` (outside the head module); default 0."""
         return 0.0
+
+    # ------------------------------------------------------------------------------------- dense tasks
+    def feature_module(self, full: nn.Module, arch: str, *, out_indices: tuple[int, ...] | None = None,
+                       output_stride: int | None = None) -> tuple[nn.Module, tuple[int, ...], tuple[int, ...], bool]:
+        """The multi-scale body of `arch`: ``(module, channels, reductions, channels_last)``; `full` is the
+        classifier it comes from. Sources without one (CLIP towers) keep this default, which refuses, and
+        ``has_features = False``.
+
+        Raises:
+            NoMultiScaleFeaturesError: always, here.
+        """
+        raise NoMultiScaleFeaturesError(arch, f"{self.source} models are not built as feature pyramids here")
+
+    def create_features(self, arch: str, *, pretrained: bool = False, weights: str | os.PathLike | None = None,
+                        out_indices: tuple[int, ...] | None = None, output_stride: int | None = None,
+                        name: str | None = None) -> FeatureBody:
+        """`arch` as a multi-scale feature body (`FeatureBody`), with the full classifier's weights loaded strictly.
+
+        The full model is built and its weights loaded as for classification (`load_pretrained`: a local file,
+        packaged offline weights, the hub); `load_body_weights` then fills every body tensor from them, nothing
+        missing. The body's stages come from the full model's group matcher, its names mapped to the body's.
+
+        Args:
+            arch: the source's own name (`backend_for` gives it).
+            pretrained: load pre-trained weights; weights: a local file of the full classifier instead.
+            out_indices: which feature levels to return (timm's ``out_indices``; default all).
+            output_stride: 16 or 8 for a dilated body (DeepLabV3+); default 32.
+            name: the name the user typed, for messages (default `arch`).
+
+        Raises:
+            NoMultiScaleFeaturesError: the architecture has no multi-scale maps (a ViT, a CLIP tower).
+            WeightsUnavailableError, WeightsMismatchError: as for classification.
+        """
+        name = name or arch
+        if not self.has_features:
+            raise NoMultiScaleFeaturesError(name, f"{self.source} models give one pooled embedding per image, "
+                                            "not feature maps at several strides")
+        load = pretrained or weights is not None
+        full = self._full_for_features(arch, load=load)
+        where = "random init"
+        if load:
+            try:
+                where = self.load_pretrained(full, arch, weights=weights)
+            except WeightsUnavailableError as e:  # name what the user typed, not the source's name for it
+                if e.arch == name:
+                    raise
+                raise WeightsUnavailableError(name, e.tried, e.fix) from None
+        module, channels, reductions, channels_last = self.feature_module(
+            full, arch, out_indices=out_indices, output_stride=output_stride)
+        if load:
+            names = load_body_weights(module, full.state_dict(), where=where, arch=name)
+        else:  # the same pairing, so that a body the weights could not fill fails now, not when they are asked for
+            names = body_source_names(list(module.state_dict()), list(full.state_dict()), arch=name)
+        return FeatureBody(module=module, channels=tuple(int(c) for c in channels),
+                           reductions=tuple(int(r) for r in reductions), stages=self._body_stages(module, full, names),
+                           weights=where, source=self.source, arch=arch, channels_last=bool(channels_last))
+
+    def _full_for_features(self, arch: str, *, load: bool) -> nn.Module:
+        if not load and not self.body_from_full:
+            try:  # only its keys and group matcher are read
+                with torch.device("meta"):
+                    return self.create(arch, head=HeadConfig())
+            except Exception:  # noqa: BLE001 - a model whose constructor computes on tensors; build it for real
+                pass
+        return self.create(arch, head=HeadConfig(), pretrained=load)
+
+    def _body_stages(self, module: nn.Module, full: nn.Module, names: dict[str, str]) -> tuple[tuple[str, ...], ...]:
+        """The body's parameter names per natural stage of the full model (its group matcher), stem first."""
+        params = [n for n, _ in module.named_parameters()]
+        body_of = {names[n]: n for n in params}
+        matcher = self.matcher_for(full)
+        if matcher is None:  # no matcher: the body's top-level modules, in order
+            order: dict[str, list[str]] = {}
+            for n in params:
+                order.setdefault(n.split(".", 1)[0], []).append(n)
+            return tuple(tuple(s) for s in order.values())
+        stages = [[body_of[n] for n in stage if n in body_of] for stage in matcher_stages(full, matcher)]
+        stages = [s for s in stages if s]
+        left = [n for n in params if n not in {m for s in stages for m in s}]
+        if left:  # body parameters no stage holds (none known): with the last stage, as timm does unmatched ones
+            stages[-1].extend(left)
+        return tuple(tuple(s) for s in stages)
 
 
 _BACKENDS: dict[str, ModelBackend] = {}

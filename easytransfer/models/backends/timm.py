@@ -5,7 +5,8 @@ Names: ``"resnet50"``, ``"resnet50.a1_in1k"``, ``"hf-hub:timm/resnet18.a1_in1k"`
 comes from timm's pretrained config (CLIP and SigLIP towers have their own mean and std); the input size from
 the created model when it was built for one (``img_size``: ViT, DINOv2, Swin ...), with `DEFAULT_SIZES` for
 families whose config asks for a costly size (DINOv2: 518 px). Layer groups come from the model's own
-``group_matcher(coarse=True)``; layer decay uses its per-block ``group_matcher(coarse=False)``.
+``group_matcher(coarse=True)``; layer decay uses its per-block ``group_matcher(coarse=False)``. Dense tasks
+take the model's ``features_only`` form (`TimmBackend.feature_module`), the body smp's ``tu-`` encoders use.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import timm.data
 import timm.models
 from torch import nn
 
+from ..feature_body import NoMultiScaleFeaturesError
 from ..heads import HeadConfig, replace_linear_head
 from ..matchers import validate_matcher
 from ..spec import ModelSpec
@@ -137,6 +139,7 @@ class TimmBackend(ModelBackend):
     """
 
     source = "timm"
+    has_features = True
 
     def resolve(self, name: str) -> str | None:
         if name in ALIASES:
@@ -260,3 +263,30 @@ class TimmBackend(ModelBackend):
 
     def head_dropout(self, model: nn.Module) -> float:
         return float(getattr(model, "drop_rate", 0.0) or 0.0)
+
+    def feature_module(self, full: nn.Module, arch: str, *, out_indices: tuple[int, ...] | None = None,
+                       output_stride: int | None = None):
+        """timm's own ``features_only`` body (the one smp's ``tu-`` encoders and timm's users know): its modules
+        keep the full model's names, with timm's flattened Sequential names (``stages_0`` for ``stages.0``).
+
+        >>> module, channels, reductions, _ = TimmBackend().feature_module(None, "test_convnext")
+        >>> channels, reductions, type(module).__name__
+        ((24, 32, 48, 64), (4, 8, 16, 32), 'FeatureListNet')
+        """
+        kwargs = {}
+        if out_indices is not None:
+            kwargs["out_indices"] = tuple(out_indices)
+        if output_stride not in (None, 32):
+            kwargs["output_stride"] = int(output_stride)
+        try:
+            body = timm.create_model(arch, pretrained=False, features_only=True, **kwargs)
+        except (RuntimeError, AssertionError, TypeError, ValueError, KeyError, AttributeError,
+                NotImplementedError) as e:
+            what = f"output_stride={output_stride}" if "output_stride" in kwargs else "features_only=True"
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            raise NoMultiScaleFeaturesError(arch, f"timm cannot build it with {what} ({type(e).__name__}: "
+                                            f"{first_line})") from None
+        info = body.feature_info
+        fmt = getattr(body, "output_fmt", "NCHW")
+        channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"
+        return body, tuple(info.channels()), tuple(info.reduction()), channels_last

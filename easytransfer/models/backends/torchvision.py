@@ -3,6 +3,9 @@
 Preprocessing comes from the builder's default weights' transforms; the classifier is the last Linear layer
 (SqueezeNet: its final 1x1 convolution); layer groups come from the hand-written matchers in
 `TORCHVISION_MATCHERS`, one per torchvision family (module), each validated when this module is imported.
+Dense tasks take the feature maps of the last block at each stride (`stride_levels`), cut out of the model with
+torchvision's own ``create_feature_extractor``; the body keeps the model's parameter names, so its matcher and
+its weights apply unchanged.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ from urllib.parse import urlparse
 import torch
 import torchvision.models
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from ...errors import UnknownModelError
+from ..feature_body import NoMultiScaleFeaturesError
 from ..heads import HeadConfig, find_classifier_layer, replace_conv_head, replace_linear_head
 from ..matchers import validate_matcher
 from ..spec import ModelSpec
 from ..weights import has_packaged_weights, load_torchvision_pretrained, packaged_weights_for
 from .base import ModelBackend
 
-__all__ = ["AUXILIARY_HEADS", "TORCHVISION_MATCHERS", "TORCHVISION_PREFIX", "TorchvisionBackend"]
+__all__ = ["AUXILIARY_HEADS", "TORCHVISION_MATCHERS", "TORCHVISION_PREFIX", "TorchvisionBackend", "stride_levels"]
 
 TORCHVISION_PREFIX = "tv:"
 
@@ -115,6 +120,54 @@ def family_of(model: nn.Module) -> str:
     return type(model).__module__.rsplit(".", 1)[-1]
 
 
+PROBE_SIZE = 128  # the side of the zero image `stride_levels` runs: small and cheap, yet 4x4 maps at stride 32
+FEATURE_STRIDES = (2, 4, 8, 16, 32)
+
+
+def _stage_candidates(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules whose outputs can be feature maps: the model's children, a plain Sequential's children in its
+    place (``features.3``, ``layer2.1``), as timm's feature wrappers see a model. Sequential subclasses
+    (``Conv2dNormActivation``: RegNet's stem) are one block: torchvision's tracer does not look inside them."""
+    candidates = {}
+    for name, child in model.named_children():
+        if type(child) is nn.Sequential:
+            candidates.update({f"{name}.{sub}": module for sub, module in child.named_children()})
+        else:
+            candidates[name] = child
+    return candidates
+
+
+def stride_levels(model: nn.Module, size: int = PROBE_SIZE) -> list[tuple[str, int, int]]:
+    """``(module path, channels, stride)`` of the last block before each stride change, highest resolution first.
+
+    One forward pass of a zero image records the output of each of the model's blocks (its children, and the
+    children of its Sequential containers); the last block whose square output map is at stride 2, 4, 8, 16 or 32
+    is that level's feature map (for a ResNet: layer1 to layer4, where torchvision's own detection backbones tap it).
+
+    >>> [(path, stride) for path, _, stride in stride_levels(torchvision.models.resnet18())]
+    [('relu', 2), ('layer1.1', 4), ('layer2.1', 8), ('layer3.1', 16), ('layer4.1', 32)]
+    """
+    outputs: list[tuple[str, torch.Tensor]] = []
+    hooks = [module.register_forward_hook(lambda _m, _i, out, path=path: outputs.append((path, out)))
+             for path, module in _stage_candidates(model).items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    last: dict[int, tuple[str, int]] = {}
+    for path, out in outputs:
+        if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] == out.shape[-2] and out.shape[-1]:
+            stride = size // int(out.shape[-1])
+            if stride in FEATURE_STRIDES and size % int(out.shape[-1]) == 0:
+                last[stride] = (path, int(out.shape[1]))
+    return [(last[s][0], last[s][1], s) for s in sorted(last)]
+
+
 def _set_pooling(model: nn.Module, spec: ModelSpec, pool: str) -> None:
     """Give a torchvision CNN (an ``avgpool`` of type ``AdaptiveAvgPool2d``) average or max pooling."""
     current = getattr(model, "avgpool", None)
@@ -133,6 +186,8 @@ class TorchvisionBackend(ModelBackend):
 
     source = "torchvision"
     prefix = TORCHVISION_PREFIX
+    body_from_full = True  # the feature extractor is cut out of the (loaded) full model
+    has_features = True
 
     def resolve(self, name: str) -> str | None:
         if not name.startswith(self.prefix):
@@ -199,7 +254,8 @@ class TorchvisionBackend(ModelBackend):
 
     def load_pretrained(self, model: nn.Module, arch: str, *, weights: str | os.PathLike | None = None,
                         head: str | None = None) -> str:
-        return load_torchvision_pretrained(model, arch, weights=weights, head=head)
+        # a local file's classifier may have other classes: say where it is (the spec's; else find it again)
+        return load_torchvision_pretrained(model, arch, weights=weights, head=head or find_classifier_layer(model))
 
     def replace_head(self, model: nn.Module, spec: ModelSpec, n_out: int, head: HeadConfig) -> None:
         if head.pool is not None:
@@ -221,3 +277,39 @@ class TorchvisionBackend(ModelBackend):
         if type(model).__module__.startswith("torchvision.models"):
             return TORCHVISION_MATCHERS.get(family_of(model))
         return None
+
+    def feature_module(self, full: nn.Module, arch: str, *, out_indices: tuple[int, ...] | None = None,
+                       output_stride: int | None = None):
+        """The full model cut at the last block of each stride (`stride_levels`) by torchvision's
+        ``create_feature_extractor``; it returns the maps as a list and keeps the model's parameter names.
+
+        >>> module, channels, reductions, _ = TorchvisionBackend().feature_module(torchvision.models.resnet18(),
+        ...                                                                       "resnet18")
+        >>> channels, reductions, [tuple(f.shape[1:]) for f in module(torch.zeros(1, 3, 64, 64))][-1]
+        ((64, 64, 128, 256, 512), (2, 4, 8, 16, 32), (512, 2, 2))
+        """
+        name = self.prefix + arch
+        if output_stride not in (None, 32):
+            raise NoMultiScaleFeaturesError(name, f"torchvision bodies are not dilated (output_stride={output_stride})",
+                                            "use head='unet', 'fpn', 'unetplusplus' or 'linknet', or a timm CNN "
+                                            "(timm dilates it) for 'deeplabv3plus'")
+        try:
+            levels = stride_levels(full)
+        except Exception as e:  # noqa: BLE001 - a model that does not run on a small square image
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            raise NoMultiScaleFeaturesError(name, f"it does not run on a {PROBE_SIZE} px image "
+                                            f"({type(e).__name__}: {first_line})") from None
+        if len(levels) < 3 or [s for *_, s in levels][-3:] != [8, 16, 32]:
+            raise NoMultiScaleFeaturesError(name, f"its blocks give square maps at strides {[s for *_, s in levels]}, "
+                                            "not 8, 16 and 32")
+        if out_indices is not None:
+            levels = [levels[i] for i in out_indices]
+        body = create_feature_extractor(full, return_nodes={path: str(i) for i, (path, _, _) in enumerate(levels)})
+        # its train and eval graphs return {"0": map, "1": map ...}: make both return the list, highest resolution first
+        for graph in {id(g): g for g in (getattr(body, "train_graph", None), getattr(body, "eval_graph", None),
+                                         body.graph) if g is not None}.values():
+            output = next(node for node in graph.nodes if node.op == "output")
+            maps = output.args[0]
+            output.args = ([maps[str(i)] for i in range(len(levels))],)
+        body.recompile()
+        return body, tuple(c for _, c, _ in levels), tuple(s for *_, s in levels), False

@@ -197,10 +197,10 @@ def detection_learner(
     if not isinstance(dls, DetectionData):
         raise TypeError("detection_learner needs a DetectionData (DetectionData.from_voc ...), "
                         f"got {type(dls).__name__}.")
-    model, config, full, source = build_detector(arch, len(dls.classes), head=head, pretrained=pretrained,
-                                                 weights=weights, size=dls.recipe.size, fpn_channels=fpn_channels,
-                                                 score_thresh=score_thresh, proposals=proposals)
-    groups = detection_layer_groups(model, full, n_stages)
+    model, config, _, source = build_detector(arch, len(dls.classes), head=head, pretrained=pretrained,
+                                              weights=weights, size=dls.recipe.size, fpn_channels=fpn_channels,
+                                              score_thresh=score_thresh, proposals=proposals)
+    groups = detection_layer_groups(model, n_stages)
     spec = get_model_spec(arch)
     spec = type(spec)(**{**spec.__dict__, "classifier": "", "weights": source,
                          "input_size": (3, config.size, config.size), "num_params": sum(

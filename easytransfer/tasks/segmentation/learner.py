@@ -253,7 +253,7 @@ def segmentation_learner(
     config = SegmentationConfig(head, dls.ignore_index)
     model, spec = build_segmentation_model(arch, len(dls.codes), head=head, pretrained=pretrained, weights=weights)
     dls = dls.for_model(spec)
-    groups = encoder_layer_groups(model, arch, n_stages)
+    groups = encoder_layer_groups(model, n_stages)
     ignore = -100 if dls.ignore_index is None else dls.ignore_index
     loss_func = (CrossEntropyLossFlat(axis=1, ignore_index=ignore) if loss == "ce"
                  else CrossEntropyDiceLoss(dls.ignore_index))

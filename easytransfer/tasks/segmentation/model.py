@@ -1,15 +1,17 @@
-"""Segmentation models: a timm backbone as the encoder of a segmentation_models_pytorch decoder (U-Net, FPN ...).
+"""Segmentation models: any backbone's feature body as the encoder of a segmentation_models_pytorch decoder.
 
-The encoder is smp's ``tu-`` (timm universal) encoder: timm's ``features_only`` version of the backbone. Its
-ImageNet weights come through easytransfer's one weights resolver (`load_pretrained`: a local file, the
-packaged offline weights, the hub): the full timm model is loaded, and its state dict, filtered to the
-``features_only`` body's keys, is loaded strictly into the body (nothing may be missing). The layer groups of
-the body come from the full model's ``group_matcher`` (a ``features_only`` model has none; its parameter names
-are the full model's), plus one group for the decoder and the segmentation head.
+The encoder is the backbone's multi-scale body from its backend (`create_features`: timm's ``features_only``
+model, or a torchvision CNN cut at each stride), wrapped as an smp encoder (`FeatureEncoder`); the decoders and
+the segmentation head are smp's own (U-Net, FPN, DeepLabV3+, U-Net++, LinkNet). Pre-trained weights are the full
+classifier's, loaded into the body strictly by the backend (nothing may be missing). The layer groups are the
+body's natural stages (its backend's group matcher), plus one group for the decoder and the segmentation head.
 
 >>> model, spec = build_segmentation_model("test_efficientnet", 3, head="fpn", pretrained=False)
 >>> model(torch.zeros(1, 3, 64, 64)).shape
 torch.Size([1, 3, 64, 64])
+>>> model, spec = build_segmentation_model("tv:resnet18", 2, pretrained=False)  # torchvision backbones too
+>>> model(torch.zeros(1, 3, 64, 64)).shape, len(encoder_layer_groups(model))
+(torch.Size([1, 2, 64, 64]), 5)
 """
 
 from __future__ import annotations
@@ -17,28 +19,40 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-import timm
-import timm.models
 import torch
+from segmentation_models_pytorch.base import SegmentationHead, SegmentationModel
+from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3PlusDecoder
+from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+from segmentation_models_pytorch.decoders.linknet.decoder import LinknetDecoder
+from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+from segmentation_models_pytorch.decoders.unetplusplus.decoder import UnetPlusPlusDecoder
 from torch import nn
 
 from ...choices import SEGMENTATION_HEADS as SEGMENTATION_HEADS
-from ...models.factory import get_model_spec, resolve_arch
-from ...models.layer_groups import LayerGroups, bucket_stages
+from ...models.backends import backend_for
+from ...models.factory import get_model_spec
+from ...models.feature_body import FeatureBody, NoMultiScaleFeaturesError, as_nchw
+from ...models.layer_groups import LayerGroups, feature_layer_groups
 from ...models.spec import ModelSpec
-from ...models.weights import load_pretrained, load_state_dict_strict
 from ..registry import HeadSupport
 
-__all__ = ["ENCODER_PREFIX", "SEGMENTATION_HEADS", "SegmentationConfig", "build_segmentation_model",
-           "encoder_layer_groups", "load_encoder_weights", "segmentation_heads"]
+__all__ = ["SEGMENTATION_HEADS", "FeatureEncoder", "FeatureSegmentationModel", "SegmentationConfig",
+           "build_segmentation_model", "encoder_layer_groups", "segmentation_heads"]
 
-ENCODER_PREFIX = "encoder.model."  # where smp's timm universal encoder keeps the features_only timm model
+# where the feature body sits: where smp's ``tu-`` encoders keep timm's body too, so that bundles written when the
+# encoder was smp's own load unchanged
+ENCODER_BODY = "encoder.model"
 DECODER_PATHS = "decoder,segmentation_head"
+DEEPLAB_OUTPUT_STRIDE = 16  # smp's DeepLabV3+ default: its last stage dilated, as in the paper
 
 
-
-_CNN = "timm CNNs with a features_only form and 5 feature levels (EfficientNet(-Lite), MobileNet, ResNet, ConvNeXt ...)"
+_CNN = ("CNNs with feature maps at strides 2 (or 4) to 32, from any source: timm (EfficientNet(-Lite), MobileNet, "
+        "ResNet, ConvNeXt, RegNet ...) and torchvision ('tv:resnet18', 'tv:mobilenet_v2', 'tv:convnext_tiny' ...); "
+        "not ViTs or CLIP towers")
+_DILATED = ("timm CNNs that take output_stride=16 (EfficientNet, MobileNet, ResNet, ConvNeXt, RegNet ...); torchvision "
+            "bodies are not dilated here")
 _OFFLINE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
+_OFFLINE_TORCHVISION = ("tv:mobilenet_v2",)  # not for DeepLabV3+: torchvision bodies are not dilated here
 _NOTES = {
     "unet": "skip connections at every scale: thin structures and exact borders (cracks, defects); the default",
     "fpn": "feature pyramid, output at 1/4 resolution then upsampled: lighter, good for larger regions",
@@ -54,7 +68,9 @@ def segmentation_heads() -> tuple[HeadSupport, ...]:
     >>> [h.head for h in segmentation_heads()][:3]
     ['unet', 'fpn', 'deeplabv3plus']
     """
-    return tuple(HeadSupport("segmentation", name, _CNN, _OFFLINE, _NOTES[name]) for name in SEGMENTATION_HEADS)
+    return tuple(HeadSupport("segmentation", name, _DILATED if name == "deeplabv3plus" else _CNN,
+                             _OFFLINE if name == "deeplabv3plus" else _OFFLINE + _OFFLINE_TORCHVISION, _NOTES[name])
+                 for name in SEGMENTATION_HEADS)
 
 
 @dataclass(frozen=True)
@@ -85,68 +101,143 @@ class SegmentationConfig:
         return cls(head=str(data.get("head", "unet")), ignore_index=None if ignore is None else int(ignore))
 
 
-def load_encoder_weights(body: nn.Module, full: nn.Module, *, where: str) -> None:
-    """Load a full timm model's weights into its ``features_only`` `body`: the full state dict filtered to the
-    body's keys, loaded strictly (`WeightsMismatchError` when one is missing or of another shape)."""
-    own = body.state_dict()
-    state = {k: v for k, v in full.state_dict().items() if k in own}
-    load_state_dict_strict(body, state, where=where)
+class FeatureEncoder(nn.Module):
+    """A `FeatureBody` as an smp encoder: ``forward(x)`` gives ``[x, f/2, f/4, f/8, f/16, f/32]``, with
+    ``out_channels`` and ``output_stride`` as smp's decoders read them.
+
+    A body whose maps start at stride 4 (ConvNeXt, Swin) gets an empty stride-2 map (0 channels), as smp's own
+    ``tu-`` encoders do for them; maps at stride 1 (VGG) are left out. The body sits at ``model`` (smp's place).
+
+    Attributes:
+        model: the body module; stages: its parameter names per natural stage (`FeatureBody.stages`).
+
+    >>> from easytransfer.models import create_features
+    >>> encoder = FeatureEncoder(create_features("convnext_atto", pretrained=False))
+    >>> encoder.out_channels, [tuple(f.shape[1:]) for f in encoder(torch.zeros(1, 3, 64, 64))][1]
+    ([3, 0, 40, 80, 160, 320], (0, 32, 32))
+    """
+
+    def __init__(self, body: FeatureBody, in_channels: int = 3):
+        super().__init__()
+        keep = [i for i, r in enumerate(body.reductions) if r >= 2]
+        if len(keep) >= 5 and body.reductions[keep[-5]] == 2:
+            keep, self.pad_half = keep[-5:], False
+        elif len(keep) >= 4 and body.reductions[keep[-4]] == 4:
+            keep, self.pad_half = keep[-4:], True
+        else:
+            raise NoMultiScaleFeaturesError(body.arch, "smp's decoders take maps at strides 2 (or 4), 4, 8, 16 and "
+                                            f"32; its maps are at strides {list(body.reductions)}")
+        self.model = body.module
+        self.indices = tuple(keep)
+        self.channels_last = body.channels_last
+        self.stages = body.stages
+        self._out_channels = [in_channels] + ([0] if self.pad_half else []) + [body.channels[i] for i in keep]
+        self._output_stride = int(body.reductions[keep[-1]])
+
+    @property
+    def out_channels(self) -> list[int]:
+        return self._out_channels
+
+    @property
+    def output_stride(self) -> int:
+        return self._output_stride
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = as_nchw(self.model(x), self.channels_last)
+        maps = [maps[i] for i in self.indices]
+        if self.pad_half:  # smp's placeholder for the missing stride-2 level: no channels, half the size (as smp's
+            # H // 2), a slice of the input rather than a new tensor, so that tracing follows the batch size
+            maps = [x[:, :0, : x.shape[2] // 2, : x.shape[3] // 2], *maps]
+        return [x, *maps]
+
+
+class FeatureSegmentationModel(SegmentationModel):
+    """An smp decoder and segmentation head over a `FeatureEncoder`: smp's ``SegmentationModel`` (its ``forward``,
+    input-shape check and ``predict``), built from parts instead of from an encoder name.
+
+    Module names are smp's (``encoder``, ``decoder``, ``segmentation_head``), so that weights of models built by
+    smp's own classes load into it.
+    """
+
+    def __init__(self, encoder: FeatureEncoder, decoder: nn.Module, segmentation_head: nn.Module, *,
+                 divisible_input: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.segmentation_head = segmentation_head
+        self.classification_head = None
+        self.requires_divisible_input_shape = divisible_input  # smp's U-Net pads itself; the others do not
+
+
+def _decoder_and_head(head: str, channels: list[int], n_classes: int) -> tuple[nn.Module, nn.Module, bool]:
+    """smp's decoder and segmentation head for `head` over encoder `channels`, with the arguments and defaults
+    smp's model classes (``smp.Unet`` ...) give them; the flag says whether smp initialises them (not DeepLab)."""
+    unet_channels = (256, 128, 64, 32, 16)
+    if head == "unet":
+        decoder = UnetDecoder(encoder_channels=channels, decoder_channels=unet_channels, n_blocks=5,
+                              use_norm="batchnorm", add_center_block=False, attention_type=None,
+                              interpolation_mode="nearest")
+        return decoder, SegmentationHead(unet_channels[-1], n_classes, activation=None, kernel_size=3), True
+    if head == "unetplusplus":
+        decoder = UnetPlusPlusDecoder(encoder_channels=channels, decoder_channels=unet_channels, n_blocks=5,
+                                      use_norm="batchnorm", center=False, attention_type=None,
+                                      interpolation_mode="nearest")
+        return decoder, SegmentationHead(unet_channels[-1], n_classes, activation=None, kernel_size=3), True
+    if head == "fpn":
+        decoder = FPNDecoder(encoder_channels=channels, encoder_depth=5, pyramid_channels=256,
+                             segmentation_channels=128, dropout=0.2, merge_policy="add", interpolation_mode="nearest")
+        return decoder, SegmentationHead(decoder.out_channels, n_classes, activation=None, kernel_size=1,
+                                         upsampling=4), True
+    if head == "deeplabv3plus":
+        decoder = DeepLabV3PlusDecoder(encoder_channels=channels, encoder_depth=5, out_channels=256,
+                                       atrous_rates=(12, 24, 36), output_stride=DEEPLAB_OUTPUT_STRIDE,
+                                       aspp_separable=True, aspp_dropout=0.5)
+        return decoder, SegmentationHead(256, n_classes, activation=None, kernel_size=1, upsampling=4), False
+    decoder = LinknetDecoder(encoder_channels=channels, n_blocks=5, prefinal_channels=32, use_norm="batchnorm")
+    return decoder, SegmentationHead(32, n_classes, activation=None, kernel_size=1), True
 
 
 def build_segmentation_model(arch: str, n_classes: int, *, head: str = "unet", pretrained: bool = True,
                              weights: str | os.PathLike | None = None) -> tuple[nn.Module, ModelSpec]:
-    """A segmentation model: `arch` (a timm name or alias) as the encoder of the `head` decoder, `n_classes` out.
+    """A segmentation model: `arch` (any backend's CNN) as the encoder of the `head` decoder, `n_classes` out.
 
     Args:
-        arch: ``"efficientnet_lite0"``, ``"mobilenetv2_100"``, ``"resnet34"`` ... (timm models only).
+        arch: ``"efficientnet_lite0"``, ``"mobilenetv2_100"``, ``"convnext_atto"``, ``"resnet34"``,
+            ``"tv:resnet18"``, ``"tv:mobilenet_v2"`` ...
         n_classes: output channels (classes, background included).
         head: ``"unet"``, ``"fpn"``, ``"deeplabv3plus"``, ``"unetplusplus"`` or ``"linknet"``.
         pretrained: load ImageNet weights into the encoder (`load_pretrained`: packaged weights work offline).
         weights: a local weights file of the full `arch` classifier instead.
 
     Returns:
-        ``(model, spec)``: the smp model (logits of shape (N, n_classes, H, W)) and the backbone's `ModelSpec`,
+        ``(model, spec)``: the model (logits of shape (N, n_classes, H, W)) and the backbone's `ModelSpec`,
         whose ``classifier`` names the decoder and head modules and ``weights`` where the encoder's came from.
-    """
-    import segmentation_models_pytorch as smp
 
+    Raises:
+        NoMultiScaleFeaturesError: `arch` has no feature maps at the strides the decoder needs, with the fix.
+    """
     config = SegmentationConfig(head)
     if n_classes < 1:
         raise ValueError(f"n_classes must be at least 1, got {n_classes}")
-    source, timm_arch = resolve_arch(arch)
-    if source != "timm":
-        raise ValueError(f"{arch!r} ({source}) cannot be a segmentation encoder; use a timm model such as "
-                         "'efficientnet_lite0', 'mobilenetv2_100' or 'resnet34'.")
+    backend, source_arch = backend_for(arch)
     spec = get_model_spec(arch)
-    model = getattr(smp, SEGMENTATION_HEADS[config.head])(encoder_name=f"tu-{timm_arch}", encoder_weights=None,
-                                                          classes=n_classes)
-    loaded = "random init"
-    if pretrained or weights is not None:
-        full = timm.create_model(timm_arch, pretrained=False)
-        loaded = load_pretrained(full, timm_arch, weights=weights, source="timm")
-        load_encoder_weights(model.encoder.model, full, where=loaded)
-    return model, replace(spec, weights=loaded, classifier=DECODER_PATHS)
+    output_stride = DEEPLAB_OUTPUT_STRIDE if config.head == "deeplabv3plus" else None
+    body = backend.create_features(source_arch, pretrained=pretrained, weights=weights, output_stride=output_stride,
+                                   name=arch)
+    encoder = FeatureEncoder(body)
+    decoder, segmentation_head, initialise = _decoder_and_head(config.head, encoder.out_channels, n_classes)
+    model = FeatureSegmentationModel(encoder, decoder, segmentation_head, divisible_input=config.head != "unet")
+    if initialise:
+        model.initialize()
+    return model, replace(spec, weights=body.weights, classifier=DECODER_PATHS)
 
 
-def encoder_layer_groups(model: nn.Module, arch: str, n_stages: int | None = None) -> LayerGroups:
-    """The encoder's stages (from the full timm model's ``group_matcher``), bucketed into `n_stages` groups,
-    then one group for the decoder and segmentation head.
+def encoder_layer_groups(model: nn.Module, n_stages: int | None = None) -> LayerGroups:
+    """The encoder body's natural stages (its backend's group matcher) bucketed into `n_stages` groups, then one
+    group for the decoder and segmentation head (`feature_layer_groups`).
 
     >>> model, _ = build_segmentation_model("test_efficientnet", 2, pretrained=False)
-    >>> groups = encoder_layer_groups(model, "test_efficientnet", 2); len(groups), groups.names[0][0]
+    >>> groups = encoder_layer_groups(model, 2); len(groups), groups.names[0][0]
     (3, 'encoder.model.conv_stem.weight')
     """
-    _, timm_arch = resolve_arch(arch)
-    with torch.device("meta"):  # only its group matcher is read
-        full = timm.create_model(timm_arch, pretrained=False)
-    body = model.encoder.model
-    grouped = timm.models.group_parameters(body, full.group_matcher(coarse=True))
-    stages = [[ENCODER_PREFIX + n for n in grouped[k]] for k in sorted(grouped)]
-    stages = [s for s in stages if s]
-    encoder = {ENCODER_PREFIX + n for n, _ in body.named_parameters()}
-    rest = [n for n, _ in model.named_parameters() if n not in encoder]
-    others = [n for n in rest if n.startswith("encoder.")]  # encoder parameters outside the timm body: none known
-    if others:
-        stages[0] = others + stages[0]
-    head = tuple(n for n in rest if not n.startswith("encoder."))
-    return LayerGroups(names=tuple(bucket_stages(stages, n_stages)) + (head,))
+    return feature_layer_groups(model, ENCODER_BODY, model.encoder.stages, n_stages)
