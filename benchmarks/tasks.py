@@ -149,12 +149,13 @@ def task_predict_raw(train_valid, test):
     import torch
 
     from easytransfer.deploy.bundle import BundleConfig, Preprocessing
-    from easytransfer.tasks.classification.predictor import ClassifierPredictor
     from easytransfer.models.heads import HeadConfig
+    from easytransfer.tasks.classification.config import ClassificationConfig
+    from easytransfer.tasks.classification.predictor import ClassifierPredictor
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=5).eval()
-    config = BundleConfig("efficientnet_lite0", "timm", "tf_efficientnet_lite0", tuple("abcde"), False, HeadConfig(),
-                          Preprocessing(SIZE, "bicubic", (0.5,) * 3, (0.5,) * 3))
+    config = BundleConfig("efficientnet_lite0", "timm", "tf_efficientnet_lite0", tuple("abcde"), HeadConfig(),
+                          Preprocessing(SIZE, "bicubic", (0.5,) * 3, (0.5,) * 3), task_config=ClassificationConfig())
     pre = ClassifierPredictor(model, config, device="cpu")
     model = model.to(memory_format=torch.contiguous_format)
     x = torch.stack([pre.preprocess(f) for f in _test_files(test)])

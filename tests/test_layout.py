@@ -52,6 +52,7 @@ CROSS_CUTTING = {
     "test_wheel": "the built wheel in a fresh environment",
     "test_import_graph": "the package's import graph: no shared module imports a task, none branches on one",
     "test_task_cli": "every registered task's command-line module (tasks/<task>/cli.py) and tasks/command_line.py",
+    "test_encoder_families": "the encoder-family contract every dense backbone family passes (backends' features)",
 }
 
 # Test modules other branches are changing now (the learner split, the predictor / CLI rewrite, the dense-task

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 ROOMS = ["leaves", "data", "models", "evaluate", "deploy", "train", "tasks", "cli", "__init__"]
