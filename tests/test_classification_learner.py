@@ -47,3 +47,14 @@ def test_the_bundle_record_is_the_recipes_with_the_classifiers_pieces(learn):
     assert (config.task, config.arch, config.classes) == ("classification", "test_efficientnet", ("cat", "dog"))
     assert config.task_config.multilabel is False and config.head == learn.head_config
     assert config.preprocessing.size == learn.dls.recipe.size
+
+
+def test_predict_reads_float_and_channels_first_images_as_their_uint8_image(learn):
+    import numpy as np
+    import torch
+
+    image = np.random.default_rng(0).integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
+    _, _, probs = learn.predict(image)
+    chw_float = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    _, _, again = learn.predict(chw_float)
+    torch.testing.assert_close(again, probs)

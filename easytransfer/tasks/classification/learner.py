@@ -14,7 +14,6 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastai.callback.mixup import CutMix, MixHandler, MixUp
 from fastai.data.core import DataLoaders
@@ -23,12 +22,10 @@ from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, LabelSmoo
 from fastai.metrics import accuracy, accuracy_multi
 from fastai.torch_core import set_seed
 from fastai.vision.core import PILImage
-from PIL import Image
 from torch import nn
 
-from ...data.arrays import rgb_from_array
 from ...data.augment import uses_cutmix
-from ...data.images import open_rgb
+from ...data.images import as_rgb
 from ...data.loaders import ImageData
 from ...data.sources import candidate_files
 from ...deploy.bundle import Preprocessing
@@ -420,19 +417,15 @@ class ClassifierLearner(TransferLearner):
         return super().tta(dl=loader, n=n, beta=beta, **kwargs)
 
     def predict(self, item, rm_type_tfms=None, with_input: bool = False):
-        """fastai's ``predict`` for one image given as a path, a PIL image or an HxWx3 array.
+        """fastai's ``predict`` for one image: a path, a PIL image, or an HxWx3 / CxHxW array or tensor (`as_rgb`).
 
         Returns:
             ``(label, class index, probabilities)``; see `load_model` for the same outside a notebook.
 
         >>> label, idx, probs = learn.predict("photo.jpg")  # doctest: +SKIP
         """
-        if isinstance(item, (str, os.PathLike)):
-            item = PILImage.create(open_rgb(item))
-        elif isinstance(item, (np.ndarray, torch.Tensor)):
-            item = PILImage.create(rgb_from_array(item))
-        elif isinstance(item, Image.Image) and not isinstance(item, PILImage):
-            item = PILImage.create(item.convert("RGB"))
+        if not isinstance(item, PILImage):  # the one image-to-RGB of the package (EXIF, alpha, float, CHW ...)
+            item = PILImage.create(as_rgb(item))
         return super().predict(item, rm_type_tfms=rm_type_tfms, with_input=with_input)
 
     def evaluate(self, test=None, tta: bool = False) -> dict:

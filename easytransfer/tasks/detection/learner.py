@@ -21,7 +21,6 @@ import os
 import numpy as np
 import torch
 from fastai.callback.core import Callback
-from PIL import Image
 
 from ...data.images import as_rgb, resample_filter
 from ...deploy.bundle import Preprocessing
@@ -32,7 +31,7 @@ from .data import DetectionData
 from .interpretation import DetectionInterpretation, set_loss_mode
 from .model import DEFAULT_PROPOSALS, DetectionConfig, build_detector, detection_layer_groups
 
-__all__ = ["DetectionLearner", "DetectionLossCallback", "as_rgb_image", "detection_learner", "detection_loss",
+__all__ = ["DetectionLearner", "DetectionLossCallback", "detection_learner", "detection_loss",
            "predict_boxes"]
 
 
@@ -131,15 +130,10 @@ class DetectionLearner(TransferLearner):
                              self.device)
 
 
-def as_rgb_image(item) -> Image.Image:
-    """`as_rgb` (kept for callers of this name): any image as upright RGB; the caller's object is not changed."""
-    return as_rgb(item)
-
-
 def predict_boxes(model, item, config: DetectionConfig, classes, score_threshold: float, device,
                   interpolation: str = "bilinear") -> list[tuple[str, float, tuple[float, float, float, float]]]:
     """One image through `model` at ``config.size`` and the boxes mapped back to its own pixels."""
-    img = as_rgb_image(item)
+    img = as_rgb(item)
     resized = img.resize((config.size, config.size), resample_filter(interpolation))
     x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
     was_training = model.training
