@@ -1,13 +1,16 @@
-"""Shared fixtures: tiny image folders made on the fly, and small subsets of the packaged textile images."""
+"""Shared fixtures: tiny image folders made on the fly, small subsets of the packaged textile images, tiny bundles
+and runs. Plain helpers shared by several test modules are in helpers.py."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_TOWER
 from PIL import Image
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -29,6 +32,104 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, si
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="module")
+def cats(tmp_path_factory) -> Path:
+    """4 small images each of cat and dog."""
+    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
+
+
+@pytest.fixture(scope="module")
+def bees(tmp_path_factory) -> Path:
+    """4 small images each of ant and bee: the classes of `cats` are not these."""
+    return make_image_folder(tmp_path_factory.mktemp("bees") / "images", classes=("ant", "bee"), per_class=4, size=32)
+
+
+@pytest.fixture(scope="module")
+def towers_folder(tmp_path_factory) -> Path:
+    """3 images per class, 40 px: data for the tiny ViT towers (the `tiny_towers` fixture)."""
+    return make_image_folder(tmp_path_factory.mktemp("towers"), per_class=3, size=40)
+
+
+@pytest.fixture
+def tiny_towers(monkeypatch):
+    """Every timm model built in the test is the tiny version of its builder."""
+    import timm
+
+    real = timm.create_model
+
+    def create_tiny(name, *args, **kwargs):
+        return real(name, *args, **{**kwargs, **TINY_TOWER})
+
+    monkeypatch.setattr(timm, "create_model", create_tiny)
+
+
+def make_messy_folder(root: Path) -> dict:
+    """Good images in cat/ and dog/, plus one of every kind of trouble. Returns {name: path}."""
+    make_image_folder(root, per_class=6)
+    (root / "bird").mkdir()  # an empty class folder
+    f = {}
+    f["truncated"] = root / "cat" / "truncated.jpg"
+    noisy = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noisy).save(buf, "JPEG", quality=95)
+    f["truncated"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    f["empty"] = root / "cat" / "empty.jpg"
+    f["empty"].write_bytes(b"")
+    f["text"] = root / "dog" / "notes.jpg"
+    f["text"].write_text("this is not an image, it is a note someone saved with the wrong name\n")
+    f["huge"] = root / "dog" / "huge.png"
+    Image.new("RGB", (300, 300), (0, 90, 0)).save(f["huge"])
+    f["png_as_jpg"] = root / "cat" / "png_named.jpg"
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(f["png_as_jpg"], "PNG")
+    f["gif_as_jpg"] = root / "dog" / "gif_named.jpg"
+    Image.new("RGB", (40, 40), (10, 10, 200)).convert("P").save(f["gif_as_jpg"], "GIF")
+    f["cmyk"] = root / "cat" / "cmyk.jpg"
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(f["cmyk"], "JPEG")
+    f["sixteen"] = root / "dog" / "sixteen.png"
+    Image.fromarray(np.full((40, 40), 30000, dtype=np.uint16)).save(f["sixteen"])
+    f["rgba"] = root / "cat" / "rgba.png"
+    Image.new("RGBA", (40, 40), (255, 0, 0, 0)).save(f["rgba"])
+    f["palette"] = root / "dog" / "palette.png"
+    Image.new("RGB", (40, 40), (120, 60, 200)).quantize(8).save(f["palette"])
+    f["rotated"] = root / "cat" / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.new("RGB", (60, 40), (220, 220, 30)).save(f["rotated"], "JPEG", exif=exif.tobytes())
+    return f
+
+
+@pytest.fixture
+def messy(tmp_path):
+    """(root, {kind of trouble: path}) of `make_messy_folder`."""
+    root = tmp_path / "messy"
+    return root, make_messy_folder(root)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """An untrained tiny classifier's bundle (these tests are about paths and exit codes, not accuracy)."""
+    from easytransfer import ImageData, transfer_learner
+
+    root = make_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=3, size=16)
+    learn = transfer_learner(ImageData.from_folder(root, valid_pct=0.34, seed=0, bs=2, size=32), "test_efficientnet",
+                             pretrained=False)
+    return learn.export(tmp_path_factory.mktemp("bundle") / "model")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A working directory holding ``images/`` (6 per class), ``test/`` (3 per class) and a trained ``run/``."""
+    from easytransfer.cli import main
+
+    root = tmp_path_factory.mktemp("student")
+    make_image_folder(root / "images", per_class=6)
+    make_image_folder(root / "test", per_class=3, seed=1)
+    code = main(["train", str(root / "images"), "--arch", "test_efficientnet", "--random-init", "--frozen-epochs",
+                 "1", "--epochs", "0", "--size", "32", "--bs", "4", "--out", str(root / "run")])
+    assert code == 0
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_image_folder
+from helpers import DELETE, bundle_json, tiny_learner
 
 from easytransfer import (
     BundleConfig,
@@ -17,7 +18,6 @@ from easytransfer import (
     ImageData,
     build_model,
     load_model,
-    transfer_learner,
 )
 from easytransfer.deploy.bundle import (
     BUNDLE_FORMAT_VERSION,
@@ -132,31 +132,9 @@ def test_bundles_of_format_1_still_load(tmp_path):
             assert len(predictor.predict(image, score_threshold=0.0)) == expected[task]["n_boxes"]
 
 
-DELETE = object()
-
-
-def _dls(folder, **kwargs):
-    kwargs = {"valid_pct": 0.25, "seed": 0, "bs": 4, "size": 32, "aug": "none", **kwargs}
-    return ImageData.from_folder(folder, **kwargs)
-
-
-def _learner(folder, **kwargs):
-    return transfer_learner(_dls(folder), "test_efficientnet", pretrained=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
-
-
-@pytest.fixture(scope="module")
-def bees(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("bees") / "images", classes=("ant", "bee"), per_class=4, size=32)
-
-
 def test_weights_beside_another_exports_json_are_refused(cats, bees, tmp_path):
-    a = _learner(cats).export(tmp_path / "a")
-    x = _learner(bees).export(tmp_path / "x")  # same architecture and class count, other classes
+    a = tiny_learner(cats).export(tmp_path / "a")
+    x = tiny_learner(bees).export(tmp_path / "x")  # same architecture and class count, other classes
     shutil.copy(a / WEIGHTS_NAME, x / WEIGHTS_NAME)  # what two exports racing into one folder can leave
     with pytest.raises(WeightsMismatchError, match="mixes two exports"):
         load_model(x, device="cpu")
@@ -166,24 +144,11 @@ def test_weights_beside_another_exports_json_are_refused(cats, bees, tmp_path):
 def test_bundle_files_honour_the_umask(cats, tmp_path):
     old = os.umask(0o022)
     try:
-        bundle = _learner(cats).export(tmp_path / "model")
+        bundle = tiny_learner(cats).export(tmp_path / "model")
     finally:
         os.umask(old)
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         assert stat.S_IMODE((bundle / name).stat().st_mode) == 0o644, name  # was 0o600: only the owner could read
-
-
-def _bundle_json(**changes):
-    data = {"format_version": 1, "arch": "resnet18", "source": "timm", "source_arch": "resnet18",
-            "classes": ["cat", "dog"], "multilabel": False, "head": {"type": "linear"},
-            "preprocessing": {"size": 32, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}}
-    for key, value in changes.items():
-        fields = data["preprocessing"] if key in ("size", "mean", "std") else data
-        if value is DELETE:
-            del fields[key]
-        else:
-            fields[key] = value
-    return json.dumps(data)
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -202,4 +167,4 @@ def _bundle_json(**changes):
 ])
 def test_malformed_bundle_json_is_a_clear_error(changes, match):
     with pytest.raises(EasyTransferError, match=match):
-        BundleConfig.from_json(_bundle_json(**changes))
+        BundleConfig.from_json(bundle_json(**changes))

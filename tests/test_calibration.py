@@ -2,22 +2,13 @@
 
 import numpy as np
 import pytest
+from helpers import fixed_scores
 
 from easytransfer.evaluate.calibration import (
     expected_calibration_error,
     fit_calibration,
     reliability_bins,
-    softmax,
 )
-
-
-def _fixed_scores(n: int = 2000, n_classes: int = 4, seed: int = 0):
-    """Probabilities of a noisy, over-confident classifier and the true labels: a fixed population to split."""
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(0, n_classes, n)
-    logits = rng.normal(size=(n, n_classes))
-    logits[np.arange(n), targets] += 1.5
-    return softmax(3 * logits), targets
 
 
 def test_ece_matches_a_hand_computed_value_and_bins_are_documented():
@@ -29,7 +20,7 @@ def test_ece_matches_a_hand_computed_value_and_bins_are_documented():
 
 
 def test_temperature_and_isotonic_reduce_ece_of_an_over_confident_model():
-    probs, targets = _fixed_scores(n=3000)
+    probs, targets = fixed_scores(n=3000)
     logits = np.log(probs)
     fit_part, test_part = slice(0, 1500), slice(1500, None)
     before = expected_calibration_error(probs[test_part], targets[test_part])

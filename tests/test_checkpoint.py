@@ -1,6 +1,5 @@
 """Checkpoints are written atomically every epoch; an interrupted fit resumes on the same schedule."""
 
-import os
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import torch
 from conftest import make_image_folder
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
+from helpers import plant_temporaries, tiny_learner
 from safetensors.torch import save_file
 
 from easytransfer import ImageData, transfer_learner
@@ -105,40 +105,8 @@ def test_a_cached_frozen_fit_resumes_too(folder, tmp_path):
     np.testing.assert_allclose(spy.lrs, spy_full.lrs[per_epoch:], rtol=1e-9)
 
 
-DEAD_PID = 999_999_999  # above any pid_max: no process has it
-
-
-def _dls(folder, **kwargs):
-    kwargs = {"valid_pct": 0.25, "seed": 0, "bs": 4, "size": 32, "aug": "none", **kwargs}
-    return ImageData.from_folder(folder, **kwargs)
-
-
-def _tiny_learner(folder, **kwargs):
-    return transfer_learner(_dls(folder), "test_efficientnet", pretrained=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
-
-
-@pytest.fixture(scope="module")
-def bees(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("bees") / "images", classes=("ant", "bee"), per_class=4, size=32)
-
-
-def _plant_temporaries(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    dead = folder / f".model.safetensors.{DEAD_PID}.abc123.tmp"
-    live = folder / f".model.safetensors.{os.getpid()}.def456.tmp"  # a writer still at work
-    for temporary in (dead, live):
-        temporary.mkdir()
-        (temporary / ".tmpAbC123").write_bytes(b"half a file")  # what safetensors' own save_file leaves
-    return dead, live
-
-
 def test_a_checkpoint_folder_is_cleaned_when_a_fit_opens_it(tmp_path):
-    dead, live = _plant_temporaries(tmp_path / "ckpt")
+    dead, live = plant_temporaries(tmp_path / "ckpt")
     callback = CheckpointCallback(tmp_path / "ckpt", FitState(Phase.from_name("frozen"), 1, (1e-3,), 0.1,
                                                                on_features=False, monitor="valid_loss"))
     callback.learn = type("FakeLearner", (), {"recorder": type("R", (), {"metric_names": ["epoch"]})()})()
@@ -148,8 +116,8 @@ def test_a_checkpoint_folder_is_cleaned_when_a_fit_opens_it(tmp_path):
 
 @pytest.mark.slow  # two tiny fits: ~6 s on 2 cores
 def test_resume_refuses_a_checkpoint_of_other_classes(cats, bees, tmp_path):
-    _tiny_learner(cats, checkpoint_dir=tmp_path / "ckpt").fit_frozen(1, patience=None)
-    other = _tiny_learner(bees, checkpoint_dir=tmp_path / "ckpt")  # same architecture, same class count
+    tiny_learner(cats, checkpoint_dir=tmp_path / "ckpt").fit_frozen(1, patience=None)
+    other = tiny_learner(bees, checkpoint_dir=tmp_path / "ckpt")  # same architecture, same class count
     with pytest.raises(EasyTransferError, match=r"another model \(classes \['cat', 'dog'\]"):
         other.fit_frozen(1, patience=None, resume=True)
 

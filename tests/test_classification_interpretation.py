@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from conftest import make_image_folder
-
-from easytransfer import ImageData, transfer_learner
-
-TINY = dict(bs=4, size=32)
-
-
-def _learner(folder, **kwargs):
-    data = {k: kwargs.pop(k) for k in ("aug", "test_pct") if k in kwargs}
-    dls = ImageData.from_folder(folder, seed=0, **TINY, **data)
-    return transfer_learner(dls, "test_efficientnet", pretrained=False, **kwargs)
+from helpers import learner_with_data
 
 
 def test_report_returns_a_displayable_object_and_prints_nothing(tmp_path, capsys):
     from easytransfer.tasks.classification.interpretation import ClassReport
 
-    learn = _learner(make_image_folder(tmp_path / "images", per_class=4))
+    learn = learner_with_data(make_image_folder(tmp_path / "images", per_class=4))
     interp = learn.interpret()
     capsys.readouterr()  # fastai's inference bar
     report = interp.report()
@@ -28,6 +19,6 @@ def test_report_returns_a_displayable_object_and_prints_nothing(tmp_path, capsys
 
 
 def test_top_losses_say_the_model_saw_a_centre_crop(tmp_path):
-    learn = _learner(make_image_folder(tmp_path / "images", per_class=4, size=48))
+    learn = learner_with_data(make_image_folder(tmp_path / "images", per_class=4, size=48))
     fig = learn.interpret().plot_top_losses(2, ncols=2)
     assert "centre" in fig._suptitle.get_text()

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from helpers import cli_error
 
-import pytest
-from conftest import make_image_folder
-
-from easytransfer import ImageData, transfer_learner
 from easytransfer.cli import main
 from easytransfer.deploy.predictor import Predictor
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """An untrained tiny classifier's bundle (these tests are about paths and exit codes, not accuracy)."""
-    root = make_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=3, size=16)
-    learn = transfer_learner(ImageData.from_folder(root, valid_pct=0.34, seed=0, bs=2, size=32), "test_efficientnet",
-                             pretrained=False)
-    return learn.export(tmp_path_factory.mktemp("bundle") / "model")
-
-
-def _error(capsys, code: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("easytransfer: error: ") and "Traceback" not in err, err
-    return err
 
 
 def test_export_to_a_folder_is_refused_and_leaves_no_temporary_file(bundle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "exports").mkdir()
-    err = _error(capsys, main(["export", str(bundle), "--torchscript", "exports"]))
+    err = cli_error(capsys, main(["export", str(bundle), "--torchscript", "exports"]))
     assert "--torchscript 'exports' is a folder" in err and "model.pt" in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["exports"]
 
@@ -46,22 +27,10 @@ def test_predict_fails_when_every_input_failed(bundle, tmp_path, capsys):
     broken.mkdir()
     for name in ("a.jpg", "b.jpg"):
         (broken / name).write_text("not an image")
-    err = _error(capsys, main(["predict", str(bundle), str(broken)]))
+    err = cli_error(capsys, main(["predict", str(bundle), str(broken)]))
     assert "None of the 2 file(s)" in err
     (tmp_path / "empty").mkdir()
-    assert "No files found" in _error(capsys, main(["predict", str(bundle), str(tmp_path / "empty")]))
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A working directory holding ``images/`` (6 per class), ``test/`` (3 per class) and a trained ``run/``."""
-    root = tmp_path_factory.mktemp("student")
-    make_image_folder(root / "images", per_class=6)
-    make_image_folder(root / "test", per_class=3, seed=1)
-    code = main(["train", str(root / "images"), "--arch", "test_efficientnet", "--random-init", "--frozen-epochs",
-                 "1", "--epochs", "0", "--size", "32", "--bs", "4", "--out", str(root / "run")])
-    assert code == 0
-    return root
+    assert "No files found" in cli_error(capsys, main(["predict", str(bundle), str(tmp_path / "empty")]))
 
 
 def test_evaluate_with_relative_paths(run, monkeypatch, capsys):

@@ -5,21 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import make_image_folder
 
 from easytransfer.cli import main
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A working directory holding ``images/`` (6 per class), ``test/`` (3 per class) and a trained ``run/``."""
-    root = tmp_path_factory.mktemp("student")
-    make_image_folder(root / "images", per_class=6)
-    make_image_folder(root / "test", per_class=3, seed=1)
-    code = main(["train", str(root / "images"), "--arch", "test_efficientnet", "--random-init", "--frozen-epochs",
-                 "1", "--epochs", "0", "--size", "32", "--bs", "4", "--out", str(root / "run")])
-    assert code == 0
-    return root
 
 
 def _error(capsys, argv) -> str:

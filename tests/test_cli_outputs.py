@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from helpers import cli_error
 
 from easytransfer.cli import main
-
-
-def _error(capsys, code: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("easytransfer: error: ") and "Traceback" not in err, err
-    return err
 
 
 def test_output_paths_that_cannot_be_written_fail_at_once(tmp_path, capsys, image_folder):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
-    err = _error(capsys, main(["train", str(image_folder), "--out", str(a_file)]))
+    err = cli_error(capsys, main(["train", str(image_folder), "--out", str(a_file)]))
     assert "--out" in err and "is a file; give a folder" in err
-    err = _error(capsys, main(["demo", "--out", str(a_file)]))
+    err = cli_error(capsys, main(["demo", "--out", str(a_file)]))
     assert "is a file; give a folder" in err
-    err = _error(capsys, main(["train", str(image_folder), "--out", str(a_file / "run")]))
+    err = cli_error(capsys, main(["train", str(image_folder), "--out", str(a_file / "run")]))
     assert "notes.txt' is a file, not a folder" in err
-    err = _error(capsys, main(["predict", "any-model", str(image_folder), "--csv", str(tmp_path)]))
+    err = cli_error(capsys, main(["predict", "any-model", str(image_folder), "--csv", str(tmp_path)]))
     assert "--csv" in err and "is a folder; give a file name" in err
 
 

@@ -8,24 +8,10 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import make_image_folder
 
 from easytransfer import load_model
 from easytransfer.cli import main
 from easytransfer.train.checkpoint import LAST_NAME
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A working directory holding ``images/`` (6 per class), ``test/`` (3 per class) and a trained ``run/``."""
-    root = tmp_path_factory.mktemp("student")
-    make_image_folder(root / "images", per_class=6)
-    make_image_folder(root / "test", per_class=3, seed=1)
-    code = main(["train", str(root / "images"), "--arch", "test_efficientnet", "--random-init", "--frozen-epochs",
-                 "1", "--epochs", "0", "--size", "32", "--bs", "4", "--out", str(root / "run")])
-    assert code == 0
-    return root
-
 
 # ---------------------------------------------------------------------------------- 1. evaluate, relative path
 
@@ -117,11 +103,6 @@ def test_train_cli_on_a_terminal_sends_bars_to_stderr_and_results_to_stdout(run,
     captured = capsys.readouterr()
     assert "train_loss" in captured.err and "train_loss" not in captured.out  # fastai's epoch table: progress
     assert "valid accuracy:" in captured.out and "valid accuracy:" not in captured.err  # the results
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
 
 
 @pytest.mark.slow  # three CLI stages of a tiny model: ~12 s on 2 cores

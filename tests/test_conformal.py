@@ -2,22 +2,13 @@
 
 import numpy as np
 import pytest
+from helpers import fixed_scores
 
 from easytransfer.evaluate.calibration import (
     Calibration,
     fit_calibration,
-    softmax,
 )
 from easytransfer.evaluate.conformal import ConformalCalibration, conformal_quantile, evaluate_sets, label_scores
-
-
-def _fixed_scores(n: int = 2000, n_classes: int = 4, seed: int = 0):
-    """Probabilities of a noisy, over-confident classifier and the true labels: a fixed population to split."""
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(0, n_classes, n)
-    logits = rng.normal(size=(n, n_classes))
-    logits[np.arange(n), targets] += 1.5
-    return softmax(3 * logits), targets
 
 
 class _Fixed:
@@ -47,7 +38,7 @@ class _Fixed:
 def test_mean_coverage_over_random_splits_is_within_the_promise(score, alpha):
     # over random calibration / test splits of a fixed population, mean coverage lies in
     # [1 - alpha, 1 - alpha + 1/(n + 1)]; a quantile without the (n + 1) correction falls 1/(n+1) = 0.02 short
-    probs, targets = _fixed_scores()
+    probs, targets = fixed_scores()
     n_calib, n_splits = 50, 1000
     rng = np.random.default_rng(1)
     coverages = []
@@ -63,7 +54,7 @@ def test_mean_coverage_over_random_splits_is_within_the_promise(score, alpha):
 
 
 def test_mondrian_covers_each_class():
-    probs, targets = _fixed_scores(n_classes=3)
+    probs, targets = fixed_scores(n_classes=3)
     hard = np.flatnonzero((targets == 2) & (np.random.default_rng(3).random(len(targets)) < 0.3))
     probs[hard] = np.roll(probs[hard], 1, axis=1)  # class 2 is often confidently wrong: global sets under-cover it
     rng = np.random.default_rng(2)
@@ -84,7 +75,7 @@ def test_sets_equal_mapie(alpha):
     # MAPIE's "aps" always randomises its calibration scores, so only "lac" is compared with it (crepes: both)
     from mapie.classification import SplitConformalClassifier
 
-    probs, targets = _fixed_scores(n=600)
+    probs, targets = fixed_scores(n=600)
     calib, test = slice(0, 300), slice(300, None)
     mapie = SplitConformalClassifier(_Fixed(probs.shape[1]), confidence_level=1 - alpha, conformity_score="lac",
                                      prefit=True).conformalize(probs[calib], targets[calib])
@@ -105,7 +96,7 @@ def _aps_for_crepes(probs, classes=None, y=None):
 def test_sets_equal_crepes_including_mondrian(score, mondrian, alpha):
     from crepes import WrapClassifier
 
-    probs, targets = _fixed_scores(n=600, n_classes=3)
+    probs, targets = fixed_scores(n=600, n_classes=3)
     calib, test = slice(0, 300), slice(300, None)
     crepes = WrapClassifier(_Fixed(3))
     crepes.fitted, crepes.fitted_ = True, True
@@ -141,7 +132,7 @@ def test_aps_scores_accumulate_ranked_probabilities():
 
 
 def test_records_round_trip():
-    probs, targets = _fixed_scores(n=50)
+    probs, targets = fixed_scores(n=50)
     cp = ConformalCalibration.fit(probs, targets, score="aps", mondrian=True, alpha=0.2)
     assert ConformalCalibration.from_dict(cp.to_dict()) == cp
     cal = fit_calibration(np.log(probs), targets, "isotonic")

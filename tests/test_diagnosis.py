@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from helpers import make_history
 
 from easytransfer.train.diagnosis import diagnose
-from easytransfer.train.history import EpochRecord, History, Phase, PhaseKind
+from easytransfer.train.history import PhaseKind
 
 
 def test_diagnose_never_calls_a_fit_without_training_a_good_fit():
@@ -16,28 +17,19 @@ def test_diagnose_never_calls_a_fit_without_training_a_good_fit():
     assert result.verdict == "nothing was trained" and "good fit" not in str(result)
 
 
-def _history(valid_losses, train_acc, valid_acc, kind=PhaseKind.DISCRIMINATIVE, on_features=False):
-    history = History()
-    cached = {"on_features": True} if on_features else {}
-    for i, loss in enumerate(valid_losses):
-        history.append(EpochRecord(Phase(kind), i, train_loss=1.0 / (i + 1), valid_loss=loss,
-                                   metrics={"accuracy": valid_acc}, train_accuracy=train_acc, **cached))
-    return history
-
-
 def test_a_gap_with_a_falling_valid_loss_is_not_over_fitting():
-    verdict = diagnose(_history([0.9, 0.7, 0.5, 0.45], train_acc=1.0, valid_acc=0.85)).verdict
+    verdict = diagnose(make_history([0.9, 0.7, 0.5, 0.45], train_acc=1.0, valid_acc=0.85)).verdict
     assert verdict == "a gap of 15 points, still improving"
 
 
 def test_an_early_best_epoch_is_over_fitting():
-    diagnosis = diagnose(_history([0.9, 0.5, 0.52, 0.53, 0.54], train_acc=0.95, valid_acc=0.9))
+    diagnosis = diagnose(make_history([0.9, 0.5, 0.52, 0.53, 0.54], train_acc=0.95, valid_acc=0.9))
     assert diagnosis.verdict == "over-fitting"
     assert any("epoch 1" in e for e in diagnosis.evidence)
 
 
 def test_no_augmentation_advice_for_cached_frozen_features():
-    history = _history([0.9, 0.5, 0.6, 0.7], train_acc=1.0, valid_acc=0.7, kind=PhaseKind.FROZEN, on_features=True)
+    history = make_history([0.9, 0.5, 0.6, 0.7], train_acc=1.0, valid_acc=0.7, kind=PhaseKind.FROZEN, on_features=True)
     diagnosis = diagnose(history)
     assert diagnosis.verdict == "over-fitting"
     text = str(diagnosis)

@@ -6,29 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from helpers import DEAD_PID, plant_temporaries, tiny_learner
 
-from easytransfer import ImageData, transfer_learner
 from easytransfer.deploy.bundle import CONFIG_NAME, WEIGHTS_NAME, BundleConfig
 from easytransfer.errors import WeightsMismatchError
 from easytransfer.files import atomic_write, is_temporary, remove_stale_temporaries
 from easytransfer.train.checkpoint import LAST_NAME, read_checkpoint
-
-DEAD_PID = 999_999_999  # above any pid_max: no process has it
-
-
-def _dls(folder, **kwargs):
-    kwargs = {"valid_pct": 0.25, "seed": 0, "bs": 4, "size": 32, "aug": "none", **kwargs}
-    return ImageData.from_folder(folder, **kwargs)
-
-
-def _learner(folder, **kwargs):
-    return transfer_learner(_dls(folder), "test_efficientnet", pretrained=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -52,19 +35,9 @@ def test_temporary_files_are_unique_and_named_for_their_process(tmp_path):
     assert os.listdir(tmp_path) == ["w.bin"]
 
 
-def _plant_temporaries(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    dead = folder / f".model.safetensors.{DEAD_PID}.abc123.tmp"
-    live = folder / f".model.safetensors.{os.getpid()}.def456.tmp"  # a writer still at work
-    for temporary in (dead, live):
-        temporary.mkdir()
-        (temporary / ".tmpAbC123").write_bytes(b"half a file")  # what safetensors' own save_file leaves
-    return dead, live
-
-
 def test_an_export_removes_temporaries_of_killed_writers_only(cats, tmp_path):
-    dead, live = _plant_temporaries(tmp_path / "model")
-    _learner(cats).export(tmp_path / "model")
+    dead, live = plant_temporaries(tmp_path / "model")
+    tiny_learner(cats).export(tmp_path / "model")
     assert not dead.exists() and live.exists()
 
 
@@ -231,7 +204,7 @@ def test_probe_another_user_reads_a_bundle(cats, tmp_path):
         os.chmod(shared, 0o755)
         old = os.umask(0o022)
         try:
-            bundle = _learner(cats).export(os.path.join(shared, "model"))
+            bundle = tiny_learner(cats).export(os.path.join(shared, "model"))
         finally:
             os.umask(old)
         reader = _python(_OTHER_USER_READ, bundle)

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from helpers import make_history
 
 from easytransfer.train.checkpoint import FitState
-from easytransfer.train.history import EpochRecord, History, Phase, PhaseKind, plot_history
-
-
-def _history(valid_losses, train_acc, valid_acc, kind=PhaseKind.DISCRIMINATIVE, on_features=False):
-    history = History()
-    cached = {"on_features": True} if on_features else {}
-    for i, loss in enumerate(valid_losses):
-        history.append(EpochRecord(Phase(kind), i, train_loss=1.0 / (i + 1), valid_loss=loss,
-                                   metrics={"accuracy": valid_acc}, train_accuracy=train_acc, **cached))
-    return history
+from easytransfer.train.history import Phase, PhaseKind, plot_history
 
 
 def test_train_accuracy_label_says_cached_features_for_cached_frozen_epochs():
-    history = _history([0.9, 0.8], train_acc=0.9, valid_acc=0.8, kind=PhaseKind.FROZEN, on_features=True)
+    history = make_history([0.9, 0.8], train_acc=0.9, valid_acc=0.8, kind=PhaseKind.FROZEN, on_features=True)
     labels = [t.get_text() for t in plot_history(history).axes[1].get_legend().get_texts()]
     assert "train accuracy (cached features of the plain images)" in labels
     assert not any("augmented" in label for label in labels)

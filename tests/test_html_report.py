@@ -20,6 +20,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 from conftest import make_image_folder
+from helpers import learner_with_data
 
 from easytransfer import ImageData, transfer_learner
 from easytransfer.tasks.classification.report import SECTIONS
@@ -122,19 +123,10 @@ def test_report_reads_well_in_a_browser(report, device, tmp_path):
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
 
 
-TINY = dict(bs=4, size=32)
-
-
-def _learner(folder, **kwargs):
-    data = {k: kwargs.pop(k) for k in ("aug", "test_pct") if k in kwargs}
-    dls = ImageData.from_folder(folder, seed=0, **TINY, **data)
-    return transfer_learner(dls, "test_efficientnet", pretrained=False, **kwargs)
-
-
 def test_save_report_reuses_the_last_interpretation_and_shows_small_rates(tmp_path, monkeypatch):
     from easytransfer.tasks.classification import interpretation as interpret_module
 
-    learn = _learner(make_image_folder(tmp_path / "images", per_class=8), test_pct=0.25)
+    learn = learner_with_data(make_image_folder(tmp_path / "images", per_class=8), test_pct=0.25)
     learn.fit_frozen(1, lr=3e-5)
     learn.evaluate()
     calls = []

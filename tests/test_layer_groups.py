@@ -3,20 +3,12 @@
 import pytest
 import timm
 import torch
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from helpers import TOWERS
 
 from easytransfer import (
     build_model,
 )
 from easytransfer.models.layer_groups import block_layer_groups, split_layer_groups
-
-# name -> (size when none is given, mean, std, patch size)
-TOWERS = {
-    "vit_small_patch14_dinov2": (224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 14),
-    "vit_small_patch14_reg4_dinov2": (224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 14),
-    "vit_base_patch16_clip_224.openai": (224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 16),
-    "vit_base_patch16_siglip_224": (224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 16),
-}
 
 
 @pytest.mark.parametrize("arch", TOWERS)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from conftest import make_image_folder
 from fastai.callback.core import Callback
+from helpers import learner_with_data, tiny_learner
 from test_checkpoint import InterruptAt
 from torch import nn
 
@@ -346,35 +345,12 @@ def test_a_first_fit_or_a_better_fit_keeps_its_own_best_epoch(learn, capsys):
     assert "No epoch of this fit beat" not in capsys.readouterr().err
 
 
-def _dls(folder, **kwargs):
-    kwargs = {"valid_pct": 0.25, "seed": 0, "bs": 4, "size": 32, "aug": "none", **kwargs}
-    return ImageData.from_folder(folder, **kwargs)
-
-
-def _learner(folder, **kwargs):
-    return transfer_learner(_dls(folder), "test_efficientnet", pretrained=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
-
-
 def test_a_fit_that_would_run_no_batch_is_an_error(cats):
-    learn = _learner(cats)
+    learn = tiny_learner(cats)
     learn.dls.train.bs = 64  # more than the training images: fastai drops the only, incomplete batch
     with pytest.raises(DataError, match="no batch"):
         learn.fit_frozen(1)
     assert len(learn.fit_history) == 0
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """An untrained tiny classifier's bundle (these tests are about paths and exit codes, not accuracy)."""
-    root = make_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=3, size=16)
-    learn = transfer_learner(ImageData.from_folder(root, valid_pct=0.34, seed=0, bs=2, size=32), "test_efficientnet",
-                             pretrained=False)
-    return learn.export(tmp_path_factory.mktemp("bundle") / "model")
 
 
 def test_bad_learning_rates_fail_before_any_epoch(bundle, image_folder):
@@ -390,26 +366,15 @@ def test_bad_learning_rates_fail_before_any_epoch(bundle, image_folder):
     assert len(learn.history) == 0
 
 
-TINY = dict(bs=4, size=32)
-TINY_TOWER = dict(depth=2, embed_dim=32, num_heads=2)
-
-
-def _learner_with_data(folder, **kwargs):
-    """A tiny learner; ``aug`` and ``test_pct`` go to the data."""
-    data = {k: kwargs.pop(k) for k in ("aug", "test_pct") if k in kwargs}
-    dls = ImageData.from_folder(folder, seed=0, **TINY, **data)
-    return transfer_learner(dls, "test_efficientnet", pretrained=False, **kwargs)
-
-
 def test_lost_cache_and_lr_find_feature_pass_are_said(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "images", per_class=4)
-    learn = _learner_with_data(folder, aug="strong")
+    learn = learner_with_data(folder, aug="strong")
     learn.fit_frozen(1)
     assert "because MixUp / CutMix mixes the images" in capsys.readouterr().err
-    learn = _learner_with_data(folder, train_bn=True)
+    learn = learner_with_data(folder, train_bn=True)
     learn.fit_frozen(1)
     assert "because BatchNorm layers train (train_bn=True)" in capsys.readouterr().err
-    learn = _learner_with_data(folder)
+    learn = learner_with_data(folder)
     learn.lr_find(num_it=10)
     assert "lr_find: computing the frozen body's features" in capsys.readouterr().err
     learn.lr_find(num_it=10)  # the features are cached: nothing to say
@@ -417,13 +382,13 @@ def test_lost_cache_and_lr_find_feature_pass_are_said(tmp_path, capsys):
 
 
 def test_learner_repr_is_readable(tmp_path):
-    learn = _learner_with_data(make_image_folder(tmp_path / "images", per_class=4))
+    learn = learner_with_data(make_image_folder(tmp_path / "images", per_class=4))
     assert repr(learn).startswith("ClassifierLearner(test_efficientnet, 2 classes, ")
     assert " at 0x" not in repr(learn)
 
 
 def test_evaluate_then_interpret_on_the_same_folder_is_one_pass(tmp_path):
-    learn = _learner_with_data(make_image_folder(tmp_path / "images", per_class=4))
+    learn = learner_with_data(make_image_folder(tmp_path / "images", per_class=4))
     test = make_image_folder(tmp_path / "test", per_class=2, seed=3)
     calls = []
     learn.get_preds = lambda *a, _orig=learn.get_preds, **k: calls.append(1) or _orig(*a, **k)
@@ -433,22 +398,6 @@ def test_evaluate_then_interpret_on_the_same_folder_is_one_pass(tmp_path):
     learn.fit_frozen(1)  # new weights: predicted again
     learn.interpret(str(test))
     assert len(calls) >= 2
-
-
-@pytest.fixture
-def tiny_towers(monkeypatch):
-    """Every timm model built in the test is the tiny version of its builder."""
-    real = timm.create_model
-
-    def create_tiny(name, *args, **kwargs):
-        return real(name, *args, **{**kwargs, **TINY_TOWER})
-
-    monkeypatch.setattr(timm, "create_model", create_tiny)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("towers"), per_class=3, size=40)
 
 
 class GrabRates(Callback):
@@ -475,8 +424,8 @@ def _expected_rate(name: str, lr_max: float, d: float, n_blocks: int) -> float:
     return lr_max * d ** (n_blocks + 1)  # cls_token, reg_token, pos_embed, patch_embed
 
 
-def test_layer_decay_gives_each_block_its_rate_and_frozen_groups_stay_frozen(folder, tiny_towers):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=28)
+def test_layer_decay_gives_each_block_its_rate_and_frozen_groups_stay_frozen(towers_folder, tiny_towers):
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2, size=28)
     learn = transfer_learner(dls, "vit_small_patch14_reg4_dinov2", pretrained=False, n_stages=2)
     coarse = learn.layer_groups
     learn.unfreeze(1)  # the stem bucket (tokens, block 0) stays frozen
@@ -505,8 +454,8 @@ def test_layer_decay_gives_each_block_its_rate_and_frozen_groups_stay_frozen(fol
     assert learn.fit_history[-1].phase.name == "discriminative" and len(learn.fit_history[-1].lrs) == len(coarse)
 
 
-def test_layer_decay_without_block_groups_names_decay(folder):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=32)
+def test_layer_decay_without_block_groups_names_decay(towers_folder):
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2, size=32)
     learn = transfer_learner(dls, "tv:mobilenet_v3_small", pretrained=False)
     groups = learn.layer_groups
     with pytest.raises(NoBlockGroupsError, match="decay="):
@@ -514,8 +463,8 @@ def test_layer_decay_without_block_groups_names_decay(folder):
     assert learn.layer_groups is groups
 
 
-def test_layer_decay_arguments_are_checked(folder):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=32)
+def test_layer_decay_arguments_are_checked(towers_folder):
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2, size=32)
     learn = transfer_learner(dls, "test_vit", pretrained=False)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         learn.fit_discriminative(1, layer_decay=1.5)
@@ -524,8 +473,8 @@ def test_layer_decay_arguments_are_checked(folder):
 
 
 @pytest.mark.slow
-def test_layer_decay_with_lr_find_sweeps_the_blocks(folder):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=32)
+def test_layer_decay_with_lr_find_sweeps_the_blocks(towers_folder):
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2, size=32)
     learn = transfer_learner(dls, "test_vit", pretrained=False)
     learn.unfreeze()
     with warnings.catch_warnings():
@@ -534,8 +483,8 @@ def test_layer_decay_with_lr_find_sweeps_the_blocks(folder):
     assert len(learn.fit_history[-1].lrs) == 6 + 2 and len(learn.opt.param_lists) == learn.n_groups
 
 
-def test_an_interrupted_layer_decay_fit_leaves_the_layer_groups_and_resumes(folder, tmp_path):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=32, aug="none")
+def test_an_interrupted_layer_decay_fit_leaves_the_layer_groups_and_resumes(towers_folder, tmp_path):
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2, size=32, aug="none")
     learn = transfer_learner(dls, "test_vit", pretrained=False, checkpoint_dir=tmp_path / "ckpt")
     coarse = learn.layer_groups
     learn.unfreeze()

@@ -3,44 +3,15 @@
 import json
 
 import pytest
-from conftest import make_image_folder
+from helpers import bundle_json, tiny_learner
 
-from easytransfer import ImageData, load_model, transfer_learner
+from easytransfer import load_model
 from easytransfer.deploy.bundle import CONFIG_NAME, BundleConfig, read_bundle_config
 from easytransfer.errors import EasyTransferError
 
-DELETE = object()
-
-
-def _dls(folder, **kwargs):
-    kwargs = {"valid_pct": 0.25, "seed": 0, "bs": 4, "size": 32, "aug": "none", **kwargs}
-    return ImageData.from_folder(folder, **kwargs)
-
-
-def _learner(folder, **kwargs):
-    return transfer_learner(_dls(folder), "test_efficientnet", pretrained=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
-
-
-def _bundle_json(**changes):
-    data = {"format_version": 1, "arch": "resnet18", "source": "timm", "source_arch": "resnet18",
-            "classes": ["cat", "dog"], "multilabel": False, "head": {"type": "linear"},
-            "preprocessing": {"size": 32, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}}
-    for key, value in changes.items():
-        fields = data["preprocessing"] if key in ("size", "mean", "std") else data
-        if value is DELETE:
-            del fields[key]
-        else:
-            fields[key] = value
-    return json.dumps(data)
-
 
 def test_load_model_never_builds_a_hub_model(cats, tmp_path, monkeypatch):
-    bundle = _learner(cats).export(tmp_path / "model")
+    bundle = tiny_learner(cats).export(tmp_path / "model")
     data = json.loads((bundle / CONFIG_NAME).read_text())
     data["arch"] = "hf-hub:timm/resnet18.a1_in1k"
     (bundle / CONFIG_NAME).write_text(json.dumps(data))
@@ -63,7 +34,7 @@ def test_a_hub_model_bundle_with_its_timm_architecture_rebuilds_offline(monkeypa
     from easytransfer.models.heads import HeadConfig
 
     hub = "hf-hub:timm/test_convnext.r160_in1k"
-    config = BundleConfig.from_json(_bundle_json(arch=hub, arch_config={"timm_architecture": "test_convnext"}))
+    config = BundleConfig.from_json(bundle_json(arch=hub, arch_config={"timm_architecture": "test_convnext"}))
     assert config.arch == hub and config.arch_config == {"timm_architecture": "test_convnext"}
     create = timm.create_model
 

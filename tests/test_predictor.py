@@ -10,18 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_image_folder
+from helpers import tiny_learner
 from matplotlib.figure import Figure
 from PIL import Image
 
 from easytransfer import (
     ClassifierPredictor,
     DetectionPredictor,
-    ImageData,
     Predictor,
     SegmentationPredictor,
     load_model,
-    transfer_learner,
 )
 from easytransfer.data.images import as_rgb
 from easytransfer.deploy.predictor import ExportNotSupportedError
@@ -172,23 +170,9 @@ def test_detection_interpret_is_the_learners_interpretation(bundles, tmp_path):
 
 # moved here from the history-named test files (faults, student, contracts ...)
 
-def _dls(folder, **kwargs):
-    kwargs = {"valid_pct": 0.25, "seed": 0, "bs": 4, "size": 32, "aug": "none", **kwargs}
-    return ImageData.from_folder(folder, **kwargs)
-
-
-def _learner(folder, **kwargs):
-    return transfer_learner(_dls(folder), "test_efficientnet", pretrained=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("cats") / "images", classes=("cat", "dog"), per_class=4, size=32)
-
-
 @pytest.fixture(scope="module")
 def predictor(cats, tmp_path_factory):
-    return load_model(_learner(cats).export(tmp_path_factory.mktemp("predictor") / "model"), device="cpu")
+    return load_model(tiny_learner(cats).export(tmp_path_factory.mktemp("predictor") / "model"), device="cpu")
 
 
 def test_a_float_array_in_0_1_is_scaled_not_truncated_to_black(predictor):
@@ -211,15 +195,6 @@ def test_a_chw_tensor_is_read_as_the_same_image(predictor):
 def test_out_of_range_arrays_are_refused(predictor, bad, match):
     with pytest.raises(DataError, match=match):
         predictor.predict(bad)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """An untrained tiny classifier's bundle (these tests are about paths and exit codes, not accuracy)."""
-    root = make_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=3, size=16)
-    learn = transfer_learner(ImageData.from_folder(root, valid_pct=0.34, seed=0, bs=2, size=32), "test_efficientnet",
-                             pretrained=False)
-    return learn.export(tmp_path_factory.mktemp("bundle") / "model")
 
 
 def test_predict_folder_on_a_missing_path_is_an_error(bundle, tmp_path):

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_image_folder
-from PIL import Image
 
 from easytransfer import DataError, ImageData, transfer_learner
 from easytransfer.data.tables import table_items
@@ -68,47 +64,6 @@ def test_valid_col_strings_no_and_zero_are_training_rows(image_folder):
     assert found.items["split"].tolist() == ["train", "valid"] * 4 + ["train", "train", "valid", "train"]
     with pytest.raises(DataError, match=r"'v' of the table must say.*\['maybe'\]"):
         table_items(_table(image_folder, ["cat"] * 2, v=["maybe", "yes"]), valid_col="v")
-
-
-def make_messy_folder(root: Path) -> dict:
-    """Good images in cat/ and dog/, plus one of every kind of trouble. Returns {name: path}."""
-    make_image_folder(root, per_class=6)
-    (root / "bird").mkdir()  # an empty class folder
-    f = {}
-    f["truncated"] = root / "cat" / "truncated.jpg"
-    noisy = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(noisy).save(buf, "JPEG", quality=95)
-    f["truncated"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    f["empty"] = root / "cat" / "empty.jpg"
-    f["empty"].write_bytes(b"")
-    f["text"] = root / "dog" / "notes.jpg"
-    f["text"].write_text("this is not an image, it is a note someone saved with the wrong name\n")
-    f["huge"] = root / "dog" / "huge.png"
-    Image.new("RGB", (300, 300), (0, 90, 0)).save(f["huge"])
-    f["png_as_jpg"] = root / "cat" / "png_named.jpg"
-    Image.new("RGB", (40, 40), (10, 200, 10)).save(f["png_as_jpg"], "PNG")
-    f["gif_as_jpg"] = root / "dog" / "gif_named.jpg"
-    Image.new("RGB", (40, 40), (10, 10, 200)).convert("P").save(f["gif_as_jpg"], "GIF")
-    f["cmyk"] = root / "cat" / "cmyk.jpg"
-    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(f["cmyk"], "JPEG")
-    f["sixteen"] = root / "dog" / "sixteen.png"
-    Image.fromarray(np.full((40, 40), 30000, dtype=np.uint16)).save(f["sixteen"])
-    f["rgba"] = root / "cat" / "rgba.png"
-    Image.new("RGBA", (40, 40), (255, 0, 0, 0)).save(f["rgba"])
-    f["palette"] = root / "dog" / "palette.png"
-    Image.new("RGB", (40, 40), (120, 60, 200)).quantize(8).save(f["palette"])
-    f["rotated"] = root / "cat" / "rotated.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    Image.new("RGB", (60, 40), (220, 220, 30)).save(f["rotated"], "JPEG", exif=exif.tobytes())
-    return f
-
-
-@pytest.fixture
-def messy(tmp_path):
-    root = tmp_path / "messy"
-    return root, make_messy_folder(root)
 
 
 def test_csv_with_windows_paths_and_missing_rows(messy, tmp_path):

@@ -3,8 +3,7 @@
 import pytest
 import timm
 import torch
-from conftest import make_image_folder
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from helpers import TOWERS
 
 from easytransfer import (
     ImageData,
@@ -13,33 +12,6 @@ from easytransfer import (
     transfer_learner,
 )
 from easytransfer.models.backends.timm import default_size
-
-# name -> (size when none is given, mean, std, patch size)
-TOWERS = {
-    "vit_small_patch14_dinov2": (224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 14),
-    "vit_small_patch14_reg4_dinov2": (224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 14),
-    "vit_base_patch16_clip_224.openai": (224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 16),
-    "vit_base_patch16_siglip_224": (224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 16),
-}
-
-
-TINY = dict(depth=2, embed_dim=32, num_heads=2)
-
-
-@pytest.fixture
-def tiny_towers(monkeypatch):
-    """Every timm model built in the test is the tiny version of its builder."""
-    real = timm.create_model
-
-    def create_tiny(name, *args, **kwargs):
-        return real(name, *args, **{**kwargs, **TINY})
-
-    monkeypatch.setattr(timm, "create_model", create_tiny)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("towers"), per_class=3, size=40)
 
 
 @pytest.mark.parametrize("arch", TOWERS)
@@ -59,9 +31,9 @@ def test_dinov2_defaults_to_224_not_its_configs_518():
 
 
 @pytest.mark.parametrize("arch", TOWERS)
-def test_tiny_tower_trains_at_the_size_asked_for(arch, folder, tiny_towers):
+def test_tiny_tower_trains_at_the_size_asked_for(arch, towers_folder, tiny_towers):
     patch = TOWERS[arch][3]
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2)
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2)
     learn = transfer_learner(dls, arch, pretrained=False, size=2 * patch)
     assert learn.spec.size == learn.dls.recipe.size == 2 * patch
     assert learn.model.patch_embed.img_size == (2 * patch, 2 * patch)
@@ -73,11 +45,11 @@ def test_tiny_tower_trains_at_the_size_asked_for(arch, folder, tiny_towers):
         assert learn.model(xb).shape == (2, 2)
 
 
-def test_dinov2_data_follows_the_default_size_and_a_data_size_builds_the_model(folder, tiny_towers):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2)
+def test_dinov2_data_follows_the_default_size_and_a_data_size_builds_the_model(towers_folder, tiny_towers):
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2)
     learn = transfer_learner(dls, "vit_small_patch14_dinov2", pretrained=False)
     assert learn.spec.size == learn.dls.recipe.size == 224 and learn.model.patch_embed.img_size == (224, 224)
-    given = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2, size=28)
+    given = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2, size=28)
     learn = transfer_learner(given, "vit_small_patch14_dinov2", pretrained=False)
     assert learn.spec.size == 28 and learn.model.patch_embed.img_size == (28, 28)  # built for the data
     with pytest.warns(UserWarning, match="size=56 is ignored"):
@@ -85,8 +57,8 @@ def test_dinov2_data_follows_the_default_size_and_a_data_size_builds_the_model(f
     assert learn.spec.size == learn.dls.recipe.size == 28
 
 
-def test_a_vit_bundle_at_another_size_loads(folder, tiny_towers, tmp_path):
-    dls = ImageData.from_folder(folder, valid_pct=0.34, seed=0, bs=2)
+def test_a_vit_bundle_at_another_size_loads(towers_folder, tiny_towers, tmp_path):
+    dls = ImageData.from_folder(towers_folder, valid_pct=0.34, seed=0, bs=2)
     learn = transfer_learner(dls, "vit_small_patch14_reg4_dinov2", pretrained=False, size=28)
     predictor = load_model(learn.export(tmp_path / "bundle"), device="cpu")  # rebuilt for 28 px, strict load
     assert predictor.config.preprocessing.size == 28
