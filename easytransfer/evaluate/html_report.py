@@ -193,11 +193,11 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
     interp = learn.interpret(dl) if interp is None else interp
     if not isinstance(interp, TaskInterpretation):
         raise TypeError(f"save_report needs a TaskInterpretation (learn.interpret(): scores, per_class, "
-                        f"plot_top_losses, report_sections, describe_head, diagnosis); got a {type(interp).__name__}.")
+                        f"plot_top_losses, report_sections); got a {type(interp).__name__}.")
     config = learn.bundle_config()
     leading = {
         "data": _data_section(learn, config),
-        "model": _model_section(learn, config, interp.describe_head(learn)),
+        "model": _model_section(learn, config, learn.describe_head()),
         "layer-groups": _groups_section(learn),
         "history": _history_section(learn),
         "lr-finder": _lr_section(learn),
@@ -205,7 +205,7 @@ def save_report(learn, path: str | os.PathLike, dl=None, top_k: int = 9, interp=
     sections = [ReportSection(key, LEADING_SECTIONS[key], body) for key, body in leading.items()]
     sections += interp.report_sections(top_k, learn)
     sections.append(ReportSection("diagnosis", CLOSING_SECTIONS["diagnosis"],
-                                  f"<pre>{html.escape(str(interp.diagnosis(learn)))}</pre>"))
+                                  f"<pre>{html.escape(str(learn.diagnose(interp=interp)))}</pre>"))
     body = [_section(s.key, s.title, s.html) for s in sections]
     title = f"easytransfer run report: {learn.spec.name}"
     doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -58,11 +58,3 @@ class TaskInterpretation(Protocol):
     def report_sections(self, top_k: int, learn=None) -> list[ReportSection]:
         """The task's own sections of the HTML report, in order (`learn`: the learner, for what only it knows)."""
         ...
-
-    def describe_head(self, learn) -> str:
-        """The model's head in words for the report's model table (``"unet decoder"``, the classifier layer)."""
-        ...
-
-    def diagnosis(self, learn):
-        """``learn``'s diagnosis of the run, reading this interpretation where the task's diagnosis uses it."""
-        ...

@@ -83,6 +83,10 @@ class TransferLearner(LayerGroupLearner):
         """The task's typed config a bundle records as ``task_config`` (``to_dict`` / ``from_dict``)."""
         raise NotImplementedError(f"{type(self).__name__} must say its bundle's task_config (task_config()).")
 
+    def describe_head(self) -> str:
+        """The model's head in words, for the report's model table (a classifier: the module the head is at)."""
+        return self.spec.classifier
+
     def _confidence_check(self, interp=None) -> ConfidenceCheck | None:
         """The validation set's calibration figures for `diagnose`; ``None`` where they do not apply."""
         return None

@@ -335,20 +335,6 @@ class Interpretation(FastaiInterpretation):
 
         return classification_sections(self, top_k, learn)
 
-    def describe_head(self, learn) -> str:
-        """The model's head in words for the report: the classifier layer (``learn.spec.classifier``).
-
-        >>> learn.interpret().describe_head(learn)  # doctest: +SKIP
-        """
-        return learn.spec.classifier
-
-    def diagnosis(self, learn):
-        """``learn.diagnose(interp=self)``: the run's diagnosis, its calibration read from these predictions.
-
-        >>> print(learn.interpret().diagnosis(learn))  # doctest: +SKIP
-        """
-        return learn.diagnose(interp=self)
-
     def _item_path(self, i: int) -> str | None:
         if self.items is not None and "path" in self.items:
             return str(self.items["path"].iloc[i])

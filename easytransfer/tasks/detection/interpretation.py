@@ -151,17 +151,3 @@ class DetectionInterpretation:
         from .report import detection_sections
 
         return detection_sections(self, top_k)
-
-    def describe_head(self, learn) -> str:
-        """The model's head in words for the report: ``"fasterrcnn detector over a feature pyramid"``.
-
-        >>> learn.interpret().describe_head(learn)  # doctest: +SKIP
-        """
-        return f"{learn.bundle_config().task_config.head} detector over a feature pyramid"
-
-    def diagnosis(self, learn):
-        """``learn.diagnose()``: the run's diagnosis (it reads the history, not these predictions).
-
-        >>> print(learn.interpret().diagnosis(learn))  # doctest: +SKIP
-        """
-        return learn.diagnose()

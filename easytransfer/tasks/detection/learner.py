@@ -84,6 +84,10 @@ class DetectionLearner(TransferLearner):
         """The `DetectionConfig` that rebuilds the detector."""
         return self.detection_config
 
+    def describe_head(self) -> str:
+        """The head in words for the report (``"fasterrcnn detector over a feature pyramid"``)."""
+        return f"{self.detection_config.head} detector over a feature pyramid"
+
     def _eval_dl(self, test):
         if test is None:
             return self.dls.items_dl()

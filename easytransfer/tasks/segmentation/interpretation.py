@@ -169,17 +169,3 @@ class SegmentationInterpretation:
         from .report import segmentation_sections
 
         return segmentation_sections(self, top_k)
-
-    def describe_head(self, learn) -> str:
-        """The model's head in words for the report's model table: the decoder (``"unet decoder"``).
-
-        >>> learn.interpret().describe_head(learn)  # doctest: +SKIP
-        """
-        return f"{learn.bundle_config().task_config.head} decoder"
-
-    def diagnosis(self, learn):
-        """``learn.diagnose()``: the run's diagnosis (it reads the history, not these predictions).
-
-        >>> print(learn.interpret().diagnosis(learn))  # doctest: +SKIP
-        """
-        return learn.diagnose()

@@ -137,6 +137,10 @@ class SegmentationLearner(TransferLearner):
         """The decoder and ``ignore_index`` the bundle records."""
         return self.segmentation
 
+    def describe_head(self) -> str:
+        """The head in words for the report: the decoder (``"unet decoder"``)."""
+        return f"{self.segmentation.head} decoder"
+
     def interpret(self, dl=None, tta: bool = False) -> SegmentationInterpretation:
         """Predictions on `dl` (default the validation set; a DataLoader, or a table with ``path`` and ``mask``),
         computed once: ``scores()``, ``per_class()``, ``confusion_matrix()``, ``plot_top_losses()`` ...
