@@ -220,7 +220,7 @@ def test_detection_heads_lists_the_built_ones():
 def test_detector_builds_with_packaged_weights_in_the_body(head):
     import timm
 
-    from easytransfer.models.weights import load_pretrained
+    from easytransfer.models.factory import load_pretrained
 
     model, config, _, source = build_detector("efficientnet_lite0", 2, head=head, size=96, **TINY)
     assert source.startswith("package") and config.mean == (0.5, 0.5, 0.5)

