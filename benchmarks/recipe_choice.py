@@ -1,7 +1,7 @@
 """Can the frozen stage choose its input size and pooling from validation, cheaply? (issue 26's evidence)
 
     python benchmarks/recipe_choice.py                                   # textile protocol seeds 0,1,2 + flowers20
-    python benchmarks/recipe_choice.py --datasets textile-protocol --seeds 0 --margin 1
+    python benchmarks/recipe_choice.py --datasets textile-protocol --seeds 0 --margins 1,2
 
 For each candidate (input size in {the model's own 224, 448} x pooling in {"avg", "max"}) the three-line
 recipe's frozen stage, with no options but these: ``ImageData.from_df(..., size=S, aug="none")``,
@@ -12,8 +12,8 @@ the recall of class 'local', the seconds of the feature pass (``fit_frozen``'s w
 the probe.
 
 Then a selection rule on validation only: keep the baseline (224 / avg, the model's own settings) unless another
-candidate's validation log-loss is lower by more than `--margin` standard errors of the paired difference
-(bootstrap over validation images); among those that clear the margin, the lowest log-loss wins. Printed beside
+candidate's validation log-loss is lower by more than k standard errors of the paired difference (bootstrap over
+validation images; `--margins`, one rule each); among those that clear the margin, the lowest log-loss wins. Beside
 it: the plain arg-min of validation log-loss (no margin) and the oracle (best test accuracy, which no rule can
 see). Every figure is printed beside the baseline measured in the same run; seconds as ratios to it.
 
@@ -93,12 +93,10 @@ def paired_se(base: np.ndarray, other: np.ndarray, seed: int) -> tuple[float, fl
     return float(diff.mean()), float(diff[idx].mean(1).std())
 
 
-def choose(figures: dict[str, dict], losses: dict[str, np.ndarray], margin: float, seed: int) -> tuple[str, dict]:
+def choose(figures: dict[str, dict], gains: dict[str, tuple[float, float]], margin: float) -> str:
     """The baseline unless a candidate beats its validation log-loss by more than `margin` standard errors."""
-    gains = {name: paired_se(losses[BASELINE], losses[name], seed) for name in losses if name != BASELINE}
-    clear = {name: g for name, (g, se) in gains.items() if g > margin * se}
-    picked = min(clear, key=lambda n: figures[n]["valid_logloss"]) if clear else BASELINE
-    return picked, gains
+    clear = [name for name, (g, se) in gains.items() if g > margin * se]
+    return min(clear, key=lambda n: figures[n]["valid_logloss"]) if clear else BASELINE
 
 
 def main(argv=None) -> None:
@@ -106,9 +104,10 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", default="textile-protocol,flowers20")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the textile sets (flowers20: --flowers-seeds)")
     parser.add_argument("--flowers-seeds", default="0")
-    parser.add_argument("--margin", type=float, default=1.0, help="standard errors a candidate must win by")
+    parser.add_argument("--margins", default="1,2", help="standard errors a candidate must win by (one rule each)")
     parser.add_argument("--out", default=None, help="also write every run as JSON lines here")
     args = parser.parse_args(argv)
+    margins = [float(m) for m in args.margins.split(",")]
     rows, picks = [], []
     for dataset in args.datasets.split(","):
         seeds = args.flowers_seeds if dataset.startswith("flowers") else args.seeds
@@ -124,26 +123,28 @@ def main(argv=None) -> None:
                 if args.out:
                     with open(args.out, "a") as f:
                         f.write(json.dumps(row) + "\n")
-            picked, gains = choose(figures, losses, args.margin, seed)
+            gains = {n: paired_se(losses[BASELINE], losses[n], seed) for n in losses if n != BASELINE}
+            picked = {m: choose(figures, gains, m) for m in margins}
             argmin = min(figures, key=lambda n: figures[n]["valid_logloss"])
             oracle = max(figures, key=lambda n: (figures[n]["test_accuracy"], n == BASELINE))
             choice_seconds = sum(f["feature_seconds"] + f["probe_seconds"] for f in figures.values())
             base_seconds = figures[BASELINE]["feature_seconds"] + figures[BASELINE]["probe_seconds"]
-            pick = {"dataset": dataset, "seed": seed, "rule": picked, "argmin": argmin, "oracle": oracle,
-                    "rule_test_accuracy": figures[picked]["test_accuracy"],
+            pick = {"dataset": dataset, "seed": seed, "argmin": argmin, "oracle": oracle,
                     "baseline_test_accuracy": figures[BASELINE]["test_accuracy"],
+                    "argmin_test_accuracy": figures[argmin]["test_accuracy"],
                     "oracle_test_accuracy": figures[oracle]["test_accuracy"],
-                    "choice_seconds_over_baseline": choice_seconds / base_seconds,
-                    "gains": {n: [round(g, 4), round(se, 4)] for n, (g, se) in gains.items()}}
-            if "test_recall_local" in figures[picked]:
-                pick |= {"rule_test_defective_accuracy": figures[picked]["test_defective_accuracy"],
-                         "rule_test_recall_local": figures[picked]["test_recall_local"]}
+                    "choice_seconds_over_baseline": choice_seconds / base_seconds}
+            for m, name in picked.items():
+                pick |= {f"rule@{m:g}SE": name, f"rule@{m:g}SE_test_accuracy": figures[name]["test_accuracy"]}
+                if "test_recall_local" in figures[name]:
+                    pick[f"rule@{m:g}SE_test_recall_local"] = figures[name]["test_recall_local"]
+            pick["gains"] = {n: [round(g, 4), round(se, 4)] for n, (g, se) in gains.items()}
             picks.append(pick)
             print("PICK " + json.dumps(pick), flush=True)
-    report(pd.DataFrame(rows), picks, args.margin)
+    report(pd.DataFrame(rows), picks)
 
 
-def report(rows: pd.DataFrame, picks: list[dict], margin: float) -> None:
+def report(rows: pd.DataFrame, picks: list[dict]) -> None:
     """Every candidate beside the baseline of the same run (seconds as ratios), then the rule's picks."""
     base = rows[rows["candidate"] == BASELINE].set_index(["dataset", "seed"])
     table = rows.copy()
@@ -161,10 +162,13 @@ def report(rows: pd.DataFrame, picks: list[dict], margin: float) -> None:
         means = table.groupby(["dataset", "candidate"])[[c for c in cols[3:] if c in table.columns]].mean()
         print("\nmean over seeds")
         print(means.round(3).to_string())
-        print(f"\nrule: keep {BASELINE} unless a candidate's validation log-loss is lower by > {margin} bootstrap SE "
-              "(paired over validation images)")
-        shown = pd.DataFrame(picks).drop(columns=["gains"])
-        print(shown.round(3).to_string(index=False))
+        print(f"\nrule@kSE: keep {BASELINE} unless a candidate's validation log-loss is lower by > k bootstrap SE "
+              "(paired over validation images); gain / SE of each candidate:")
+        for p in picks:
+            print(f"  {p['dataset']} seed {p['seed']}: " + ", ".join(
+                f"{n} {g:+.3f} / {se:.3f} = {g / se:+.2f} SE" for n, (g, se) in p["gains"].items()))
+        shown = pd.DataFrame(picks).drop(columns=["gains"]).set_index(["dataset", "seed"]).T
+        print(shown.to_string())
 
 
 if __name__ == "__main__":
