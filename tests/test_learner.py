@@ -511,3 +511,13 @@ def test_no_class_in_the_learners_is_over_400_lines():
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.ClassDef):
                 assert node.end_lineno - node.lineno < 400, f"{module.__name__}.{node.name}"
+
+
+def test_the_recipe_base_is_abstract_until_a_task_says_what_its_bundle_records():
+    import inspect
+
+    from easytransfer import ClassifierLearner, DetectionLearner, SegmentationLearner, TransferLearner
+
+    assert inspect.isabstract(TransferLearner)
+    assert TransferLearner.__abstractmethods__ == {"preprocessing", "task_config"}
+    assert not any(inspect.isabstract(cls) for cls in (ClassifierLearner, SegmentationLearner, DetectionLearner))

@@ -72,7 +72,7 @@ class LayerGroupLearner(Learner):
     Returns:
         The learner with its body frozen.
 
-    >>> learn = TransferLearner(dls, model, spec=spec, layer_groups=groups, device="cpu")  # doctest: +SKIP
+    >>> learn = ClassifierLearner(dls, model, spec=spec, layer_groups=groups, device="cpu")  # doctest: +SKIP
     """
 
     def __init__(self, dls: DataLoaders, model: nn.Module, *, spec: ModelSpec, layer_groups: LayerGroups,

@@ -10,6 +10,7 @@ the hooks `task`, `classes`, `preprocessing` and `task_config` and may set the d
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import replace
 from numbers import Integral, Real
 from pathlib import Path
@@ -43,7 +44,7 @@ __all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "FROZEN_LR_FIND_IT", "UNFROZEN_LR
 logger = get_logger(__name__)
 
 
-class TransferLearner(LayerGroupLearner):
+class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
     """A fastai `Learner` for transfer learning: frozen-body training, unfreezing, discriminative rates.
 
     The base of every task's learner (`ClassifierLearner` from `transfer_learner`, `SegmentationLearner`,
@@ -75,13 +76,13 @@ class TransferLearner(LayerGroupLearner):
 
     # ------------------------------------------------------------------------------------ what a task answers
 
+    @abstractmethod
     def preprocessing(self) -> Preprocessing:
         """The validation pipeline a bundle records (size, resize filter, mean, std, resize rule)."""
-        raise NotImplementedError(f"{type(self).__name__} must say its bundle's preprocessing (preprocessing()).")
 
+    @abstractmethod
     def task_config(self):
         """The task's typed config a bundle records as ``task_config`` (``to_dict`` / ``from_dict``)."""
-        raise NotImplementedError(f"{type(self).__name__} must say its bundle's task_config (task_config()).")
 
     def describe_head(self) -> str:
         """The model's head in words, for the report's model table (a classifier: the module the head is at)."""
