@@ -16,7 +16,7 @@ module outside ``tasks/`` imports a task's modules.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["HeadSupport", "Task", "TaskDefaults", "available_heads", "available_tasks", "get_task", "register_task"]
 
@@ -81,14 +81,11 @@ class Task:
     heads: str
     defaults: TaskDefaults
     cli: str
-    _loaded: dict = field(default_factory=dict, compare=False, repr=False)
 
     def part(self, name: str):
-        """The object a part names, imported on first use: ``get_task("detection").part("learner")``."""
-        if name not in self._loaded:
-            module, _, attribute = getattr(self, name).partition(":")
-            self._loaded[name] = getattr(importlib.import_module(module), attribute)
-        return self._loaded[name]
+        """The object a part names, imported on first use (Python keeps the module): ``.part("learner")``."""
+        module, _, attribute = getattr(self, name).partition(":")
+        return getattr(importlib.import_module(module), attribute)
 
     @property
     def default_head(self) -> str:
