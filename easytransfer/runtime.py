@@ -18,6 +18,7 @@ onnxruntime is missing, the export fails, or the outputs differ beyond float tol
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import warnings
@@ -145,6 +146,10 @@ def _onnx_session(module: nn.Module, example: torch.Tensor):
     import onnxruntime as ort
 
     buffer = io.BytesIO()
+    # a copy: the tracer keeps state on the modules it traced, and a second export of the same channels-last
+    # modules (another input size, another pass of the same learner) gave outputs off by ~1 (measured, torch
+    # 2.14); `_same` caught it and every later pass ran in PyTorch, up to 10x slower at 448 px
+    module = copy.deepcopy(module)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # the TorchScript-based exporter warns that it is deprecated; it exports in ~1 s where the

@@ -12,6 +12,7 @@ from torch import nn
 
 from easytransfer import ImageData, create_model, transfer_learner
 from easytransfer.runtime import ONNX_MIN_IMAGES, cpu_forward, default_runtime
+from easytransfer.train.features import HeadInput
 
 pytest.importorskip("onnxruntime")
 
@@ -41,6 +42,17 @@ def test_onnxruntime_gives_pytorchs_outputs_for_a_timm_model():
     torch.testing.assert_close(first, expected)
     torch.testing.assert_close(second, expected, rtol=1e-3, atol=1e-4)
     assert forward(x[:3]).shape == (3, 3)  # any batch size
+
+
+def test_every_export_of_the_same_channels_last_model_runs_in_onnxruntime():
+    # torch 2.14's tracer kept state on the modules it traced: the second export of the same channels-last model
+    # (the frozen stage's second input size) computed other outputs, and the pass fell back to PyTorch
+    model = create_model("efficientnet_lite0", 3, pretrained=False).eval().to(memory_format=torch.channels_last)
+    for size in (448, 224):
+        x = torch.randn(8, 3, size, size).contiguous(memory_format=torch.channels_last)
+        forward = cpu_forward(HeadInput(model, "classifier"), runtime="onnxruntime")
+        forward(x)
+        assert forward.runtime == "onnxruntime", size
 
 
 def test_pytorch_runs_when_onnxruntime_is_missing_or_gives_other_outputs(monkeypatch):
