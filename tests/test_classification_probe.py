@@ -13,7 +13,13 @@ from easytransfer import HeadConfig, ImageData, load_model, transfer_learner
 from easytransfer.deploy.bundle import CONFIG_NAME
 from easytransfer.errors import EasyTransferError
 from easytransfer.models.heads import KNN_SMOOTHING, KNNHead, PrototypeHead
-from easytransfer.tasks.classification.probe import KNN_KS, PROTOTYPE_SCALES, fit_knn_head, fit_prototype_head
+from easytransfer.tasks.classification.probe import (
+    KNN_KS,
+    PROTOTYPE_SCALES,
+    fit_knn_head,
+    fit_logistic_head,
+    fit_prototype_head,
+)
 from easytransfer.train.history import PhaseKind
 
 CLASSES = ("a", "b", "c")
@@ -138,3 +144,21 @@ def test_few_shot_heads_refuse_multi_label_data():
     for fit in (fit_prototype_head, fit_knn_head):
         with pytest.raises(ValueError, match="single-label data; this data is multi-label"):
             fit(cache, 2)
+
+
+def test_a_feature_almost_silent_on_the_training_images_does_not_blow_up_the_logistic_probe():
+    # 472 of EfficientNet-Lite0's features were exactly 0 on 100 textile training images; divided by 1e-6 they sent
+    # the probe's validation log-loss to 10-48 where one image fired them
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    informative = rng.normal(size=(40, 4)) + y[:, None]
+    X = np.concatenate([informative, np.zeros((40, 3))], axis=1)  # three features (almost) never fire in training
+    X[0, 4:] = 1e-3
+    yv = np.array([0, 1] * 10)
+    Xv = np.concatenate([rng.normal(size=(20, 4)) + yv[:, None], np.full((20, 3), 0.5)], axis=1)
+    cache = SimpleNamespace(train=X[None].astype(np.float32), train_targets=torch.tensor(y),
+                            valid=Xv.astype(np.float32), valid_targets=torch.tensor(yv))
+    head = torch.nn.Linear(7, 2)
+    fit = fit_logistic_head(head, cache)
+    assert fit.valid_losses[fit.C] < 0.7
+    assert head.weight[:, 4:].abs().max() < 1  # not a weight of ~1/std that a firing feature turns into a huge logit
