@@ -22,10 +22,10 @@ from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import ColReader, ColSplitter, Normalize
 
 from ..errors import DataError
-from .augment import batch_augmentations, item_transforms
+from .augment import AUG_PRESETS, batch_augmentations, item_transforms
 from .checks import DEFAULT_MAX_PIXELS, check_items
 from .images import ImageBlockRGB, resample_filter
-from .options import BALANCE_MODES, DEFAULT_BS, LoaderOptions
+from .options import BALANCE_MODES, DEFAULT_AUG, DEFAULT_BS, LoaderOptions
 from .report import IMBALANCE_RATIO, DataReport, class_counts, warn_data
 from .sources import FoundItems, class_folder_items, folder_items, require_class_folders
 from .split import stratified_split
@@ -52,6 +52,7 @@ class DataRecipe:
         bs: batch size.
         num_workers: DataLoader worker processes.
         aug: augmentation preset, one of `AUG_PRESETS` (see `easytransfer.data.augment`).
+        aug_given: whether the user chose `aug` (then the learner's choice of settings keeps it).
         balance: ``None``, ``"weights"`` (class-weighted loss) or ``"sampler"`` (weighted sampling).
         item_tfms, batch_tfms: the user's own fastai transforms, after the preset's.
         test_items: held-out test images (``path``, ``label``), when the source had them.
@@ -67,7 +68,8 @@ class DataRecipe:
     label_delim: str | None = None
     bs: int = DEFAULT_BS
     num_workers: int = 0
-    aug: str = "light"
+    aug: str = DEFAULT_AUG
+    aug_given: bool = False
     balance: str | None = None
     item_tfms: tuple = ()
     batch_tfms: tuple = ()
@@ -164,7 +166,7 @@ class ImageData(DataLoaders):
         seed: int = 42,
         bs: int = DEFAULT_BS,
         size: int | None = None,
-        aug: str = "light",
+        aug: str | None = None,
         balance: str | None = None,
         item_tfms=None,
         batch_tfms=None,
@@ -189,8 +191,10 @@ class ImageData(DataLoaders):
             bs: batch size.
             size: image side; by default the chosen model's input size (224 until a model is chosen).
             aug: ``"none"``, ``"flips"`` (flips and 90-degree rotations, nothing cropped: inspection images),
-                ``"light"`` (flip + random resized crop; default) or ``"strong"`` (also rotation, colour jitter and
-                CutMix); see `easytransfer.data.augment`.
+                ``"light"`` (flip + random resized crop) or ``"strong"`` (also rotation, colour jitter and CutMix);
+                see `easytransfer.data.augment`. Default ``None``: ``"light"``, unless the learner's frozen stage
+                chooses a larger input for small details, which trains without random crops
+                (`ClassifierLearner.fit_frozen`); a preset given here is always kept.
             balance: ``"weights"`` (class-weighted loss) or ``"sampler"`` (oversample rare classes).
             item_tfms, batch_tfms: your own fastai transforms, applied after the preset's.
             check: check every file first (``False`` trusts them: faster on huge, clean folders).
@@ -224,7 +228,7 @@ class ImageData(DataLoaders):
         label_delim: str | None = None,
         bs: int = DEFAULT_BS,
         size: int | None = None,
-        aug: str = "light",
+        aug: str | None = None,
         balance: str | None = None,
         item_tfms=None,
         batch_tfms=None,
@@ -300,6 +304,24 @@ class ImageData(DataLoaders):
             mean=tuple(spec.mean),
             std=tuple(spec.std),
         )
+        return type(self).from_recipe(recipe, device=self.device)
+
+    def with_settings(self, *, size: int | None = None, aug: str | None = None,
+                      items: pd.DataFrame | None = None) -> ImageData:
+        """The same data at another input `size` and / or augmentation preset `aug` (or over other `items`).
+
+        What is not given stays as it is; the new DataLoaders are built from the recipe (no file is checked again).
+
+        >>> from easytransfer.datasets import textile_folder
+        >>> dls = ImageData.from_folder(textile_folder(limit=4, seed=0), bs=4)
+        >>> dls.with_settings(size=448, aug="none").recipe.size, dls.recipe.size
+        (448, 224)
+        """
+        recipe = replace(self.recipe, size=self.recipe.size if size is None else int(size),
+                         aug=self.recipe.aug if aug is None else aug,
+                         items=self.recipe.items if items is None else items)
+        if recipe.aug not in AUG_PRESETS:
+            raise DataError(f"aug must be one of {AUG_PRESETS}, got {recipe.aug!r}")
         return type(self).from_recipe(recipe, device=self.device)
 
     @property
@@ -490,8 +512,9 @@ def _warn_imbalance(report: DataReport) -> None:
 def _recipe(kept: pd.DataFrame, test: pd.DataFrame, report: DataReport, options: LoaderOptions) -> DataRecipe:
     return DataRecipe(
         items=kept[["path", "label", "is_valid"]], size=options.size or 224, size_given=options.size is not None,
-        label_delim=options.label_delim, bs=options.bs, num_workers=options.num_workers, aug=options.aug,
-        balance=options.balance, item_tfms=options.item_tfms, batch_tfms=options.batch_tfms,
+        label_delim=options.label_delim, bs=options.bs, num_workers=options.num_workers,
+        aug=options.aug or DEFAULT_AUG, aug_given=options.aug is not None, balance=options.balance,
+        item_tfms=options.item_tfms, batch_tfms=options.batch_tfms,
         test_items=test if len(test) else None, report=report,
     )
 

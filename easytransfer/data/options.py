@@ -10,10 +10,11 @@ from ..errors import DataError
 from .augment import AUG_PRESETS
 from .checks import DEFAULT_MAX_PIXELS
 
-__all__ = ["BALANCE_MODES", "DEFAULT_BS", "LoaderOptions"]
+__all__ = ["BALANCE_MODES", "DEFAULT_AUG", "DEFAULT_BS", "LoaderOptions"]
 
 DEFAULT_BS = 16  # measured: batches of 4-16 are as fast per image on CPU and keep buffers small
 BALANCE_MODES = (None, "weights", "sampler")
+DEFAULT_AUG = "light"  # the preset when none is given
 
 
 def _as_tuple(tfms: Any) -> tuple:
@@ -39,7 +40,8 @@ class LoaderOptions:
         seed: seed of that split.
         bs: batch size.
         size: image side, ``None`` for the model's input size (224 until a model is chosen).
-        aug: augmentation preset, one of `AUG_PRESETS`.
+        aug: augmentation preset, one of `AUG_PRESETS`; ``None`` (not given): ``"light"``, which the learner's
+            frozen stage may change along with the input size it chooses (`ClassifierLearner.fit_frozen`).
         balance: ``None``, ``"weights"`` (class-weighted loss) or ``"sampler"`` (oversample rare classes).
         item_tfms, batch_tfms: the user's own fastai transforms, after the preset's.
         check: check every file first.
@@ -60,7 +62,7 @@ class LoaderOptions:
     seed: int = 42
     bs: int = DEFAULT_BS
     size: int | None = None
-    aug: str = "light"
+    aug: str | None = None
     balance: str | None = None
     item_tfms: tuple = ()
     batch_tfms: tuple = ()
@@ -82,7 +84,7 @@ class LoaderOptions:
     def problems(self) -> list[str]:
         """What is wrong with these options, each with its fix; empty when they are usable."""
         out = []
-        if self.aug not in AUG_PRESETS:
+        if self.aug is not None and self.aug not in AUG_PRESETS:
             out.append(f"aug must be one of {AUG_PRESETS}, got {self.aug!r}")
         if self.balance not in BALANCE_MODES:
             out.append(f"balance must be one of {BALANCE_MODES}, got {self.balance!r}")

@@ -33,12 +33,14 @@ from ..devices import CPU_FEATURE_BS, feature_batch_size
 from ..errors import EasyTransferError
 from ..files import remove_stale_temporaries
 from ..models.factory import head_dropout
+from ..models.pooling import global_pool_type, pooled_several_ways
 from ..progress import progress_bar
 from ..runtime import CpuForward, cpu_forward
 from .distributed import RankSplit
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
-           "HeadInput", "cache_key", "compute_feature_cache", "feature_cache_dir", "feature_head"]
+           "HeadInput", "cache_key", "compute_feature_cache", "compute_pooled_caches", "feature_cache_dir",
+           "feature_head"]
 
 DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
 FEATURE_BS = CPU_FEATURE_BS  # the CPU value; `feature_batch_size(device)` gives each device's
@@ -87,7 +89,7 @@ def _pooled_input_layer(head: nn.Module) -> nn.Module:
 
 
 def cache_key(learn, head: nn.Module, views: int) -> str:
-    """A digest of everything the features depend on: body weights, preprocessing, files, views."""
+    """A digest of everything the features depend on: body weights, preprocessing, pooling, files, views."""
     h = hashlib.sha256()
     head_ids = {id(t) for t in list(head.parameters()) + list(head.buffers())}
     for name, t in learn.model.state_dict(keep_vars=True).items():
@@ -97,7 +99,8 @@ def cache_key(learn, head: nn.Module, views: int) -> str:
         h.update(t.detach().contiguous().cpu().numpy().tobytes())
     recipe = learn.dls.recipe
     h.update(repr((recipe.size, recipe.interpolation, tuple(recipe.mean), tuple(recipe.std), recipe.aug,
-                   [repr(t) for t in recipe.item_tfms], [repr(t) for t in recipe.batch_tfms], views)).encode())
+                   [repr(t) for t in recipe.item_tfms], [repr(t) for t in recipe.batch_tfms], views,
+                   global_pool_type(learn.model))).encode())
     for row in recipe.items.itertuples(index=False):
         try:
             st = os.stat(row.path)
@@ -280,6 +283,51 @@ def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_
     if path is not None:
         weakref.finalize(cache, _remove, path)
     return cache
+
+
+def compute_pooled_caches(learn, module: nn.Module, dls, pools: tuple[str, ...], *,
+                          autocast_dtype: torch.dtype | None = None) -> dict[str, FeatureCache]:
+    """The plain-view features of `dls`' training and validation images, pooled each way of `pools`, in one pass.
+
+    The model's global pooling layer stacks its results along the batch axis (`pooled_several_ways`), so every
+    image goes through the body once whatever the number of pooling types. Each returned `FeatureCache` has one
+    view and an empty key (the caller names it). On the CPU the pass runs through `cpu_forward`.
+
+    >>> caches = compute_pooled_caches(learn, module, learn.dls, ("avg", "max"))  # doctest: +SKIP
+    >>> caches["max"].valid.shape  # doctest: +SKIP
+    (25, 1280)
+    """
+    model, device = learn.model, learn.device
+    items = dls.recipe.items
+    train_items = items[~items["is_valid"]].reset_index(drop=True)
+    k = len(pools)
+    was_training = model.training
+    model.eval()
+    try:
+        with pooled_several_ways(model, pools):
+            body = HeadInput(model, _module_path(model, module))
+            images = len(train_items) + len(dls.valid_ds)
+            inner = cpu_forward(body, images=images) if device.type == "cpu" else body
+
+            def forward(xb: torch.Tensor) -> torch.Tensor:  # (k*B, D), pool-major, as (B, k*D)
+                out = inner(xb)
+                return out.reshape(k, xb.shape[0], -1).transpose(0, 1).reshape(xb.shape[0], -1)
+
+            bs = feature_batch_size(device)
+            plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=bs, device=device)
+            train, train_targets = _features_of(forward, plain_train, f"features of {len(train_items)} images at "
+                                                f"{dls.recipe.size} px", device, autocast_dtype=autocast_dtype)
+            valid, valid_targets = _features_of(forward, dls.valid.new(bs=bs, device=device),
+                                                f"features of {len(dls.valid_ds)} validation images at "
+                                                f"{dls.recipe.size} px", device, autocast_dtype=autocast_dtype)
+    finally:
+        model.train(was_training)
+    used = inner.runtime if isinstance(inner, CpuForward) else "torch"
+    width = train.shape[1] // k
+    return {pool: FeatureCache("", np.ascontiguousarray(train[None, :, i * width:(i + 1) * width]),
+                               np.ascontiguousarray(valid[:, i * width:(i + 1) * width]), train_targets,
+                               valid_targets, None, used)
+            for i, pool in enumerate(pools)}
 
 
 def _remove(path: str) -> None:

@@ -84,6 +84,10 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
     def task_config(self):
         """The task's typed config a bundle records as ``task_config`` (``to_dict`` / ``from_dict``)."""
 
+    def default_decay(self) -> float:
+        """The ratio between neighbouring layer groups' rates when a fit is not given one: `DEFAULT_DECAY`."""
+        return DEFAULT_DECAY
+
     def describe_head(self) -> str:
         """The model's head in words, for the report's model table (a classifier: the module the head is at)."""
         return self.spec.classifier
@@ -126,7 +130,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         elif frozen:
             result = find_lr(self, start_lr, end_lr, num_it, stop_div)
         else:
-            ratios = discriminative_lrs(1.0, self.n_groups, DEFAULT_DECAY if decay is None else decay)
+            ratios = discriminative_lrs(1.0, self.n_groups, self.default_decay() if decay is None else decay)
             result = find_lr(self, start_lr * ratios, end_lr * ratios, num_it, stop_div)
         if self.world is not None:  # every rank swept in step (DDP); rank 0's suggestion is everyone's
             result = broadcast_object(result)
@@ -147,7 +151,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
 
     # ------------------------------------------------------------------------------------ the recipe
 
-    def fit_frozen(self, epochs: int, lr: float | str | None = None, *, warmup_pct: float = 0.1,
+    def fit_frozen(self, epochs: int = 3, lr: float | str | None = None, *, warmup_pct: float = 0.1,
                    monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
                    cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, cbs=None, resume: bool = False):
         """Train only the head (everything above the body) with the body frozen, by gradient descent.
@@ -183,7 +187,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
                                    phase=Phase(PhaseKind.FROZEN), monitor=monitor, patience=patience,
                                    restore_best=restore_best, cbs=cbs, resume=resume, features=features)
 
-    def fit_discriminative(self, epochs: int, lr_max=1e-3, *, decay: float = DEFAULT_DECAY,
+    def fit_discriminative(self, epochs: int = 5, lr_max=1e-3, *, decay: float | None = None,
                            layer_decay: float | None = None, warmup_pct: float = 0.1, monitor: str = "valid_loss",
                            patience: int | None = 5, restore_best: bool = True, cbs=None,
                            phase: str | Phase = "discriminative", resume: bool = False):
@@ -208,7 +212,8 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         Args:
             epochs: number of epochs.
             lr_max: the head's peak rate, a list, a slice or ``"find"``.
-            decay, layer_decay: the ratio between neighbouring groups' (or blocks') rates.
+            decay, layer_decay: the ratio between neighbouring groups' (or blocks') rates; default decay:
+                `default_decay` (0.1, or what the frozen stage chose for its input size).
             warmup_pct, monitor, patience, restore_best, cbs, resume: as in `fit_frozen`.
             phase: labels the fit's rows in the history (a `Phase`, or a name).
 
@@ -222,6 +227,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
                       cbs=cbs, resume=resume)
         if layer_decay is not None:
             return self._fit_layer_decay(epochs, lr_max, layer_decay, phase=_discriminative_phase(phase), **common)
+        decay = self.default_decay() if decay is None else decay
         lr_max = self._resolve_lr(lr_max, 1e-3, decay=decay)
         lrs = discriminative_lrs(lr_max, self.n_groups, decay)
         return self._fit_scheduled(epochs, lrs, phase=_discriminative_phase(phase), **common)
@@ -242,7 +248,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
             return self._fit_scheduled(epochs, lrs, phase=phase, **kwargs)
 
     def fine_tune(self, epochs: int, frozen_epochs: int = 3, *, lr: float | str | None = None, lr_max=1e-3,
-                  decay: float = DEFAULT_DECAY, monitor: str = "valid_loss", patience: int | None = 5,
+                  decay: float | None = None, monitor: str = "valid_loss", patience: int | None = 5,
                   warmup_pct: float = 0.1, restore_best: bool = True, cache: bool = True,
                   cache_views: int = DEFAULT_CACHE_VIEWS, cbs=None) -> TransferLearner:
         """The recipe in one call: train the head, unfreeze, fine-tune, and keep the stage that validates better.
@@ -310,7 +316,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         return self
 
     def fit_gradual(self, epochs_per_stage: int = 5, lr_max: float = 1e-3, *, head_lr: float | None = None,
-                    decay: float = DEFAULT_DECAY, warmup_pct: float = 0.1, max_unfrozen: int | None = None,
+                    decay: float | None = None, warmup_pct: float = 0.1, max_unfrozen: int | None = None,
                     monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True, cbs=None):
         """Gradual unfreezing (ULMFiT): train the head, then open one more body group from the top per stage.
 

@@ -1,7 +1,7 @@
 """`ClassificationConfig`: what a classifier's bundle records besides the backbone, head and preprocessing.
 
 >>> ClassificationConfig.from_dict(ClassificationConfig(multilabel=True).to_dict())
-ClassificationConfig(multilabel=True, calibration=None, conformal=None)
+ClassificationConfig(multilabel=True, calibration=None, conformal=None, choice=None)
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ...evaluate.calibration import Calibration
 from ...evaluate.conformal import ConformalCalibration
+from .choice import RecipeChoice
 
 __all__ = ["ClassificationConfig"]
 
@@ -22,11 +23,14 @@ class ClassificationConfig:
         multilabel: sigmoid outputs with a threshold instead of a softmax.
         calibration: the `Calibration` of ``learn.calibrate()``, applied to every prediction; ``None``: none.
         conformal: the `ConformalCalibration` of ``learn.conformal()`` (``predict_set``); ``None``: none.
+        choice: the frozen stage's `RecipeChoice` (input size and pooling, with every candidate's validation
+            figures); the bundle's preprocessing and head already run at it. ``None``: nothing was chosen.
     """
 
     multilabel: bool = False
     calibration: Calibration | None = None
     conformal: ConformalCalibration | None = None
+    choice: RecipeChoice | None = None
 
     def to_dict(self) -> dict:
         data: dict = {"multilabel": self.multilabel}
@@ -34,6 +38,8 @@ class ClassificationConfig:
             data["calibration"] = self.calibration.to_dict()
         if self.conformal is not None:
             data["conformal"] = self.conformal.to_dict()
+        if self.choice is not None:
+            data["choice"] = self.choice.to_dict()
         return data
 
     @classmethod
@@ -41,7 +47,8 @@ class ClassificationConfig:
         multilabel = data.get("multilabel", False)
         if not isinstance(multilabel, bool):
             raise TypeError(f"'multilabel' must be true or false, not {multilabel!r}")
-        calibration, conformal = data.get("calibration"), data.get("conformal")
+        calibration, conformal, choice = data.get("calibration"), data.get("conformal"), data.get("choice")
         return cls(multilabel=multilabel,
                    calibration=Calibration.from_dict(calibration) if calibration else None,
-                   conformal=ConformalCalibration.from_dict(conformal) if conformal else None)
+                   conformal=ConformalCalibration.from_dict(conformal) if conformal else None,
+                   choice=RecipeChoice.from_dict(choice) if choice else None)

@@ -50,6 +50,7 @@ from ...train.features import (
 from ...train.head_loop import HeadLoop
 from ...train.learner import TransferLearner
 from ...train.precision import autocast_dtype
+from .choice import RecipeChoice, apply_choice, choice_obstacle, choose_settings
 from .config import ClassificationConfig
 from .interpretation import Interpretation, as_dataloader
 from .prediction_sets import ConformalPredictor
@@ -72,6 +73,9 @@ class ClassifierLearner(TransferLearner):
 
     Attributes:
         head_config: the head's `HeadConfig` (linear, mlp, prototype, knn ...), recorded in the bundle.
+        free_settings: what the frozen stage may choose: ``"size"``, ``"pool"``, ``"aug"`` (those not given).
+        choice: the `RecipeChoice` of the frozen stage (input size, pooling, augmentation and rate decay, with
+            every candidate's validation figures); ``None`` until it chose. Recorded in the bundle.
         feature_cache: the `FeatureCache` of the frozen body, while it matches the weights and data.
         calibration: the `Calibration` fitted by `calibrate` (``None``: plain softmax).
         conformal_calibration: the `ConformalCalibration` fitted by `conformal`; exported with the bundle.
@@ -86,14 +90,17 @@ class ClassifierLearner(TransferLearner):
     accuracy_per_image = True
 
     def __init__(self, dls: DataLoaders, model: nn.Module, *, spec: ModelSpec, layer_groups: LayerGroups,
-                 head_config: HeadConfig | None = None, **kwargs):
+                 head_config: HeadConfig | None = None, free_settings: tuple[str, ...] = (), **kwargs):
         head_config = head_config if head_config is not None else _head_config_of(model, spec)
         super().__init__(dls, model, spec=spec, layer_groups=layer_groups, head_config=head_config, **kwargs)
+        self.free_settings = tuple(free_settings)
+        self.choice: RecipeChoice | None = None
         self.feature_cache: FeatureCache | None = None
         self.last_interpretation: Interpretation | None = None
         self._interpretation_cache: tuple[tuple, Interpretation] | None = None
         self.calibration: Calibration | None = None
         self.conformal_calibration: ConformalCalibration | None = None
+        self._choice_explained = False
 
     # ------------------------------------------------------------------------------------ the bundle's pieces
 
@@ -110,17 +117,29 @@ class ClassifierLearner(TransferLearner):
         return Preprocessing(int(size), source.interpolation, tuple(source.mean), tuple(source.std))
 
     def task_config(self) -> ClassificationConfig:
-        """Multi-label or not, and the calibration and conformal scores fitted (`calibrate`, `conformal`)."""
+        """Multi-label or not, the calibration and conformal scores fitted (`calibrate`, `conformal`), and what the
+        frozen stage chose."""
         return ClassificationConfig(bool(getattr(self.dls, "is_multilabel", False)), self.calibration,
-                                    self.conformal_calibration)
+                                    self.conformal_calibration, self.choice)
+
+    def default_decay(self) -> float:
+        """The rate decay of the frozen stage's choice (gentler at a larger input), else `DEFAULT_DECAY`."""
+        return self.choice.decay if self.choice is not None else super().default_decay()
 
     # ------------------------------------------------------------------------------------ frozen fits
 
-    def fit_frozen(self, epochs: int, lr: float | str | None = None, *, warmup_pct: float = 0.1,
+    def fit_frozen(self, epochs: int = 3, lr: float | str | None = None, *, warmup_pct: float = 0.1,
                    monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
                    cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, method: str = "gradient",
-                   k: int | None = None, cbs=None, resume: bool = False):
+                   k: int | None = None, choose: bool | None = None, cbs=None, resume: bool = False):
         """Train only the new head with the body frozen (feature extraction); or fit it in one go (`method`).
+
+        First it chooses the input size and pooling that suit the data (`easytransfer.tasks.classification.choice`):
+        the model's own size and twice it, average and max pooling, each measured by a logistic probe on cached
+        features (one body pass per size); the model's own settings are kept unless another validates better by
+        two standard errors. One line says what was chosen and why; ``learn.choice`` keeps it, fine-tuning and the
+        exported bundle run at it. A `size`, `pool` or `aug` the user gave is never changed (``size=224,
+        pool="avg", aug="light"`` is the recipe without a choice); ``choose=False`` skips it.
 
         With ``cache=True`` (default) the body's pooled features are computed once (`cache_views` views per
         training image: the plain image, plus augmented ones when more than 1) and the head trains on them,
@@ -144,6 +163,8 @@ class ClassifierLearner(TransferLearner):
 
                 Prototype and k-NN heads are for single-label data; they are exported like any head.
             k: ``method="knn"`` only: use this many neighbours instead of choosing.
+            choose: ``None`` (default): choose the settings not given, the first time; ``True``: choose again;
+                ``False``: keep the current ones.
 
         Returns:
             The learner.
@@ -156,6 +177,8 @@ class ClassifierLearner(TransferLearner):
             raise ValueError(f"method must be one of {FIT_FROZEN_METHODS}, got {method!r}")
         if k is not None and method != "knn":
             raise ValueError(f"k= is the number of neighbours of method='knn'; method={method!r} takes no k.")
+        if choose or (choose is None and self.choice is None and not resume):
+            self._choose_settings(cache_views, required=bool(choose))
         if method == "gradient":
             return super().fit_frozen(epochs, lr, warmup_pct=warmup_pct, monitor=monitor, patience=patience,
                                       restore_best=restore_best, cache=cache, cache_views=cache_views, cbs=cbs,
@@ -179,6 +202,29 @@ class ClassifierLearner(TransferLearner):
             head, fit = fit_knn_head(features, len(self.dls.vocab), k=k)
         self._install_head(head)
         return record_probe(self, features, fit, start)
+
+    def _choose_settings(self, cache_views: int, *, required: bool) -> None:
+        """Choose the input size and pooling (see `fit_frozen`); the chosen features become the frozen cache."""
+        obstacle = choice_obstacle(self)
+        if obstacle is not None:
+            if required:
+                raise EasyTransferError(f"fit_frozen(choose=True) has nothing to choose: {obstacle}.")
+            if not self._choice_explained:
+                logger.info(f"fit_frozen runs at the current settings ({self.dls.recipe.size} px, "
+                            f"{self.head_config.pool or 'the model own'} pooling): {obstacle}.")
+                self._choice_explained = True
+            return
+        self.freeze()
+        self.choice, features = choose_settings(self, autocast_dtype=autocast_dtype(self.cbs, self.device))
+        apply_choice(self, self.choice)
+        if self.choice.pool != self.choice.baseline.pool:  # the bundle builds the model with this pooling
+            self.head_config = replace(self.head_config, pool=self.choice.pool)
+        logger.info(str(self.choice))
+        self.feature_cache = None
+        if features is not None and cache_views == 1:
+            module, _ = feature_head(self)
+            features.key = cache_key(self, module, cache_views)
+            self.feature_cache = features
 
     def _install_head(self, head: nn.Module) -> None:
         """Put a fitted `head` where the cached features enter the model; groups, optimizer, config follow.
@@ -501,6 +547,20 @@ def _loss_func(dls, label_smoothing: float):
     return CrossEntropyLossFlat(weight=weight) if weighted else None
 
 
+def _free_settings(dls, size: int | None, pool: str | None) -> tuple[str, ...]:
+    """The settings the frozen stage may choose: those the user gave neither to the data nor to the learner."""
+    if not isinstance(dls, ImageData):
+        return ()
+    free = []
+    if size is None and not dls.recipe.size_given:
+        free.append("size")
+    if pool is None:
+        free.append("pool")
+    if not dls.recipe.aug_given:
+        free.append("aug")
+    return tuple(free)
+
+
 def _default_metrics(dls) -> list:
     multilabel = isinstance(dls, ImageData) and dls.is_multilabel
     return [accuracy_multi] if multilabel else [accuracy]
@@ -548,7 +608,8 @@ def transfer_learner(
         dropout: dropout before the head's last layer (default none for ``"linear"``, 0.5 for ``"mlp"``).
         pool: ``"max"``, ``"avg"`` or ``"avgmax"`` (timm) to pool the body's feature map that way instead of the
             model's own pooling; ``"max"`` keeps a small defect's strong response that an average dilutes
-            (docs/small_defects.md). Recorded in the bundle.
+            (docs/small_defects.md). Recorded in the bundle. Default: chosen by `fit_frozen` from validation
+            (the model's own unless max pooling validates better by a margin).
         metrics: fastai metrics; default accuracy (multi-label: ``accuracy_multi``).
         wd: weight decay (fastai's default 0.01, decoupled as in AdamW).
         label_smoothing: e.g. ``0.1``: cross-entropy with label smoothing (single-label data only).
@@ -572,6 +633,8 @@ def transfer_learner(
             (``ImageData.from_folder(..., size=...)``, which always wins: a different `size` here is ignored with
             a warning), else the model's (DINOv2: 224 px, not the 518 of its pretrained config; see
             ``easytransfer.models.backends.timm.DEFAULT_SIZES``). The model and the data always agree on it.
+            When neither gave a size, `fit_frozen` chooses between the model's and twice it from validation
+            (CNNs; `easytransfer.tasks.classification.choice`).
         seed: seed Python, numpy and torch (fastai's ``set_seed``, also ``easytransfer.set_seed``) before the head
             is made, so the head's initial weights and the order of the training batches repeat: the same
             figures in a notebook as from ``easytransfer train --seed`` (which passes it). ``from_folder(seed=)``
@@ -600,6 +663,7 @@ def transfer_learner(
     if loss_func is not None and "loss_func" not in kwargs:
         kwargs["loss_func"] = loss_func
     head_config = HeadConfig(head, dropout, pool=pool)
+    given_size = size
     if isinstance(dls, ImageData) and recipe.size_given:  # the data's own size wins; a ViT is built for it
         if size is not None and size != recipe.size:
             warnings.warn(f"size={size} is ignored: the data was built with size={recipe.size}, which wins; "
@@ -622,7 +686,7 @@ def transfer_learner(
     learn = ClassifierLearner(
         dls, model, spec=spec, layer_groups=groups, metrics=metrics if metrics is not None else _default_metrics(dls),
         head_config=head_config, checkpoint_dir=checkpoint_dir, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
-        wd=wd, cbs=cbs, device=device, **kwargs,
+        wd=wd, cbs=cbs, device=device, free_settings=_free_settings(dls, given_size, pool), **kwargs,
     )
     if mixed_precision not in (None, "no"):
         learn._mixed_precision(mixed_precision)  # to_fp16 / to_bf16; an unknown name raises ValueError
