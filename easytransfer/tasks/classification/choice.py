@@ -20,8 +20,8 @@ max pooling and decay 0.3 found 81 % of the textile set's local defects where th
 Large data: the choice sees at most `MAX_TRAIN` training and `MAX_VALID` validation images (a stratified sample),
 so it costs a bounded number of image passes whatever the size of the data.
 
->>> losses = {Candidate(224, "avg"): np.array([0.9, 0.8, 1.0, 0.7]), Candidate(448, "avg"): np.array([0.1, 0.2, 0.1, 0.2])}
->>> pick_candidate(losses, Candidate(224, "avg"))[0]
+>>> small, large = Candidate(224, "avg"), Candidate(448, "avg")
+>>> pick_candidate({small: np.array([0.9, 0.8, 1.0, 0.7]), large: np.array([0.1, 0.2, 0.1, 0.2])}, small)[0]
 Candidate(size=448, pool='avg')
 """
 
