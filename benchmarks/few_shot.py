@@ -45,7 +45,7 @@ class Variant:
     """One way to run the recipe: data options, learner options, stage lengths and rates."""
 
     size: int | None = None
-    aug: str = "light"
+    aug: str | None = None  # None: the data's default, which the frozen stage may change with the size it chooses
     frozen_epochs: int = 3
     epochs: int = 5
     lr_max: float = 1e-3
@@ -56,7 +56,8 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "recipe": Variant(),
+    "recipe": Variant(),  # no options: the frozen stage chooses size and pooling (issue 26)
+    "defaults": Variant(size=224, aug="light", learner={"pool": "avg"}),  # the recipe before issue 26
     "no-crop": Variant(aug="none"),
     "decay0.3": Variant(decay=0.3),
     "flips-decay0.3": Variant(aug="flips", decay=0.3),

@@ -13,6 +13,7 @@ from easytransfer.tasks.classification import choice as choice_module
 from easytransfer.tasks.classification.choice import (
     LARGE_INPUT_AUG,
     LARGE_INPUT_DECAY,
+    LARGE_INPUT_POOL,
     Candidate,
     RecipeChoice,
     candidates_for,
@@ -63,11 +64,12 @@ def test_the_margin_is_in_standard_errors_so_the_same_gain_counts_on_more_images
 
 def test_the_choice_survives_its_dictionary_form_and_says_why_in_one_line():
     scores = (choice_module.CandidateScore(BASE, 0.68, 0.7, 0.0), choice_module.CandidateScore(LARGE, 0.32, 0.9, 5.6))
-    choice = RecipeChoice(448, "avg", "none", 0.3, BASE, scores, 2.0, 100, 100, 15.0)
+    choice = RecipeChoice(448, "max", "none", 0.3, BASE, LARGE, scores, 2.0, 100, 100, 15.0)
     assert RecipeChoice.from_dict(choice.to_dict()) == choice
     line = str(choice)
-    assert "chose 448 px / avg pooling" in line and "5.6 SE > 2" in line and "\n" not in line
-    kept = RecipeChoice(224, "avg", "light", 0.1, BASE, scores[:1], 2.0, 100, 100, 15.0)
+    assert "chose 448 px / max pooling" in line and "5.6 SE > 2" in line and "pools by max" in line
+    assert "\n" not in line
+    kept = RecipeChoice(224, "avg", "light", 0.1, BASE, BASE, scores[:1], 2.0, 100, 100, 15.0)
     assert "kept the model's 224 px / avg pooling" in str(kept)
 
 
@@ -89,6 +91,10 @@ def test_settings_the_user_gave_are_not_candidates(folder):
     assert _learner(folder).free_settings == ("size", "pool", "aug")
     assert _learner(folder, data={"size": 64}).free_settings == ("pool", "aug")
     assert _learner(folder, size=64, pool="max").free_settings == ("aug",)
+    baseline, candidates = candidates_for(_learner(folder))
+    size = baseline.size
+    assert candidates == [Candidate(size, "avg"), Candidate(size, "max"), Candidate(2 * size, "avg"),
+                          Candidate(2 * size, "max")]
     learn = _learner(folder, data={"aug": "flips"}, pool="avg")
     baseline, candidates = candidates_for(learn)
     assert baseline == Candidate(learn.dls.recipe.size, "avg")
@@ -110,12 +116,14 @@ def _force(monkeypatch, winner):
 
 
 def test_a_larger_input_chosen_runs_fine_tuning_and_the_bundle_at_it(folder, tmp_path, monkeypatch):
-    _force(monkeypatch, lambda base: Candidate(2 * base.size, "max"))
+    _force(monkeypatch, lambda base: Candidate(2 * base.size, "avg"))  # at a larger input the head pools by max
     learn = _learner(folder, data={"size": 48})  # the size given: only the pooling is chosen ...
     learn.free_settings = ("size", "pool", "aug")  # ... unless the size is free too (48 and 96 px keep it fast)
     learn.fit_frozen(1)
     choice = learn.choice
-    assert (choice.size, choice.pool, choice.aug, choice.decay) == (96, "max", LARGE_INPUT_AUG, LARGE_INPUT_DECAY)
+    assert (choice.size, choice.pool, choice.aug, choice.decay) == (96, LARGE_INPUT_POOL, LARGE_INPUT_AUG,
+                                                                    LARGE_INPUT_DECAY)
+    assert choice.best == Candidate(96, "avg")
     assert learn.dls.recipe.size == 96 and learn.dls.recipe.aug == LARGE_INPUT_AUG
     assert global_pool_type(learn.model) == "max" and learn.head_config.pool == "max"
     assert learn.default_decay() == LARGE_INPUT_DECAY
@@ -145,8 +153,16 @@ def test_when_the_baseline_is_kept_nothing_changes_but_the_record(folder, monkey
 
 
 def test_an_augmentation_the_user_gave_is_kept_at_a_larger_input(folder, monkeypatch):
-    _force(monkeypatch, lambda base: Candidate(2 * base.size, base.pool))
+    _force(monkeypatch, lambda base: Candidate(2 * base.size, LARGE_INPUT_POOL))
     learn = _learner(folder, data={"size": 48, "aug": "flips"})
     learn.free_settings = ("size", "pool")
     learn.fit_frozen(1)
     assert learn.dls.recipe.size == 96 and learn.dls.recipe.aug == "flips"
+
+
+def test_a_pooling_the_user_gave_is_kept_at_a_larger_input(folder, monkeypatch):
+    _force(monkeypatch, lambda base: Candidate(2 * base.size, base.pool))
+    learn = _learner(folder, data={"size": 48}, pool="avg")
+    learn.free_settings = ("size", "aug")
+    learn.fit_frozen(1)
+    assert learn.choice.chosen == Candidate(96, "avg") and global_pool_type(learn.model) == "avg"

@@ -19,6 +19,7 @@ from easytransfer.tasks.classification.probe import (
     fit_knn_head,
     fit_logistic_head,
     fit_prototype_head,
+    out_of_fold_losses,
 )
 from easytransfer.train.history import PhaseKind
 
@@ -162,3 +163,16 @@ def test_a_feature_almost_silent_on_the_training_images_does_not_blow_up_the_log
     fit = fit_logistic_head(head, cache)
     assert fit.valid_losses[fit.C] < 0.7
     assert head.weight[:, 4:].abs().max() < 1  # not a weight of ~1/std that a firing feature turns into a huge logit
+
+
+def test_out_of_fold_losses_score_each_image_with_a_probe_that_never_saw_it():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 200)), rng.integers(0, 2, 60)  # random labels: memorised in-sample, not learnt
+    losses, right = out_of_fold_losses(X, y, C=100.0)
+    assert losses.shape == (60,) and right.mean() < 0.75 and losses.mean() > 0.5
+    learnable = np.concatenate([X[:, :5] + 3 * y[:, None], X[:, 5:]], axis=1)
+    losses, right = out_of_fold_losses(learnable, y, C=1.0)
+    assert right.mean() > 0.9
+    multilabel = np.stack([y, 1 - y], axis=1)
+    losses, right = out_of_fold_losses(learnable, multilabel, C=1.0)
+    assert losses.shape == (60,) and right.mean() > 0.9

@@ -166,6 +166,14 @@ LESSON_04 = [
     md("The model is split into *layer groups*: the stem, body stages and the head. Freezing works per group; "
        "only the head trains now."),
     code("learn.fit_frozen(4)\nfrozen = learn.evaluate(dls.valid)\nfrozen"),
+    md("Before the head trained, `fit_frozen` *chose* two settings from the validation images: the input size "
+       "(the model's 224 px, or twice it for details that are small in the image, such as a local defect) and "
+       "how the body's feature map is pooled (average, or max, which keeps a small strong response). Each "
+       "candidate costs one pass of the frozen body and a linear probe fitted in seconds; the model's own "
+       "settings are kept unless another candidate is better by two standard errors. `learn.choice` says what "
+       "it chose and why; fine-tuning and the exported model run at it. Give `size=`, `pool=` or `aug=` "
+       "yourself and they are never changed."),
+    code("print(learn.choice)"),
     md("`unfreeze()` opens every group; `fit_discriminative` gives each group its own learning rate, the "
        "largest at the head and ten times smaller per group towards the stem (`decay=0.1`): the early, general "
        "features move least."),

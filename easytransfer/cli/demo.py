@@ -53,12 +53,16 @@ def run_demo(
     learn = get_task("classification").learner_factory(dls, arch)  # transfer_learner, through the registry
     spec = learn.spec
     print(f"model: {arch} ({spec.arch}, {spec.num_params / 1e6:.1f}M parameters), weights: {spec.weights}")
-    print(f"preprocessing: {learn.dls.recipe.size}px {spec.interpolation}, mean {spec.mean}, std {spec.std}")
+    print(f"preprocessing: the model's {learn.dls.recipe.size}px {spec.interpolation}, mean {spec.mean}, "
+          f"std {spec.std}")
     print("images per class and split:")
     print(_counts(train_valid, test).to_string())
 
-    print(f"\n1) feature extraction: training the new head for {frozen_epochs} epochs, body frozen")
+    print(f"\n1) feature extraction: choosing the input size and pooling from validation, then training the new "
+          f"head for {frozen_epochs} epochs, body frozen")
     learn.fit_frozen(frozen_epochs)
+    if learn.choice is not None:
+        print(learn.choice)
     print(f"\n2) fine-tuning: all {learn.n_groups} layer groups unfrozen, discriminative learning rates")
     learn.unfreeze()
     learn.fit_discriminative(epochs)

@@ -85,6 +85,7 @@ def build_learner(args: argparse.Namespace, *, common: dict, pretrained: dict, h
     from .learner import transfer_learner
 
     data = Path(args.data)
+    common = {**common, "aug": args.aug}  # no --aug: the frozen stage may choose it with the input size
     if args.test_pct:
         common = {**common, "test_pct": args.test_pct}
     if data.suffix.lower() == ".csv":
@@ -101,6 +102,8 @@ def finish_training(learn, args: argparse.Namespace, out: Path) -> None:
     shown = test if test is not None else interp
     shown.plot_confusion_matrix().savefig(out / "confusion_matrix.png", dpi=100)
     learn.save_report(out / "report.html", interp=shown)
+    if learn.choice is not None:
+        print(learn.choice)
     print(interp.report())
     print(learn.diagnose())
     print(f"written to {out.resolve()} (model/, history.csv, history.png, confusion_matrix.png, report.html)")

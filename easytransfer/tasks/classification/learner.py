@@ -177,7 +177,7 @@ class ClassifierLearner(TransferLearner):
             raise ValueError(f"method must be one of {FIT_FROZEN_METHODS}, got {method!r}")
         if k is not None and method != "knn":
             raise ValueError(f"k= is the number of neighbours of method='knn'; method={method!r} takes no k.")
-        if choose or (choose is None and self.choice is None and not resume):
+        if choose or (choose is None and self.choice is None):  # resumed too: the choice is deterministic
             self._choose_settings(cache_views, required=bool(choose))
         if method == "gradient":
             return super().fit_frozen(epochs, lr, warmup_pct=warmup_pct, monitor=monitor, patience=patience,

@@ -29,8 +29,8 @@ from ...train.head_loop import HeadLoop
 from ...train.history import EpochRecord, Phase, PhaseKind
 
 __all__ = ["KNN_KS", "PROBE_CS", "PROTOTYPE_SCALES", "FitChoice", "KNNFit", "ProbeFit", "PrototypeFit",
-           "feature_scales", "fit_knn_head", "fit_logistic_head", "fit_logistic_probe", "fit_prototype_head",
-           "record_probe"]
+           "feature_scales", "fit_knn_head", "out_of_fold_losses", "fit_logistic_head", "fit_logistic_probe",
+           "fit_prototype_head", "record_probe"]
 
 logger = get_logger(__name__)
 
@@ -165,6 +165,41 @@ def feature_scales(X: np.ndarray) -> np.ndarray:
     positive = sd[sd > 0]
     floor = 0.1 * float(np.median(positive)) if len(positive) else 1.0
     return np.maximum(sd, floor)
+
+
+def out_of_fold_losses(X: np.ndarray, y: np.ndarray, C: float, folds: int = 5, seed: int = 0,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image log-loss and correctness of a logistic probe that never saw the image: `folds`-fold
+    cross-validation over the rows of `X` (stratified for single-label `y`), each fold standardised on its own
+    training rows (`feature_scales`). Multi-label `y` (rows of 0 / 1): each image's mean binary log-loss, and the
+    share of its labels right.
+
+    >>> rng = np.random.default_rng(0); y = np.repeat([0, 1], 10)
+    >>> losses, right = out_of_fold_losses(rng.normal(size=(20, 3)) + 3 * y[:, None], y, C=1.0)
+    >>> losses.shape, float(right.mean())
+    ((20,), 1.0)
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    multilabel = y.ndim == 2
+    splitter = (KFold(folds, shuffle=True, random_state=seed) if multilabel
+                else StratifiedKFold(min(folds, int(np.bincount(y).min())), shuffle=True, random_state=seed))
+    losses, right = np.zeros(len(y)), np.zeros(len(y))
+    for train, test in splitter.split(X, y):
+        mu, sd = X[train].mean(0), feature_scales(X[train])
+        model, _ = _fit((X[train] - mu) / sd, y[train], (X[test] - mu) / sd, y[test], C, multilabel)
+        p = np.clip(model.predict_proba((X[test] - mu) / sd), 1e-7, 1 - 1e-7)
+        if multilabel:
+            truth = y[test] > 0.5
+            losses[test] = -np.where(truth, np.log(p), np.log(1 - p)).mean(1)
+            right[test] = ((p > 0.5) == truth).mean(1)
+        else:
+            columns = np.searchsorted(model.classes_, y[test])
+            known = model.classes_[np.minimum(columns, len(model.classes_) - 1)] == y[test]
+            losses[test] = -np.log(np.where(known, p[np.arange(len(test)), np.minimum(columns, p.shape[1] - 1)],
+                                            1e-7))
+            right[test] = model.classes_[p.argmax(1)] == y[test]
+    return losses, right
 
 
 def _single_label_features(cache, method: str):

@@ -1,5 +1,6 @@
-"""The classifier's sections of the HTML run report: confusion matrix, top losses, per-class table, calibration
-and conformal prediction sets (`Interpretation.report_sections` gives them to `save_report`)."""
+"""The classifier's sections of the HTML run report: the settings the frozen stage chose, confusion matrix, top
+losses, per-class table, calibration and conformal prediction sets (`Interpretation.report_sections` gives them to
+`save_report`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ...evaluate.interpretation import ReportSection, TaskInterpretation
 __all__ = ["REPORT_ALPHAS", "SECTIONS", "TASK_SECTIONS", "classification_sections"]
 
 TASK_SECTIONS = {
+    "settings": "Input size and pooling: what the frozen stage chose",
     "confusion-matrix": "Confusion matrix",
     "top-losses": "Top losses",
     "per-class": "Per-class precision, recall, F1 and support",
@@ -35,10 +37,11 @@ def classification_sections(interp: TaskInterpretation, top_k: int, learn=None) 
         `ReportSection` records in page order.
 
     >>> [s.key for s in classification_sections(learn.interpret(), 9, learn)]  # doctest: +SKIP
-    ['confusion-matrix', 'top-losses', 'per-class', 'calibration', 'conformal']
+    ['settings', 'confusion-matrix', 'top-losses', 'per-class', 'calibration', 'conformal']
     """
     bodies = _sections(interp, top_k)
-    bodies |= {"calibration": _calibration_section(learn, interp), "conformal": _conformal_section(learn, interp)}
+    bodies |= {"settings": _settings_section(learn), "calibration": _calibration_section(learn, interp),
+               "conformal": _conformal_section(learn, interp)}
     return [ReportSection(key, title, bodies[key]) for key, title in TASK_SECTIONS.items()]
 
 
@@ -55,6 +58,20 @@ def _sections(interp: TaskInterpretation, top_k: int) -> dict[str, str]:
         "per-class": f"<p>{len(interp.losses)} images{data_name(interp)}, accuracy {interp.accuracy:.4f}.</p>"
         + per_class,
     }
+
+
+def _settings_section(learn) -> str:
+    """The frozen stage's `RecipeChoice`: what it chose and every candidate's validation figures."""
+    choice = getattr(learn, "choice", None)
+    if choice is None:
+        recipe = getattr(getattr(learn, "dls", None), "recipe", None)
+        size = f"{recipe.size} px, " if recipe is not None else ""
+        return (f'<p class="muted">Nothing chosen: the run used {html.escape(size)}the settings it was given '
+                "(a size, pooling or augmentation given to the data or the learner is never changed).</p>")
+    table = pd.DataFrame([{"size": s.candidate.size, "pool": s.candidate.pool, "cross-validated log-loss": s.cv_loss,
+                           "cross-validated accuracy": s.cv_accuracy, "gain over the baseline (SE)": s.gain_se,
+                           "chosen": "yes" if s.candidate == choice.chosen else ""} for s in choice.scores])
+    return f"<p>{html.escape(str(choice))}</p>" + table_html(table.set_index(["size", "pool"]))
 
 
 def _calibration_section(learn, interp: TaskInterpretation) -> str:
