@@ -35,22 +35,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from ...errors import EasyTransferError
 from ...log import get_logger
 from ...models.pooling import SWAPPABLE_POOLS, global_pool_type, set_global_pool
-from ...train.features import FeatureCache, compute_pooled_caches, feature_head
+from ...train.features import FeatureCache, cache_key, compute_pooled_caches, feature_head
+from ...train.precision import autocast_dtype
 from ...train.rates import DEFAULT_DECAY
 from .probe import fit_logistic_head, out_of_fold_losses
 
 __all__ = ["LARGE_INPUT_AUG", "LARGE_INPUT_DECAY", "LARGE_INPUT_POOL", "MARGIN_SE", "MAX_TRAIN", "MAX_VALID",
            "Candidate", "CandidateScore", "RecipeChoice", "apply_choice", "candidates_for", "choice_obstacle",
-           "choose_settings", "gains_in_se", "pick_candidate"]
+           "choose_for_frozen_stage", "choose_settings", "gains_in_se", "pick_candidate"]
 
 logger = get_logger(__name__)
 
@@ -305,6 +307,33 @@ def choose_settings(learn, *, margin_se: float = MARGIN_SE, autocast_dtype: torc
     choice = RecipeChoice(winner.size, winner.pool, aug, LARGE_INPUT_DECAY if larger else DEFAULT_DECAY, baseline,
                           best, scores, margin_se, len(sample) - n_valid, n_valid, time.perf_counter() - start)
     return choice, caches[winner] if whole else None
+
+
+def choose_for_frozen_stage(learn, cache_views: int, *, required: bool) -> None:
+    """Choose `learn`'s settings, put it at them and keep the chosen features as its frozen cache (`fit_frozen`).
+
+    With nothing to choose (`choice_obstacle`) one line says why, once; ``required`` makes it an error.
+    """
+    obstacle = choice_obstacle(learn)
+    if obstacle is not None:
+        if required:
+            raise EasyTransferError(f"fit_frozen(choose=True) has nothing to choose: {obstacle}.")
+        if not learn.choice_explained:
+            logger.info(f"fit_frozen runs at the current settings ({learn.dls.recipe.size} px, "
+                        f"{learn.head_config.pool or 'the model own'} pooling): {obstacle}.")
+            learn.choice_explained = True
+        return
+    learn.freeze()
+    learn.choice, features = choose_settings(learn, autocast_dtype=autocast_dtype(learn.cbs, learn.device))
+    apply_choice(learn, learn.choice)
+    if learn.choice.pool != learn.choice.baseline.pool:  # the bundle builds the model with this pooling
+        learn.head_config = replace(learn.head_config, pool=learn.choice.pool)
+    logger.info(str(learn.choice))
+    learn.feature_cache = None
+    if features is not None and cache_views == 1:
+        module, _ = feature_head(learn)
+        features.key = cache_key(learn, module, cache_views)
+        learn.feature_cache = features
 
 
 def apply_choice(learn, choice: RecipeChoice) -> None:

@@ -50,7 +50,7 @@ from ...train.features import (
 from ...train.head_loop import HeadLoop
 from ...train.learner import TransferLearner
 from ...train.precision import autocast_dtype
-from .choice import RecipeChoice, apply_choice, choice_obstacle, choose_settings
+from .choice import RecipeChoice, choose_for_frozen_stage
 from .config import ClassificationConfig
 from .interpretation import Interpretation, as_dataloader
 from .prediction_sets import ConformalPredictor
@@ -74,8 +74,7 @@ class ClassifierLearner(TransferLearner):
     Attributes:
         head_config: the head's `HeadConfig` (linear, mlp, prototype, knn ...), recorded in the bundle.
         free_settings: what the frozen stage may choose: ``"size"``, ``"pool"``, ``"aug"`` (those not given).
-        choice: the `RecipeChoice` of the frozen stage (input size, pooling, augmentation and rate decay, with
-            every candidate's validation figures); ``None`` until it chose. Recorded in the bundle.
+        choice: the frozen stage's `RecipeChoice` (size, pooling, aug, decay and why); recorded in the bundle.
         feature_cache: the `FeatureCache` of the frozen body, while it matches the weights and data.
         calibration: the `Calibration` fitted by `calibrate` (``None``: plain softmax).
         conformal_calibration: the `ConformalCalibration` fitted by `conformal`; exported with the bundle.
@@ -100,7 +99,7 @@ class ClassifierLearner(TransferLearner):
         self._interpretation_cache: tuple[tuple, Interpretation] | None = None
         self.calibration: Calibration | None = None
         self.conformal_calibration: ConformalCalibration | None = None
-        self._choice_explained = False
+        self.choice_explained = False  # the line saying why nothing is chosen was shown
 
     # ------------------------------------------------------------------------------------ the bundle's pieces
 
@@ -134,12 +133,10 @@ class ClassifierLearner(TransferLearner):
                    k: int | None = None, choose: bool | None = None, cbs=None, resume: bool = False):
         """Train only the new head with the body frozen (feature extraction); or fit it in one go (`method`).
 
-        First it chooses the input size and pooling that suit the data (`easytransfer.tasks.classification.choice`):
-        the model's own size and twice it, average and max pooling, each measured by a logistic probe on cached
-        features (one body pass per size); the model's own settings are kept unless another validates better by
-        two standard errors. One line says what was chosen and why; ``learn.choice`` keeps it, fine-tuning and the
-        exported bundle run at it. A `size`, `pool` or `aug` the user gave is never changed (``size=224,
-        pool="avg", aug="light"`` is the recipe without a choice); ``choose=False`` skips it.
+        First it chooses the input size (the model's or twice it) and pooling (avg or max) by a cross-validated
+        probe per candidate, keeping the model's own unless another is better by 2 SE (`tasks.classification.choice`);
+        one line says why, ``learn.choice`` keeps it, and fine-tuning and the bundle run at it. A `size`, `pool` or
+        `aug` the user gave is never changed.
 
         With ``cache=True`` (default) the body's pooled features are computed once (`cache_views` views per
         training image: the plain image, plus augmented ones when more than 1) and the head trains on them,
@@ -178,7 +175,7 @@ class ClassifierLearner(TransferLearner):
         if k is not None and method != "knn":
             raise ValueError(f"k= is the number of neighbours of method='knn'; method={method!r} takes no k.")
         if choose or (choose is None and self.choice is None):  # resumed too: the choice is deterministic
-            self._choose_settings(cache_views, required=bool(choose))
+            choose_for_frozen_stage(self, cache_views, required=bool(choose))
         if method == "gradient":
             return super().fit_frozen(epochs, lr, warmup_pct=warmup_pct, monitor=monitor, patience=patience,
                                       restore_best=restore_best, cache=cache, cache_views=cache_views, cbs=cbs,
@@ -202,29 +199,6 @@ class ClassifierLearner(TransferLearner):
             head, fit = fit_knn_head(features, len(self.dls.vocab), k=k)
         self._install_head(head)
         return record_probe(self, features, fit, start)
-
-    def _choose_settings(self, cache_views: int, *, required: bool) -> None:
-        """Choose the input size and pooling (see `fit_frozen`); the chosen features become the frozen cache."""
-        obstacle = choice_obstacle(self)
-        if obstacle is not None:
-            if required:
-                raise EasyTransferError(f"fit_frozen(choose=True) has nothing to choose: {obstacle}.")
-            if not self._choice_explained:
-                logger.info(f"fit_frozen runs at the current settings ({self.dls.recipe.size} px, "
-                            f"{self.head_config.pool or 'the model own'} pooling): {obstacle}.")
-                self._choice_explained = True
-            return
-        self.freeze()
-        self.choice, features = choose_settings(self, autocast_dtype=autocast_dtype(self.cbs, self.device))
-        apply_choice(self, self.choice)
-        if self.choice.pool != self.choice.baseline.pool:  # the bundle builds the model with this pooling
-            self.head_config = replace(self.head_config, pool=self.choice.pool)
-        logger.info(str(self.choice))
-        self.feature_cache = None
-        if features is not None and cache_views == 1:
-            module, _ = feature_head(self)
-            features.key = cache_key(self, module, cache_views)
-            self.feature_cache = features
 
     def _install_head(self, head: nn.Module) -> None:
         """Put a fitted `head` where the cached features enter the model; groups, optimizer, config follow.
