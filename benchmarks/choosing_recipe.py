@@ -121,7 +121,14 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds of textile-protocol")
     parser.add_argument("--other-seeds", default="0,1,2", help="seeds of the other datasets")
     parser.add_argument("--out", default=None, help="also write every run as JSON lines here")
+    parser.add_argument("--summarize", default=None, help="only print the summary of these JSON-lines files "
+                        "(comma-separated; runs of earlier invocations)")
     args = parser.parse_args(argv)
+    if args.summarize:
+        rows = [json.loads(line) for path in args.summarize.split(",") for line in Path(path).read_text().splitlines()]
+        with pd.option_context("display.width", 250, "display.max_columns", 60):
+            print(summary(pd.DataFrame(rows)).round(3).T.to_string())
+        return
     rows = []
     for dataset in args.datasets.split(","):
         seeds = args.seeds if dataset == "textile-protocol" else args.other_seeds

@@ -3,6 +3,7 @@ chosen settings carried into fine-tuning and the bundle."""
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_image_folder
 from fastai.torch_core import set_seed
 
@@ -166,3 +167,25 @@ def test_a_pooling_the_user_gave_is_kept_at_a_larger_input(folder, monkeypatch):
     learn.free_settings = ("size", "aug")
     learn.fit_frozen(1)
     assert learn.choice.chosen == Candidate(96, "avg") and global_pool_type(learn.model) == "avg"
+
+
+def test_choosing_draws_nothing_from_the_runs_random_state_and_repeats(folder):
+    choices = []
+    for _ in range(2):
+        learn = _learner(folder, data={"size": 48})
+        before = torch.get_rng_state()
+        choice_module.choose_for_frozen_stage(learn, 1, required=True)
+        assert torch.equal(torch.get_rng_state(), before)  # the batches after it are the run's own
+        choices.append(learn.choice)
+    assert [s.cv_loss for s in choices[0].scores] == [s.cv_loss for s in choices[1].scores]
+
+
+def test_large_data_is_chosen_on_a_stratified_sample_and_the_frozen_stage_still_sees_every_image(folder, monkeypatch):
+    monkeypatch.setattr(choice_module, "MAX_TRAIN", 4)
+    monkeypatch.setattr(choice_module, "MAX_VALID", 2)
+    learn = _learner(folder, data={"size": 48})
+    n_train, n_valid = len(learn.dls.train_ds), len(learn.dls.valid_ds)
+    assert n_train > 4 and n_valid >= 2
+    learn.fit_frozen(1)
+    assert (learn.choice.n_train, learn.choice.n_valid) == (4, 2)  # both classes kept: 2 + 2 and 1 + 1
+    assert learn.feature_cache.train.shape[1] == n_train and learn.feature_cache.valid.shape[0] == n_valid

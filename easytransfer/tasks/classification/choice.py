@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
+from fastai.torch_core import no_random
 from torch import nn
 
 from ...errors import EasyTransferError
@@ -324,7 +325,10 @@ def choose_for_frozen_stage(learn, cache_views: int, *, required: bool) -> None:
             learn.choice_explained = True
         return
     learn.freeze()
-    learn.choice, features = choose_settings(learn, autocast_dtype=autocast_dtype(learn.cbs, learn.device))
+    # seeded inside, so the choice repeats (a resumed run makes the same one), and the run's random state is put
+    # back after, so choosing draws nothing from the batches and dropout that follow
+    with no_random(0, reproducible=False):
+        learn.choice, features = choose_settings(learn, autocast_dtype=autocast_dtype(learn.cbs, learn.device))
     apply_choice(learn, learn.choice)
     if learn.choice.pool != learn.choice.baseline.pool:  # the bundle builds the model with this pooling
         learn.head_config = replace(learn.head_config, pool=learn.choice.pool)

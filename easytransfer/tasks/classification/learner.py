@@ -160,8 +160,8 @@ class ClassifierLearner(TransferLearner):
 
                 Prototype and k-NN heads are for single-label data; they are exported like any head.
             k: ``method="knn"`` only: use this many neighbours instead of choosing.
-            choose: ``None`` (default): choose the settings not given, the first time; ``True``: choose again;
-                ``False``: keep the current ones.
+            choose: ``None`` (default): choose the settings not given, the first time (not with ``cache=False``);
+                ``True``: choose again; ``False``: keep the current ones.
 
         Returns:
             The learner.
@@ -174,7 +174,7 @@ class ClassifierLearner(TransferLearner):
             raise ValueError(f"method must be one of {FIT_FROZEN_METHODS}, got {method!r}")
         if k is not None and method != "knn":
             raise ValueError(f"k= is the number of neighbours of method='knn'; method={method!r} takes no k.")
-        if choose or (choose is None and self.choice is None):  # resumed too: the choice is deterministic
+        if choose or (choose is None and self.choice is None and cache):  # resumed too: it is deterministic
             choose_for_frozen_stage(self, cache_views, required=bool(choose))
         if method == "gradient":
             return super().fit_frozen(epochs, lr, warmup_pct=warmup_pct, monitor=monitor, patience=patience,
