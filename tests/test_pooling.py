@@ -49,3 +49,15 @@ def test_a_model_without_one_global_pooling_layer_has_none_to_vary():
         set_global_pool(model, "max")
     two = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.AdaptiveMaxPool2d(1))
     assert find_global_pool(two) is None
+
+
+def test_a_channels_last_pooling_layer_stays_channels_last():
+    model = create_model("sequencer2d_s", 2, pretrained=False).eval()  # timm pools its (B, H, W, C) maps
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        with pooled_several_ways(model, ("avg", "max")):
+            both = model(x)
+        set_global_pool(model, "max")
+        maxed = model(x)
+    assert both.shape == (4, 2)
+    torch.testing.assert_close(both[2:], maxed)

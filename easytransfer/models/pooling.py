@@ -70,9 +70,10 @@ def _pool_like(layer: nn.Module, pool: str) -> nn.Module:
     """A global pooling layer of type `pool` that fits where `layer` is (same flattening and input format)."""
     if pool not in SWAPPABLE_POOLS:
         raise ValueError(f"pool must be one of {SWAPPABLE_POOLS}, got {pool!r}")
-    if _is_timm_pool(layer):
-        return type(layer)(1, pool_type=pool, flatten=isinstance(layer.flatten, nn.Flatten),
-                           input_fmt=getattr(layer, "input_fmt", "NCHW"))
+    if _is_timm_pool(layer):  # its inner pooling knows the layout: channels last (Sequencer, MLP-Mixers) or not
+        channels_last = tuple(getattr(layer.pool, "dim", (2, 3))) == (1, 2)
+        flatten = isinstance(layer.flatten, nn.Flatten) or getattr(layer.pool, "flatten", False) is True
+        return type(layer)(1, pool_type=pool, flatten=flatten, input_fmt="NHWC" if channels_last else "NCHW")
     return nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
 
 

@@ -46,6 +46,7 @@ from torch import nn
 from ...errors import EasyTransferError
 from ...log import get_logger
 from ...models.pooling import SWAPPABLE_POOLS, global_pool_type, set_global_pool
+from ...train import features as train_features
 from ...train.features import FeatureCache, cache_key, compute_pooled_caches, feature_head
 from ...train.precision import autocast_dtype
 from ...train.rates import DEFAULT_DECAY
@@ -334,7 +335,9 @@ def choose_for_frozen_stage(learn, cache_views: int, *, required: bool) -> None:
         learn.head_config = replace(learn.head_config, pool=learn.choice.pool)
     logger.info(str(learn.choice))
     learn.feature_cache = None
-    if features is not None and cache_views == 1:
+    limit = train_features.CACHE_MEMORY_LIMIT
+    in_memory = features is not None and features.train.nbytes + features.valid.nbytes <= limit
+    if in_memory and cache_views == 1:  # else the frozen stage computes its own (memory-mapped above the limit)
         module, _ = feature_head(learn)
         features.key = cache_key(learn, module, cache_views)
         learn.feature_cache = features
