@@ -50,7 +50,7 @@ from ...train.features import (
 from ...train.head_loop import HeadLoop
 from ...train.learner import TransferLearner
 from ...train.precision import autocast_dtype
-from .choice import RecipeChoice, choose_for_frozen_stage
+from .choice import choose_for_frozen_stage
 from .config import ClassificationConfig
 from .interpretation import Interpretation, as_dataloader
 from .prediction_sets import ConformalPredictor
@@ -73,8 +73,8 @@ class ClassifierLearner(TransferLearner):
 
     Attributes:
         head_config: the head's `HeadConfig` (linear, mlp, prototype, knn ...), recorded in the bundle.
-        free_settings: what the frozen stage may choose: ``"size"``, ``"pool"``, ``"aug"`` (those not given).
-        choice: the frozen stage's `RecipeChoice` (size, pooling, aug, decay and why); recorded in the bundle.
+        free_settings, choice: what the frozen stage may choose (``"size"``, ``"pool"``, ``"aug"``: those not
+            given) and its `RecipeChoice` (size, pooling, aug, decay and why; in the bundle).
         feature_cache: the `FeatureCache` of the frozen body, while it matches the weights and data.
         calibration: the `Calibration` fitted by `calibrate` (``None``: plain softmax).
         conformal_calibration: the `ConformalCalibration` fitted by `conformal`; exported with the bundle.
@@ -92,14 +92,12 @@ class ClassifierLearner(TransferLearner):
                  head_config: HeadConfig | None = None, free_settings: tuple[str, ...] = (), **kwargs):
         head_config = head_config if head_config is not None else _head_config_of(model, spec)
         super().__init__(dls, model, spec=spec, layer_groups=layer_groups, head_config=head_config, **kwargs)
-        self.free_settings = tuple(free_settings)
-        self.choice: RecipeChoice | None = None
+        self.free_settings, self.choice, self.choice_explained = tuple(free_settings), None, False
         self.feature_cache: FeatureCache | None = None
         self.last_interpretation: Interpretation | None = None
         self._interpretation_cache: tuple[tuple, Interpretation] | None = None
         self.calibration: Calibration | None = None
         self.conformal_calibration: ConformalCalibration | None = None
-        self.choice_explained = False  # the line saying why nothing is chosen was shown
 
     # ------------------------------------------------------------------------------------ the bundle's pieces
 

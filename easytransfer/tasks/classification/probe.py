@@ -72,9 +72,11 @@ def _fit(X, y, Xv, yv, C: float, multilabel: bool):
 
 
 def _weights(model, multilabel: bool, n_out: int):
-    if multilabel:
-        coef = np.stack([est.coef_[0] for est in model.estimators_])
-        intercept = np.array([est.intercept_[0] for est in model.estimators_])
+    if multilabel:  # a label with one value in the training images has a constant estimator: a fixed logit
+        width = next((est.coef_.shape[1] for est in model.estimators_ if hasattr(est, "coef_")), model.n_features_in_)
+        coef = np.stack([est.coef_[0] if hasattr(est, "coef_") else np.zeros(width) for est in model.estimators_])
+        intercept = np.array([est.intercept_[0] if hasattr(est, "coef_") else (8.0 if est.y_[0] else -8.0)
+                              for est in model.estimators_])
         return coef, intercept
     coef, intercept = model.coef_, model.intercept_
     if n_out == 2 and coef.shape[0] == 1:  # sklearn's binary model: one logit; softmax of (-z/2, z/2) is the same
