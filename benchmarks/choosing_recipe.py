@@ -19,7 +19,8 @@ Datasets: `few_shot.py`'s (``textile-protocol``: 50 / 25 / 25 nominal / local / 
 test; ``textile30`` / ``textile100`` / ``textile300``; ``flowers20``: 20 training and 50 validation images per
 class of flowers5, its ``val/`` the test set) and ``flowers2``: a natural two-class set, roses against tulips, 150
 images of each from flowers5's train split, 20 % of them for validation, flowers5's ``val/`` of those two classes
-as the test set (215 images). They need ``../shared/data`` (flowers) and the ``conformal-clip-data`` package.
+as the test set (215 images); ``grey-parts`` (`grey_parts.py`): synthetic grey parts with defects of 0.1-0.5 % of
+the pixels, split by part (160 / 48 / 120 images of 40 / 12 / 30 parts). They need ``../shared/data`` (flowers) and the ``conformal-clip-data`` package.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fastai.torch_core import set_seed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from few_shot import ARCH, DATASETS, FLOWERS, scores  # noqa: E402  (the same data protocol)
+from grey_parts import balanced_accuracy, grey_parts  # noqa: E402
 
 from easytransfer import ImageData, transfer_learner  # noqa: E402
 
@@ -60,7 +62,7 @@ def flowers2(seed: int) -> dict[str, pd.DataFrame]:
             "test": pd.DataFrame(test, columns=columns)}
 
 
-ALL_DATASETS = DATASETS | {"flowers2": flowers2}
+ALL_DATASETS = DATASETS | {"flowers2": flowers2, "grey-parts": grey_parts}
 
 
 def _valid_figures(learn) -> tuple[float, float]:
@@ -92,7 +94,8 @@ def run(split: dict[str, pd.DataFrame], method: str, seed: int) -> dict:
     tuned_loss, tuned_acc = _valid_figures(learn)
     vocab = np.array(interp.vocab)
     choice = learn.choice
-    return scores(vocab[interp.targs], vocab[interp.preds]) | {
+    labels, preds = vocab[interp.targs], vocab[interp.preds]
+    return scores(labels, preds) | {"balanced_accuracy": balanced_accuracy(labels, preds),
         "seconds": seconds, "frozen_stage_seconds": frozen_seconds,
         "chosen": f"{choice.size}/{choice.pool}" if choice is not None else "-",
         "choice_seconds": choice.seconds if choice is not None else 0.0,
@@ -117,9 +120,10 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="textile-protocol,flowers2,flowers20,textile30,textile100")
+    parser.add_argument("--datasets", default="textile-protocol,flowers2,grey-parts,flowers20,textile30,textile100")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds of textile-protocol")
     parser.add_argument("--other-seeds", default="0,1,2", help="seeds of the other datasets")
+    parser.add_argument("--methods", default=",".join(METHODS), help="which forms to run (default both)")
     parser.add_argument("--out", default=None, help="also write every run as JSON lines here")
     parser.add_argument("--summarize", default=None, help="only print the summary of these JSON-lines files "
                         "(comma-separated; runs of earlier invocations)")
@@ -134,7 +138,7 @@ def main(argv=None) -> None:
         seeds = args.seeds if dataset == "textile-protocol" else args.other_seeds
         for seed in (int(s) for s in seeds.split(",")):
             split = ALL_DATASETS[dataset](seed)
-            for method in METHODS:
+            for method in args.methods.split(","):
                 rows.append({"dataset": dataset, "method": method, "seed": seed} | run(split, method, seed))
                 print("RUN " + json.dumps(rows[-1]), flush=True)
                 if args.out:

@@ -14,13 +14,14 @@ from easytransfer.tasks.classification import choice as choice_module
 from easytransfer.tasks.classification.choice import (
     LARGE_INPUT_AUG,
     LARGE_INPUT_DECAY,
+    LARGE_INPUT_EPOCHS,
     LARGE_INPUT_POOL,
     Candidate,
     RecipeChoice,
     candidates_for,
     pick_candidate,
 )
-from easytransfer.train.rates import DEFAULT_DECAY
+from easytransfer.train.rates import DEFAULT_DECAY, DEFAULT_TUNE_EPOCHS
 
 BASE, BASE_MAX, LARGE, LARGE_MAX = Candidate(224, "avg"), Candidate(224, "max"), Candidate(448, "avg"), \
     Candidate(448, "max")
@@ -65,10 +66,13 @@ def test_the_margin_is_in_standard_errors_so_the_same_gain_counts_on_more_images
 
 def test_the_choice_survives_its_dictionary_form_and_says_why_in_one_line():
     scores = (choice_module.CandidateScore(BASE, 0.68, 0.7, 0.0), choice_module.CandidateScore(LARGE, 0.32, 0.9, 5.6))
-    choice = RecipeChoice(448, "max", "none", 0.3, BASE, LARGE, scores, 2.0, 100, 100, 15.0)
+    choice = RecipeChoice(448, "max", "none", 0.3, BASE, LARGE, scores, 2.0, 100, 100, 15.0, 10)
     assert RecipeChoice.from_dict(choice.to_dict()) == choice
+    older = {k: v for k, v in choice.to_dict().items() if k != "epochs"}  # a bundle from before epochs were chosen
+    assert RecipeChoice.from_dict(older).epochs == DEFAULT_TUNE_EPOCHS
     line = str(choice)
     assert "chose 448 px / max pooling" in line and "5.6 SE > 2" in line and "pools by max" in line
+    assert "10 epochs" in line
     assert "\n" not in line
     kept = RecipeChoice(224, "avg", "light", 0.1, BASE, BASE, scores[:1], 2.0, 100, 100, 15.0)
     assert "kept the model's 224 px / avg pooling" in str(kept)
@@ -128,6 +132,7 @@ def test_a_larger_input_chosen_runs_fine_tuning_and_the_bundle_at_it(folder, tmp
     assert learn.dls.recipe.size == 96 and learn.dls.recipe.aug == LARGE_INPUT_AUG
     assert global_pool_type(learn.model) == "max" and learn.head_config.pool == "max"
     assert learn.default_decay() == LARGE_INPUT_DECAY
+    assert choice.epochs == learn.default_epochs() == LARGE_INPUT_EPOCHS > DEFAULT_TUNE_EPOCHS
     assert learn.feature_cache is not None  # the chosen candidate's features are the frozen stage's cache
     assert len(learn.fit_history) == 1
     learn.fit_frozen(1)
@@ -151,6 +156,9 @@ def test_when_the_baseline_is_kept_nothing_changes_but_the_record(folder, monkey
     assert learn.choice.chosen == learn.choice.baseline == Candidate(48, "avg")
     assert learn.dls.recipe.size == 48 and learn.dls.recipe.aug == "light" and learn.head_config.pool is None
     assert learn.default_decay() == DEFAULT_DECAY
+    learn.unfreeze()
+    learn.fit_discriminative(patience=None)  # the recipe's number of epochs
+    assert (learn.history["phase"] == "discriminative").sum() == learn.default_epochs() == DEFAULT_TUNE_EPOCHS
 
 
 def test_an_augmentation_the_user_gave_is_kept_at_a_larger_input(folder, monkeypatch):

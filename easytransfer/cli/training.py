@@ -63,7 +63,9 @@ def add_parsers(commands) -> None:
                                 "HTML report to --out.")
     _data_args(train, "train")
     train.add_argument("--frozen-epochs", type=non_negative_int, default=3, help="head-only epochs (default 3)")
-    train.add_argument("--epochs", type=non_negative_int, default=5, help="fine-tuning epochs (default 5; 0: none)")
+    train.add_argument("--epochs", type=non_negative_int, default=None,
+                       help="fine-tuning epochs (default: the recipe's, 5, or 10 where the frozen stage chose a "
+                            "larger input; 0: none)")
     train.add_argument("--lr", type=learning_rate, default=None, help="head learning rate, or 'find' (default 3e-3)")
     train.add_argument("--lr-max", type=learning_rate, default=1e-3,
                        help="fine-tuning head rate, or 'find' (default 1e-3)")
@@ -138,7 +140,7 @@ def _fit_stages(learn, args, checkpoints: Path) -> None:
     if args.frozen_epochs:
         learn.checkpoint_dir = checkpoints / "frozen"
         learn.fit_frozen(args.frozen_epochs, lr=args.lr, resume=_resumable(args, learn.checkpoint_dir))
-    if args.epochs:
+    if args.epochs != 0:  # None: the recipe's default
         learn.unfreeze()
         learn.checkpoint_dir = checkpoints / "fine-tune"
         learn.fit_discriminative(args.epochs, lr_max=args.lr_max, resume=_resumable(args, learn.checkpoint_dir))

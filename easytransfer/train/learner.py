@@ -33,13 +33,14 @@ from .lr_finder import LRFinderResult, find_lr
 from .rates import (
     DEFAULT_DECAY,
     DEFAULT_HEAD_LR,
+    DEFAULT_TUNE_EPOCHS,
     FROZEN_LR_FIND_IT,
     UNFROZEN_LR_FIND_IT,
     check_lr,
     discriminative_lrs,
 )
 
-__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT", "TransferLearner"]
+__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT", "TransferLearner"]
 
 logger = get_logger(__name__)
 
@@ -87,6 +88,9 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
     def default_decay(self) -> float:
         """The ratio between neighbouring layer groups' rates when a fit is not given one: `DEFAULT_DECAY`."""
         return DEFAULT_DECAY
+
+    def default_epochs(self) -> int:  # the epochs `fit_discriminative` runs when not given a number
+        return DEFAULT_TUNE_EPOCHS
 
     def describe_head(self) -> str:
         """The model's head in words, for the report's model table (a classifier: the module the head is at)."""
@@ -187,7 +191,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
                                    phase=Phase(PhaseKind.FROZEN), monitor=monitor, patience=patience,
                                    restore_best=restore_best, cbs=cbs, resume=resume, features=features)
 
-    def fit_discriminative(self, epochs: int = 5, lr_max=1e-3, *, decay: float | None = None,
+    def fit_discriminative(self, epochs: int | None = None, lr_max=1e-3, *, decay: float | None = None,
                            layer_decay: float | None = None, warmup_pct: float = 0.1, monitor: str = "valid_loss",
                            patience: int | None = 5, restore_best: bool = True, cbs=None,
                            phase: str | Phase = "discriminative", resume: bool = False):
@@ -210,7 +214,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         per-block groups (torchvision's) raises `NoBlockGroupsError`, which names ``decay=``.
 
         Args:
-            epochs: number of epochs.
+            epochs: number of epochs; default `default_epochs` (5; a classifier's choice may say 10).
             lr_max: the head's peak rate, a list, a slice or ``"find"``.
             decay, layer_decay: the ratio between neighbouring groups' (or blocks') rates; default decay:
                 `default_decay` (0.1, or what the frozen stage chose for its input size).
@@ -223,6 +227,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         >>> learn.unfreeze(); learn.fit_discriminative(5, lr_max=1e-3, decay=0.1)  # doctest: +SKIP
         >>> learn.fit_discriminative(5, lr_max=1e-4, layer_decay=0.75)  # a ViT, per block  # doctest: +SKIP
         """
+        epochs = self.default_epochs() if epochs is None else epochs
         common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best,
                       cbs=cbs, resume=resume)
         if layer_decay is not None:

@@ -50,7 +50,7 @@ from ...train.features import (
 from ...train.head_loop import HeadLoop
 from ...train.learner import TransferLearner
 from ...train.precision import autocast_dtype
-from .choice import choose_for_frozen_stage
+from .choice import ChosenDefaults, choose_for_frozen_stage
 from .config import ClassificationConfig
 from .interpretation import Interpretation, as_dataloader
 from .prediction_sets import ConformalPredictor
@@ -65,7 +65,7 @@ FIT_FROZEN_METHODS = ("gradient", "logistic", "prototype", "knn")
 FEW_SHOT_HEADS = ("prototype", "knn")  # head types fitted by fit_frozen(method=...), not built for training
 
 
-class ClassifierLearner(TransferLearner):
+class ClassifierLearner(ChosenDefaults, TransferLearner):
     """A `TransferLearner` for image classification (single- or multi-label); build one with `transfer_learner`.
 
     While the head trains on cached features an inner fastai Learner runs the loop (`HeadLoop`); this learner is
@@ -118,10 +118,6 @@ class ClassifierLearner(TransferLearner):
         frozen stage chose."""
         return ClassificationConfig(bool(getattr(self.dls, "is_multilabel", False)), self.calibration,
                                     self.conformal_calibration, self.choice)
-
-    def default_decay(self) -> float:
-        """The rate decay of the frozen stage's choice (gentler at a larger input), else `DEFAULT_DECAY`."""
-        return self.choice.decay if self.choice is not None else super().default_decay()
 
     # ------------------------------------------------------------------------------------ frozen fits
 
