@@ -19,8 +19,9 @@ Datasets: `few_shot.py`'s (``textile-protocol``: 50 / 25 / 25 nominal / local / 
 test; ``textile30`` / ``textile100`` / ``textile300``; ``flowers20``: 20 training and 50 validation images per
 class of flowers5, its ``val/`` the test set) and ``flowers2``: a natural two-class set, roses against tulips, 150
 images of each from flowers5's train split, 20 % of them for validation, flowers5's ``val/`` of those two classes
-as the test set (215 images); ``grey-parts`` (`grey_parts.py`): synthetic grey parts with defects of 0.1-0.5 % of
-the pixels, split by part (160 / 48 / 120 images of 40 / 12 / 30 parts). They need ``../shared/data`` (flowers) and the ``conformal-clip-data`` package.
+as the test set (215 images); ``grey-parts`` (`grey_parts.py`): synthetic grey parts with defects of 0.1-0.5 %
+of the pixels, split by part (160 / 48 / 120 images of 40 / 12 / 30 parts). They need ``../shared/data``
+(flowers) and the ``conformal-clip-data`` package.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastai.torch_core import set_seed
+from sklearn.metrics import balanced_accuracy_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from few_shot import ARCH, DATASETS, FLOWERS, scores  # noqa: E402  (the same data protocol)
-from grey_parts import balanced_accuracy, grey_parts  # noqa: E402
+from grey_parts import grey_parts  # noqa: E402
 
 from easytransfer import ImageData, transfer_learner  # noqa: E402
 
@@ -95,7 +97,7 @@ def run(split: dict[str, pd.DataFrame], method: str, seed: int) -> dict:
     vocab = np.array(interp.vocab)
     choice = learn.choice
     labels, preds = vocab[interp.targs], vocab[interp.preds]
-    return scores(labels, preds) | {"balanced_accuracy": balanced_accuracy(labels, preds),
+    return scores(labels, preds) | {"balanced_accuracy": float(balanced_accuracy_score(labels, preds)),
         "seconds": seconds, "frozen_stage_seconds": frozen_seconds,
         "chosen": f"{choice.size}/{choice.pool}" if choice is not None else "-",
         "choice_seconds": choice.seconds if choice is not None else 0.0,

@@ -119,15 +119,6 @@ def _write(folder: Path, seed: int) -> None:
         pd.DataFrame(rows, columns=["path", "label", "part"]).to_csv(folder / f"{split}.csv", index=False)
 
 
-def balanced_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
-    """Mean recall over the classes present in `labels`.
-
-    >>> balanced_accuracy(np.array(["good", "good", "defect"]), np.array(["good", "defect", "defect"]))
-    0.75
-    """
-    return float(np.mean([(preds[labels == c] == c).mean() for c in np.unique(labels)]))
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)

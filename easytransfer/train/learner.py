@@ -40,7 +40,8 @@ from .rates import (
     discriminative_lrs,
 )
 
-__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT", "TransferLearner"]
+__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT",
+           "TransferLearner"]
 
 logger = get_logger(__name__)
 

@@ -7,8 +7,8 @@ from numbers import Real
 
 import numpy as np
 
-__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT", "check_lr",
-           "discriminative_lrs"]
+__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT",
+           "check_lr", "discriminative_lrs"]
 
 DEFAULT_HEAD_LR = 3e-3
 DEFAULT_TUNE_EPOCHS = 5  # fit_discriminative's epochs when not given (a classifier's choice may say more)

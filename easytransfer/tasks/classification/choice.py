@@ -54,9 +54,10 @@ from ...train.precision import autocast_dtype
 from ...train.rates import DEFAULT_DECAY, DEFAULT_TUNE_EPOCHS
 from .probe import fit_logistic_head, out_of_fold_losses
 
-__all__ = ["LARGE_INPUT_AUG", "LARGE_INPUT_DECAY", "LARGE_INPUT_EPOCHS", "LARGE_INPUT_POOL", "MARGIN_SE", "MAX_TRAIN", "MAX_VALID",
-           "Candidate", "CandidateScore", "ChosenDefaults", "RecipeChoice", "apply_choice", "candidates_for", "choice_obstacle",
-           "choose_for_frozen_stage", "choose_settings", "gains_in_se", "pick_candidate"]
+__all__ = ["LARGE_INPUT_AUG", "LARGE_INPUT_DECAY", "LARGE_INPUT_EPOCHS", "LARGE_INPUT_POOL", "MARGIN_SE", "MAX_TRAIN",
+           "MAX_VALID", "Candidate", "CandidateScore", "ChosenDefaults", "RecipeChoice", "apply_choice",
+           "candidates_for", "choice_obstacle", "choose_for_frozen_stage", "choose_settings", "gains_in_se",
+           "pick_candidate"]
 
 logger = get_logger(__name__)
 
@@ -167,9 +168,8 @@ class RecipeChoice:
             if self.best != self.chosen:
                 why += f"; at {self.size} px the head pools by {self.pool}"
         return (f"fit_frozen {why}; fine-tuning with aug={self.aug!r}, decay={self.decay:g}, {self.epochs} epochs. "
-                f"Cross-validated "
-                f"log-loss of a linear probe on each candidate ({self.n_train} training + {self.n_valid} validation "
-                f"images, {self.seconds:.0f} s): {figures}.")
+                f"Cross-validated log-loss of a linear probe on each candidate ({self.n_train} training + "
+                f"{self.n_valid} validation images, {self.seconds:.0f} s): {figures}.")
 
     def to_dict(self) -> dict:
         return {"size": self.size, "pool": self.pool, "aug": self.aug, "decay": self.decay,
@@ -199,7 +199,7 @@ class ChosenDefaults:
         return self.choice.decay if self.choice is not None else super().default_decay()
 
     def default_epochs(self) -> int:
-        """The fine-tuning epochs of the frozen stage's choice (more at a larger input), else 5."""
+        """The fine-tuning epochs of the frozen stage's choice (more at a larger input), else `DEFAULT_TUNE_EPOCHS`."""
         return self.choice.epochs if self.choice is not None else super().default_epochs()
 
 
