@@ -50,8 +50,16 @@ def test_a_candidate_better_by_more_than_the_margin_replaces_the_baseline():
 
 def test_among_candidates_that_clear_the_margin_the_lowest_loss_wins():
     base = _noisy(0.6)
-    winner, _ = pick_candidate({BASE: base, LARGE: base * 0.5, LARGE_MAX: base * 0.4, BASE_MAX: base * 2}, BASE)
-    assert winner == LARGE_MAX
+    winner, _ = pick_candidate({BASE: base, LARGE: base * 0.5, LARGE_MAX: base * 0.4, BASE_MAX: base * 0.45}, BASE)
+    assert winner == BASE_MAX  # 448 / max is lower still, but it changes both settings
+
+
+def test_a_larger_size_must_win_with_the_baselines_pooling():
+    # flowers5 at 20 per class: 448 / max cleared the margin, 448 / avg did not, and fine-tuning at 448 px lost
+    base = _noisy(0.6)
+    noise = np.random.default_rng(1).normal(0, 0.2, len(base))
+    winner, gains = pick_candidate({BASE: base, LARGE: base - 0.01 + noise, LARGE_MAX: base * 0.5}, BASE)
+    assert gains[LARGE_MAX] > 2 > gains[LARGE] and winner == BASE
 
 
 def test_the_margin_is_in_standard_errors_so_the_same_gain_counts_on_more_images():
@@ -159,6 +167,19 @@ def test_when_the_baseline_is_kept_nothing_changes_but_the_record(folder, monkey
     learn.unfreeze()
     learn.fit_discriminative(patience=None)  # the recipe's number of epochs
     assert (learn.history["phase"] == "discriminative").sum() == learn.default_epochs() == DEFAULT_TUNE_EPOCHS
+
+
+def test_a_kept_baseline_trains_the_same_head_as_the_settings_spelled_out(folder, monkeypatch):
+    # the choice's features are the frozen stage's, and neither feature pass draws from the run's random state:
+    # a run whose choice keeps the model's settings is the run that gave them (same batches, same head)
+    _force(monkeypatch, lambda base: base)
+    heads = []
+    for data, given in (({"size": 48}, {}), ({"size": 48, "aug": "light"}, {"pool": "avg"})):
+        learn = _learner(folder, data=data, **given)
+        learn.fit_frozen(2)
+        assert (learn.choice is None) == bool(given)
+        heads.append([p.detach().clone() for p in learn.model.classifier.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*heads))
 
 
 def test_an_augmentation_the_user_gave_is_kept_at_a_larger_input(folder, monkeypatch):

@@ -20,6 +20,8 @@ import hashlib
 import os
 import tempfile
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
+from fastai.torch_core import get_random_states, set_random_states
 from torch import nn
 
 from ..devices import CPU_FEATURE_BS, feature_batch_size
@@ -40,7 +43,7 @@ from .distributed import RankSplit
 
 __all__ = ["CACHE_MEMORY_LIMIT", "DEFAULT_CACHE_VIEWS", "FEATURE_BS", "FeatureCache", "FeatureCacheUnsupported",
            "HeadInput", "cache_key", "compute_feature_cache", "compute_pooled_caches", "feature_cache_dir",
-           "feature_head"]
+           "feature_head", "random_state_kept"]
 
 DEFAULT_CACHE_VIEWS = 1  # measured on flowers5 (docs/performance.md): more views cost a pass each, no gain
 FEATURE_BS = CPU_FEATURE_BS  # the CPU value; `feature_batch_size(device)` gives each device's
@@ -235,6 +238,25 @@ def _allocate(shape, cache_dir: str | os.PathLike | None):
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape), path
 
 
+@contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Put Python's, NumPy's and PyTorch's random states back as they were after the block (fastai's
+    `no_random` without the seeding): a deterministic pass (plain features) then draws nothing from the run, so
+    the head trains on the same batches whether the frozen stage or the choice before it computed the features.
+
+    >>> state = torch.get_rng_state()
+    >>> with random_state_kept():
+    ...     _ = torch.rand(3)
+    >>> torch.equal(torch.get_rng_state(), state)
+    True
+    """
+    states = get_random_states()
+    try:
+        yield
+    finally:
+        set_random_states(**states)
+
+
 def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_dir: str | None = None,
                           runtime: str | None = None, *, ranks: RankSplit | None = None,
                           autocast_dtype: torch.dtype | None = None):
@@ -261,10 +283,11 @@ def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_
     was_training = model.training
     model.eval()
     try:
-        plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=bs, device=device)
         passes = dict(ranks=ranks, autocast_dtype=autocast_dtype)
-        first, train_targets = _features_of(forward, plain_train, f"features of {len(train_items)} images", device,
-                                            **passes)
+        with random_state_kept():  # the plain pass draws nothing (the same head whoever computed the features)
+            plain_train = dls.labelled_dl(train_items[["path", "label"]]).new(bs=bs, device=device)
+            first, train_targets = _features_of(forward, plain_train, f"features of {len(train_items)} images",
+                                                device, **passes)
         train, path = _allocate((views, *first.shape), cache_dir)
         train[0] = first
         for v in range(1, views):
@@ -273,9 +296,10 @@ def compute_feature_cache(learn, module: nn.Module, views: int, key: str, cache_
             if not torch.equal(targets, train_targets):
                 raise RuntimeError("augmented views came in another order than the plain one")  # a bug, not data
             train[v] = feats
-        valid_feats, valid_targets = _features_of(forward, dls.valid.new(bs=bs, device=device),
-                                                  f"features of {len(dls.valid_ds)} validation images", device,
-                                                  **passes)
+        with random_state_kept():
+            valid_feats, valid_targets = _features_of(forward, dls.valid.new(bs=bs, device=device),
+                                                      f"features of {len(dls.valid_ds)} validation images", device,
+                                                      **passes)
     finally:
         model.train(was_training)
     used = forward.runtime if isinstance(forward, CpuForward) else "torch"
