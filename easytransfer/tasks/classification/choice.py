@@ -302,10 +302,15 @@ def _sample(items: pd.DataFrame, max_train: int, max_valid: int, seed: int = 0) 
 def _probe_losses(cache: FeatureCache, n_out: int, folds: int = FOLDS) -> tuple[np.ndarray, float]:
     """Per-image out-of-fold log-loss over the training and validation images, and the accuracy, of a logistic
     probe on `cache`'s features (its ``C`` chosen on the data's own split, as `fit_frozen(method="logistic")`)."""
-    fit = fit_logistic_head(nn.Linear(cache.valid.shape[1], n_out), cache)
-    X = np.concatenate([np.asarray(cache.train[0]), np.asarray(cache.valid)]).astype(np.float64)
-    y = torch.cat([cache.train_targets, cache.valid_targets]).numpy()
-    runs = [out_of_fold_losses(X, y, fit.C, folds, seed=r) for r in range(REPEATS)]
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+
+    # one BLAS / OpenMP thread: the problems are small (at most MAX_TRAIN + MAX_VALID rows), and two threads
+    # made each fit ~10x slower on 2 cores (5 classes, 350 images: 7.1 s against 0.7 s per candidate)
+    with threadpool_limits(limits=1):
+        fit = fit_logistic_head(nn.Linear(cache.valid.shape[1], n_out), cache)
+        X = np.concatenate([np.asarray(cache.train[0]), np.asarray(cache.valid)]).astype(np.float64)
+        y = torch.cat([cache.train_targets, cache.valid_targets]).numpy()
+        runs = [out_of_fold_losses(X, y, fit.C, folds, seed=r) for r in range(REPEATS)]
     return np.mean([losses for losses, _ in runs], axis=0), float(np.mean([right for _, right in runs]))
 
 
