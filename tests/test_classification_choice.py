@@ -218,3 +218,27 @@ def test_large_data_is_chosen_on_a_stratified_sample_and_the_frozen_stage_still_
     learn.fit_frozen(1)
     assert (learn.choice.n_train, learn.choice.n_valid) == (4, 2)  # both classes kept: 2 + 2 and 1 + 1
     assert learn.feature_cache.train.shape[1] == n_train and learn.feature_cache.valid.shape[0] == n_valid
+
+
+
+@pytest.mark.parametrize("larger_wins", [False, True])
+def test_the_larger_size_is_measured_on_a_bounded_sample_and_the_frozen_stage_sees_every_image(
+        folder, monkeypatch, larger_wins):
+    # the pass at the model's size covers every image (the frozen stage's cache when kept); the larger size, four
+    # times the pixels, at most MAX_LARGER images, and every candidate is scored on those same images
+    monkeypatch.setattr(choice_module, "MAX_LARGER", 6)
+    _force(monkeypatch, (lambda base: Candidate(2 * base.size, "avg")) if larger_wins else (lambda base: base))
+    scored = []
+    real = choice_module._probe_losses
+    monkeypatch.setattr(choice_module, "_probe_losses", lambda cache, n: scored.append(
+        (cache.train.shape[1], cache.valid.shape[0], cache.train_targets.tolist(), cache.valid_targets.tolist()))
+        or real(cache, n))
+    learn = _learner(folder, data={"size": 48})
+    learn.free_settings = ("size", "pool", "aug")
+    n_train, n_valid = len(learn.dls.train_ds), len(learn.dls.valid_ds)
+    assert n_train + n_valid > 6
+    learn.fit_frozen(1)
+    assert (learn.choice.n_train, learn.choice.n_valid) == (4, 2)  # 6 in the data's shares
+    assert len(scored) == 4 and len(set(map(str, scored))) == 1  # the same images (targets, order) for each
+    assert learn.dls.recipe.size == (96 if larger_wins else 48)
+    assert learn.feature_cache.train.shape[1] == n_train and learn.feature_cache.valid.shape[0] == n_valid
