@@ -87,7 +87,6 @@ class CpuForward:
         self._checked = runtime == "torch"
         self._size = None  # the (height, width) a session with fixed padding was exported for
 
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self._checked:
             self._checked = True

@@ -15,7 +15,7 @@ by more than `MARGIN_SE` standard errors of the paired difference (a bootstrap o
 candidates that clear the margin the lowest log-loss wins. A larger input must pay with the model's own pooling:
 a detail small in the image, diluted over four times the positions, still lowers the loss. Measured
 (benchmarks/choosing_recipe.py and docs/small_defects.md): 448 px with average pooling cleared the margin by
-2.3-8.6 SE on 9 textile splits and 2.6-3.0 on 2 grey-parts seeds, nothing on a natural two-class set (roses /
+2.3-8.6 SE on 9 textile splits and 2.3-3.0 on 3 grey-parts seeds, nothing on a natural two-class set (roses /
 tulips: at most 0.6 SE on 4 seeds); on flowers5 at 20 per class (seed 0) only 448 px with max pooling cleared it
 (2.2 SE; with average pooling 1.3), and fine-tuning there lost (0.771 against 0.824 at 224 px), so a candidate
 that changes both settings is scored and recorded but does not decide.
