@@ -220,7 +220,6 @@ def test_large_data_is_chosen_on_a_stratified_sample_and_the_frozen_stage_still_
     assert learn.feature_cache.train.shape[1] == n_train and learn.feature_cache.valid.shape[0] == n_valid
 
 
-
 @pytest.mark.parametrize("larger_wins", [False, True])
 def test_the_larger_size_is_measured_on_a_bounded_sample_and_the_frozen_stage_sees_every_image(
         folder, monkeypatch, larger_wins):
