@@ -4,17 +4,26 @@
 the same U-Net on EfficientNet-Lite0 (packaged ImageNet weights), the same seeded 80/20 split, size, batch size,
 loss (cross-entropy + Dice) and number of epochs. Prints crack IoU, per-class IoU, mIoU and wall seconds.
 
+``--frozen-cache-compare`` runs the recipe twice from the same weights, the frozen stage on the encoder's cached
+feature maps (the default) and on the images (``fit_frozen(cache=False)``), and prints the frozen stage's wall and
+CPU seconds of each (and the wall seconds of its epochs alone: the rest is the one pass that fills the cache), their
+ratios, and the scores after the whole recipe. On a machine other processes share, the CPU seconds (this process's
+own) are the steadier comparison.
+
     python benchmarks/segmentation.py --size 256 --frozen-epochs 2 --epochs 4
+    python benchmarks/segmentation.py --size 256 --frozen-epochs 3 --epochs 2 --frozen-cache-compare --no-plain
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from fastai.torch_core import set_seed
 
 from easytransfer import SegmentationData, segmentation_learner
 from easytransfer.evaluate.metrics import pixel_confusion_matrix, segmentation_scores
@@ -46,13 +55,40 @@ def labelled_images(root: Path) -> list[Path]:
     return sorted(p for p in (root / "image").glob("*.jpg") if (root / "seg" / f"{p.stem}.seg").is_file())
 
 
-def run_easytransfer(dls, args):
+@dataclass(frozen=True)
+class RecipeRun:
+    """One run of the recipe: the frozen stage's wall seconds (and its epochs' own), the whole run's, the scores."""
+
+    cache: bool
+    frozen_seconds: float
+    frozen_cpu_seconds: float
+    frozen_epoch_seconds: float
+    seconds: float
+    scores: dict
+
+
+def run_easytransfer(dls, args, *, cache: bool = True):
+    set_seed(42)  # the same decoder initialisation and batches whichever path the frozen stage takes
     start = time.perf_counter()
     learn = segmentation_learner(dls, "efficientnet_lite0", "unet", loss="ce+dice")
-    learn.fit_frozen(args.frozen_epochs, lr=args.head_lr, monitor="miou")
+    frozen_start, frozen_cpu_start = time.perf_counter(), time.process_time()
+    learn.fit_frozen(args.frozen_epochs, lr=args.head_lr, monitor="miou", cache=cache)
+    frozen_seconds, frozen_cpu = time.perf_counter() - frozen_start, time.process_time() - frozen_cpu_start
+    frozen_epochs = float(learn.history["seconds"].sum())
     learn.unfreeze()
     learn.fit_discriminative(args.epochs, lr_max=args.lr, monitor="miou")
-    return learn.evaluate(), time.perf_counter() - start, learn
+    run = RecipeRun(cache, frozen_seconds, frozen_cpu, frozen_epochs, time.perf_counter() - start, learn.evaluate())
+    return run, learn
+
+
+def print_frozen_cache_compare(cached: RecipeRun, uncached: RecipeRun) -> None:
+    for run in (cached, uncached):
+        name = "cache=True " if run.cache else "cache=False"
+        print(f"{name}  frozen stage {run.frozen_seconds:.1f} s wall, {run.frozen_cpu_seconds:.1f} s CPU (its "
+              f"epochs {run.frozen_epoch_seconds:.1f} s wall)  whole recipe {run.seconds:.0f} s  crack IoU "
+              f"{run.scores['per_class_iou']['crack']:.3f}  mIoU {run.scores['miou']:.3f}")
+    print(f"frozen stage, cache=False / cache=True: {uncached.frozen_seconds / cached.frozen_seconds:.2f}x wall, "
+          f"{uncached.frozen_cpu_seconds / cached.frozen_cpu_seconds:.2f}x CPU")
 
 
 def run_plain_smp(learn, args) -> tuple[dict, float]:
@@ -95,6 +131,8 @@ def main(argv=None) -> None:
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--no-plain", action="store_true", help="skip the plain smp loop")
+    parser.add_argument("--frozen-cache-compare", action="store_true",
+                        help="also run the recipe with fit_frozen(cache=False) and compare the frozen stages")
     parser.add_argument("--overlays", type=Path, default=Path("runs/benchmarks"),
                         help="write the validation images' top-loss overlays (image, prediction, truth) here")
     args = parser.parse_args(argv)
@@ -113,10 +151,13 @@ def main(argv=None) -> None:
                                         valid_pct=0.2, seed=42, size=args.size, bs=args.bs, aug="flips")
     print(f"{len(images)} labelled images: {len(dls.train_ds)} train, {len(dls.valid_ds)} valid, size {args.size}")
     print(dls.report.counts)
-    scores, seconds, learn = run_easytransfer(dls, args)
+    run, learn = run_easytransfer(dls, args)
+    scores = run.scores
     print(f"easytransfer  crack IoU {scores['per_class_iou']['crack']:.3f}  per-class {scores['per_class_iou']}  "
           f"mIoU {scores['miou']:.3f}  dice {scores['dice']:.3f}  pixel acc {scores['pixel_accuracy']:.4f}  "
-          f"{seconds:.0f} s")
+          f"{run.seconds:.0f} s")
+    if args.frozen_cache_compare:
+        print_frozen_cache_compare(run, run_easytransfer(dls, args, cache=False)[0])
     if args.overlays:
         args.overlays.mkdir(parents=True, exist_ok=True)
         learn.interpret().plot_top_losses(4).savefig(args.overlays / "segmentation_top_losses.png", dpi=80)

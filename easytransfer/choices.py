@@ -12,14 +12,15 @@ included). The modules that use them (`data.augment`, `data.detection`, `models.
 from __future__ import annotations
 
 __all__ = ["ANNOTATION_FORMATS", "AUG_PRESETS", "DEFAULT_DETECTION_BS", "DEFAULT_DETECTION_SIZE", "DETECTION_HEADS",
-           "SEGMENTATION_HEADS",
+           "INSTANCE_HEADS", "SEGMENTATION_HEADS",
            "DEFAULT_MASTER_PORT", "PRECISIONS"]
 
 AUG_PRESETS = ("none", "flips", "light", "strong")
 ANNOTATION_FORMATS = ("voc", "coco", "yolo")
 DEFAULT_DETECTION_SIZE = 320  # measured on the raccoon set: 320 px trains ~3x faster than 512 on 2 CPU cores
 DEFAULT_DETECTION_BS = 8
-DETECTION_HEADS = ("fasterrcnn", "retinanet", "fcos")
+DETECTION_HEADS = ("fasterrcnn", "retinanet", "fcos", "maskrcnn")
+INSTANCE_HEADS = ("maskrcnn",)  # the detection heads that also predict a mask per object
 # head name -> smp class name; every one takes a timm CNN encoder of 5 feature levels (``tu-`` + timm name)
 SEGMENTATION_HEADS = {
     "unet": "Unet",

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 __all__ = ["ONNX_MIN_IMAGES", "RUNTIMES", "RUNTIME_ENV", "SAME_OUTPUT_ATOL", "SAME_OUTPUT_RTOL", "CpuForward",
-           "cpu_forward", "default_runtime", "onnxruntime_available"]
+           "cpu_forward", "default_runtime", "onnxruntime_available", "pass_runtime"]
 
 RUNTIMES = ("auto", "onnxruntime", "torch")
 RUNTIME_ENV = "EASYTRANSFER_RUNTIME"  # "torch" keeps PyTorch; "auto" (default) uses ONNX Runtime where it works
@@ -133,13 +133,21 @@ def cpu_forward(module: nn.Module, *, runtime: str | None = None, images: int | 
     Returns:
         a `CpuForward`; its ``runtime`` attribute says which runtime ran after the first call.
     """
+    return CpuForward(module, pass_runtime(runtime, images, ONNX_MIN_IMAGES))
+
+
+def pass_runtime(runtime: str | None, images: int | None, min_images: int) -> str:
+    """What a pass of `images` images asks for: `runtime` (``None``: ``EASYTRANSFER_RUNTIME``), or ``"torch"`` when
+    onnxruntime is missing or ``"auto"`` has fewer than `min_images` images (``None``: unknown, taken as many).
+
+    >>> pass_runtime("auto", 3, min_images=128), pass_runtime("torch", None, min_images=1)
+    ('torch', 'torch')
+    """
     runtime = default_runtime() if runtime is None else runtime
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r} is not a runtime; use one of {', '.join(RUNTIMES)}.")
-    few = runtime == "auto" and images is not None and images < ONNX_MIN_IMAGES
-    if runtime != "torch" and (few or not onnxruntime_available()):
-        runtime = "torch"
-    return CpuForward(module, runtime)
+    few = runtime == "auto" and images is not None and images < min_images
+    return "torch" if runtime != "torch" and (few or not onnxruntime_available()) else runtime
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:

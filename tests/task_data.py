@@ -9,6 +9,7 @@ entry here fails tests/test_task_contract.py with a message asking for one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,73 @@ def same_detection(learned, predicted) -> None:
     assert _close([b[1] for b in learned], [b[1] for b in predicted])
     assert _close(np.reshape([b[2] for b in learned], (-1, 4)), np.reshape([b[2] for b in predicted], (-1, 4)),
                   atol=1e-2)
+
+
+# ------------------------------------------------------------------------------------------------ instance masks
+
+INSTANCE_COLOURS = {"block": (220, 30, 30), "disc": (30, 30, 220)}
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE of a boolean mask: run lengths over its column-major pixels, starting with 0s."""
+    flat = mask.flatten(order="F").astype(np.int8)
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return {"size": list(mask.shape), "counts": np.diff(np.concatenate([[0], changes])).tolist()}
+
+
+def write_instance_scenes(root: Path, n: int, width: int = 80, height: int = 64, seed: int = 0) -> dict:
+    """Images of a red block (left half) and a blue disc (right half) on grey, with their instance masks three ways:
+    YOLO-seg labels (the block's exact corners, a 24-point polygon of the disc), and a COCO file whose block is a
+    polygon and whose disc is the exact mask as RLE (compressed on even images, uncompressed on odd ones).
+
+    Returns ``{"images", "labels", "coco", "truth"}``: the folders, the JSON file and, per image file name, the
+    exact ``(class, mask)`` of each object as drawn.
+    """
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    images, labels = root / "images", root / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    names = list(INSTANCE_COLOURS)
+    coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(names)]}
+    truth = {}
+    yy, xx = np.mgrid[:height, :width]
+    for i in range(n):
+        img = np.full((height, width, 3), 90, np.uint8)
+        w, h = (int(v) for v in rng.integers(10, 20, 2))
+        x, y = int(rng.integers(1, width // 2 - w)), int(rng.integers(1, height - h - 1))
+        block = np.zeros((height, width), bool)
+        block[y:y + h, x:x + w] = True
+        r = int(rng.integers(6, 10))
+        cx, cy = int(rng.integers(width // 2 + r + 1, width - r - 1)), int(rng.integers(r + 1, height - r - 1))
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r ** 2
+        img[block], img[disc] = INSTANCE_COLOURS["block"], INSTANCE_COLOURS["disc"]
+        name = f"scene{i}.png"
+        Image.fromarray(img).save(images / name)
+        truth[name] = [("block", block), ("disc", disc)]
+        angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        disc_polygon = np.stack([(cx + 0.5 + (r + 0.5) * np.cos(angles)) / width,
+                                 (cy + 0.5 + (r + 0.5) * np.sin(angles)) / height], 1).reshape(-1)
+        block_polygon = np.array([x, y, x + w, y, x + w, y + h, x, y + h], float) / np.tile([width, height], 4)
+        (labels / f"scene{i}.txt").write_text(
+            "\n".join(f"{k} " + " ".join(f"{v:.6f}" for v in poly) for k, poly in enumerate([block_polygon,
+                                                                                              disc_polygon])))
+        coco["images"].append({"id": i, "file_name": name, "width": width, "height": height})
+        ys, xs = np.nonzero(disc)
+        if i % 2 == 0:
+            disc_rle = mask_utils.encode(np.asfortranarray(disc.astype(np.uint8)))
+            disc_rle["counts"] = disc_rle["counts"].decode()
+        else:
+            disc_rle = _uncompressed_rle(disc)
+        for k, (segmentation, bbox) in enumerate([
+                ([[x, y, x + w, y, x + w, y + h, x, y + h]], [x, y, w, h]),
+                (disc_rle, [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)])]):
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i, "category_id": k + 1,
+                                        "bbox": bbox, "segmentation": segmentation, "iscrowd": 0,
+                                        "area": float(bbox[2] * bbox[3])})
+    (root / "instances.json").write_text(json.dumps(coco))
+    return {"images": images, "labels": labels, "coco": root / "instances.json", "truth": truth}
 
 
 TASK_DATA: dict[str, TaskData] = {

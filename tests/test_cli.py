@@ -189,8 +189,7 @@ def test_detection_train_evaluate_predict(tmp_path, capsys):
         rows = list(csv.DictReader(boxes.open()))
         assert list(rows[0]) == ["path", "label", "score", "x1", "y1", "x2", "y2"]
         assert {r["label"] for r in rows} <= {"blue", "red"} and all(r["path"].endswith("im0.png") for r in rows)
-        err = _one_line_error(capsys, main(["export", str(model), "--onnx"]))
-        assert "detection model" in err and "not supported" in err
+        assert main(["export", str(model), "--onnx"]) == 0 and (model / "model.onnx").stat().st_size > 0
         err = _one_line_error(capsys, main(["evaluate", str(model), str(images)]))
         assert "--annotations" in err
     finally:

@@ -53,6 +53,10 @@ CROSS_CUTTING = {
     "test_import_graph": "the package's import graph: no shared module imports a task, none branches on one",
     "test_task_cli": "every registered task's command-line module (tasks/<task>/cli.py) and tasks/command_line.py",
     "test_encoder_families": "the encoder-family contract every dense backbone family passes (backends' features)",
+    "test_instance": "instance segmentation (Mask R-CNN) across the detection task's data, masks, model, "
+                     "interpretation and predictor, and evaluate/instance_masks.py (issue 27)",
+    "test_detection_deploy": "deploying detectors across tasks/detection/tta.py, export.py, the predictor and "
+                             "the command line's export: flip TTA, ONNX / TorchScript parity, ONNX Runtime passes",
 }
 
 # Test modules other branches are changing now (the learner split, the predictor / CLI rewrite, the dense-task

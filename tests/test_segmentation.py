@@ -183,7 +183,7 @@ def test_freezing_really_freezes(learn):
     assert trainable(learn.model) == sum(groups)
     learn.freeze()
     encoder_before = {k: v.clone() for k, v in learn.model.encoder.state_dict().items()}
-    learn.fit_frozen(1, lr=1e-2, cache=True)  # the feature cache does not apply: it trains on the images
+    learn.fit_frozen(1, lr=1e-2, cache=True)  # the decoder trains on the encoder's cached maps
     assert trainable(learn.model) == decoder
     after = learn.model.encoder.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in encoder_before.items())  # BN statistics included

@@ -19,6 +19,9 @@ from easytransfer import SegmentationData, load_model, segmentation_learner
 from easytransfer.models import NoMultiScaleFeaturesError, create_features
 from easytransfer.models.weights import body_source_names
 from easytransfer.tasks.segmentation.model import (
+    SEGMENTATION_HEADS,
+    DecoderHead,
+    EncoderLayout,
     FeatureEncoder,
     build_segmentation_model,
     encoder_layer_groups,
@@ -140,3 +143,20 @@ def test_available_heads_name_torchvision_backbones():
     assert "tv:resnet18" in heads["unet"].backbones and "ConvNeXt" in heads["unet"].backbones
     assert "torchvision bodies are not dilated" in heads["deeplabv3plus"].backbones
     assert "tv:mobilenet_v2" in heads["unet"].offline and "tv:mobilenet_v2" not in heads["deeplabv3plus"].offline
+
+
+@pytest.mark.parametrize(("arch", "head"), [("test_efficientnet", h) for h in sorted(SEGMENTATION_HEADS)]
+                         + [("convnext_atto", "unet")])  # a stride-4 body: its empty stride-2 map is not kept
+def test_the_decoder_head_on_the_encoder_maps_is_the_model(arch, head):
+    model, _ = quiet(build_segmentation_model, arch, 3, head=head, pretrained=False)
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = model.encoder(x)
+        layout = EncoderLayout.of(maps)
+        decoder_head = DecoderHead(model, layout)
+        torch.testing.assert_close(decoder_head(*layout.keep(maps)), model(x), rtol=1e-5, atol=1e-5)
+    assert 0 not in layout.kept and all(layout.shapes[i][0] > 0 for i in layout.kept)
+    assert decoder_head.decoder is model.decoder and decoder_head.segmentation_head is model.segmentation_head
+    if arch == "convnext_atto":
+        assert layout.kept == (2, 3, 4, 5) and layout.shapes[1] == (0, 32, 32)

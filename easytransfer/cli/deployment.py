@@ -51,8 +51,9 @@ def add_parsers(commands) -> None:
         task_cli(task.name).add_predict_arguments(predict.add_argument_group(f"a {task.name} model"))
 
     export = commands.add_parser("export", help="convert a model bundle to ONNX or TorchScript",
-                                 description="Write the bundle's model (classification or segmentation; not "
-                                 "detection) as ONNX (onnxruntime) or TorchScript; both run without easytransfer.")
+                                 description="Write the bundle's model as ONNX (onnxruntime) or TorchScript; both run "
+                                 "without easytransfer. A detector's file takes one image of the bundle's size and "
+                                 "gives boxes, scores and labels.")
     export.add_argument("model", help="a model bundle folder")
     kind = export.add_mutually_exclusive_group(required=True)
     kind.add_argument("--onnx", nargs="?", const="", metavar="PATH", help="ONNX file (default MODEL/model.onnx)")
@@ -108,16 +109,13 @@ def _export(args) -> None:
                                       ("--torchscript", args.torchscript, "model.pt")):
         if given:
             output_file(given, flag_name, example)
-    from ..deploy.convert import export_onnx, export_torchscript
     from ..tasks.loading import load_model
 
-    predictor = load_model(args.model)
-    predictor.check_exportable("ONNX" if args.onnx is not None else "TorchScript")  # the task says whether it can
-    size = predictor.config.preprocessing.size
+    predictor = load_model(args.model)  # the task's predictor writes its model (and says when it cannot)
     if args.onnx is not None:
-        path = export_onnx(predictor.model, args.onnx or Path(args.model) / "model.onnx", size)
+        path = predictor.export_onnx(args.onnx or Path(args.model) / "model.onnx")
     else:
-        path = export_torchscript(predictor.model, args.torchscript or Path(args.model) / "model.pt", size)
+        path = predictor.export_torchscript(args.torchscript or Path(args.model) / "model.pt")
     print(f"written {path}")
 
 

@@ -66,9 +66,10 @@ def add_parsers(commands) -> None:
     train.add_argument("--epochs", type=non_negative_int, default=None,
                        help="fine-tuning epochs (default: the recipe's, 5, or 10 where the frozen stage chose a "
                             "larger input; 0: none)")
-    train.add_argument("--lr", type=learning_rate, default=None, help="head learning rate, or 'find' (default 3e-3)")
-    train.add_argument("--lr-max", type=learning_rate, default=1e-3,
-                       help="fine-tuning head rate, or 'find' (default 1e-3)")
+    train.add_argument("--lr", type=learning_rate, default=None,
+                       help="head learning rate, or 'find' (default: the task's, 3e-3; a detector 0.01 at bs 8)")
+    train.add_argument("--lr-max", type=learning_rate, default=None,
+                       help="fine-tuning head rate, or 'find' (default: the task's, 1e-3; a detector 0.01 at bs 8)")
     train.add_argument("--out", default=None, help="output folder (default easytransfer_runs/train-<time>); "
                        "checkpoints go to OUT/checkpoints until the model is exported")
     train.add_argument("--resume", action="store_true",

@@ -92,7 +92,8 @@ class Predictor(ABC):
         model, config, device: the model (in eval mode, on `device`) and its `BundleConfig`.
         classes (also ``vocab``): the class names in output order.
         threshold: the task's decision threshold (multi-label probability, box score; unused by segmentation).
-        onnx_export: whether `export_onnx` / `export_torchscript` can write this model (`check_exportable`).
+        onnx_export: whether `export_onnx` / `export_torchscript` can write this model (`check_exportable`) and a
+            large CPU pass may run it in ONNX Runtime (`easytransfer.runtime.cpu_forward`).
 
     >>> predictor = load_model("runs/textile-model")  # doctest: +SKIP
     >>> predictor.classes, predictor.predict("photo.jpg")  # doctest: +SKIP
@@ -233,13 +234,32 @@ class Predictor(ABC):
     def check_exportable(self, kind: str = "ONNX") -> None:
         """Raise `ExportNotSupportedError` when this task's model cannot be written as `kind` (ONNX, TorchScript).
 
-        >>> load_model("runs/raccoons").check_exportable()  # doctest: +SKIP
-        Traceback (most recent call last):
-        ExportNotSupportedError: ONNX export of a detector is not supported: ...
+        >>> load_model("runs/textile-model").check_exportable("TorchScript")  # doctest: +SKIP
         """
         if not self.onnx_export:
             raise ExportNotSupportedError(f"{kind} export of a {self.config.task} model is not supported; serve the "
                                           "bundle with load_model(path).predict(image).")
+
+    def export_onnx(self, path: str | os.PathLike) -> Path:
+        """Write the model as an ONNX file at the bundle's size (`easytransfer.deploy.convert.export_onnx`: logits
+        out, normalised ``(batch, 3, size, size)`` in); a task whose model gives more than one tensor writes its own.
+
+        >>> load_model("runs/textile-model").export_onnx("runs/textile-model/model.onnx")  # doctest: +SKIP
+        """
+        from .convert import export_onnx
+
+        self.check_exportable("ONNX")
+        return export_onnx(self.model, path, self.config.preprocessing.size)
+
+    def export_torchscript(self, path: str | os.PathLike) -> Path:
+        """Write the model as a traced TorchScript file at the bundle's size (`easytransfer.deploy.convert`).
+
+        >>> load_model("runs/textile-model").export_torchscript("runs/textile-model/model.pt")  # doctest: +SKIP
+        """
+        from .convert import export_torchscript
+
+        self.check_exportable("TorchScript")
+        return export_torchscript(self.model, path, self.config.preprocessing.size)
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write this predictor's model as a bundle folder (safetensors + JSON) that `load_model` reads.

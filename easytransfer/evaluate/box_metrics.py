@@ -1,21 +1,26 @@
 """Detection metrics on numpy arrays: COCO's average precision, computed the way pycocotools computes it.
 
-`average_precision` follows ``pycocotools.cocoeval.COCOeval`` for boxes (area range "all", at most
+`average_precision` follows ``pycocotools.cocoeval.COCOeval`` for boxes (``iou_type="bbox"``) and instance masks
+(``iou_type="segm"``: the IoU of `EncodedMasks`, pycocotools' own) (area range "all", at most
 `max_dets` detections per image and class): per image and class, detections sorted by score greedily take the
 unmatched true box of highest IoU at or above each threshold; per class, all images' detections are sorted by
 score (a stable sort, so ties keep image order), precision is made monotone and read at 101 recall points.
 ``map`` averages IoU thresholds 0.50:0.05:0.95 and the classes that have true boxes; ``map50`` is IoU 0.5.
-The test suite checks the figures against pycocotools on a hand-built fixture.
+The test suite checks the figures against pycocotools on hand-built fixtures (boxes and masks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IOU_THRESHOLDS", "BoxAP", "average_precision", "box_iou"]
+from .instance_masks import EncodedMasks, mask_iou
+
+__all__ = ["IOU_TYPES", "IOU_THRESHOLDS", "BoxAP", "average_precision", "box_iou"]
+
+IOU_TYPES = ("bbox", "segm")  # pycocotools' names: boxes, instance masks
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -58,9 +63,14 @@ class BoxAP:
     n_pred: dict[str, int]
     n_images: int
 
-    def scores(self) -> dict:
-        return {"n_images": self.n_images, "map50": self.map50, "map": self.map, "per_class_ap": dict(self.per_class),
-                "per_class_ap50": dict(self.per_class50)}
+    def scores(self, prefix: str = "") -> dict:
+        """``n_images``, ``map50``, ``map``, ``per_class_ap`` and ``per_class_ap50``, the AP keys after `prefix`.
+
+        >>> sorted(BoxAP(1.0, 0.5, {}, {}, {}, {}, 2).scores("mask_"))
+        ['mask_map', 'mask_map50', 'n_images', 'per_class_mask_ap', 'per_class_mask_ap50']
+        """
+        return {"n_images": self.n_images, f"{prefix}map50": self.map50, f"{prefix}map": self.map,
+                f"per_class_{prefix}ap": dict(self.per_class), f"per_class_{prefix}ap50": dict(self.per_class50)}
 
 
 def _match(iou: np.ndarray, threshold: float) -> np.ndarray:
@@ -79,15 +89,16 @@ def _match(iou: np.ndarray, threshold: float) -> np.ndarray:
     return hits
 
 
-def _class_ap(per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray]], max_dets: int) -> np.ndarray | None:
-    """AP per IoU threshold of one class; `per_image`: (true boxes, detected boxes, scores); ``None``: no truth."""
+def _class_ap(per_image: list[tuple], max_dets: int, iou_of: Callable) -> np.ndarray | None:
+    """AP per IoU threshold of one class; `per_image`: (true, detected, scores) with `iou_of(detected, true)`
+    their IoU (boxes or masks); ``None``: no truth."""
     n_true = sum(len(t) for t, _, _ in per_image)
     if n_true == 0:
         return None
     scores, hits = [], []
     for true, boxes, score in per_image:
         order = np.argsort(-score, kind="mergesort")[:max_dets]
-        iou = box_iou(boxes[order], true)
+        iou = iou_of(boxes[order], true)
         scores.append(score[order])
         hits.append(np.stack([_match(iou, t) for t in IOU_THRESHOLDS]) if len(order) else
                     np.zeros((len(IOU_THRESHOLDS), 0), dtype=bool))
@@ -112,15 +123,32 @@ def _mean(values: dict) -> float:
     return float(np.mean(list(values.values()))) if values else float("nan")
 
 
+def _numpy(value) -> np.ndarray:
+    return np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+
+
+def _instances(image: dict, iou_type: str):
+    """The boxes ``(n, 4)`` or the masks (`EncodedMasks`) of one image's dict."""
+    if iou_type == "bbox":
+        return _numpy(image["boxes"]).reshape(-1, 4)
+    masks = image["masks"]
+    if not isinstance(masks, EncodedMasks):
+        masks = _numpy(masks)
+        masks = masks[:, 0] if masks.ndim == 4 else masks  # torchvision's (n, 1, H, W) probabilities
+    return EncodedMasks.encode(masks)
+
+
 def average_precision(true: Sequence[dict], pred: Sequence[dict], classes: Sequence[str], *,
-                      max_dets: int = 100) -> BoxAP:
-    """COCO box AP of `pred` against `true`, one dict per image.
+                      max_dets: int = 100, iou_type: str = "bbox") -> BoxAP:
+    """COCO box (or mask) AP of `pred` against `true`, one dict per image.
 
     Args:
-        true: per image ``{"boxes": (n, 4), "labels": (n,)}`` (labels 1-based: label ``i`` is ``classes[i - 1]``).
-        pred: per image ``{"boxes", "labels", "scores"}``.
+        true: per image ``{"boxes": (n, 4), "labels": (n,)}`` (labels 1-based: label ``i`` is ``classes[i - 1]``),
+            and ``"masks"`` (``(n, H, W)`` arrays or `EncodedMasks`) for ``iou_type="segm"``.
+        pred: per image ``{"boxes", "labels", "scores"}`` (and ``"masks"``: probabilities are cut at 0.5).
         classes: class names.
         max_dets: detections kept per image and class (COCO: 100).
+        iou_type: ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU), as pycocotools' ``COCOeval`` names them.
 
     Returns:
         a `BoxAP`.
@@ -132,19 +160,18 @@ def average_precision(true: Sequence[dict], pred: Sequence[dict], classes: Seque
     """
     if len(true) != len(pred):
         raise ValueError(f"Got {len(true)} images of true boxes and {len(pred)} of predictions.")
-    as_np = [({k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in t.items()},
-              {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in p.items()})
-             for t, p in zip(true, pred)]
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    iou_of = box_iou if iou_type == "bbox" else mask_iou
+    images = [(_numpy(t["labels"]).reshape(-1), _instances(t, iou_type), _numpy(p["labels"]).reshape(-1),
+               _instances(p, iou_type), _numpy(p["scores"]).reshape(-1).astype(float)) for t, p in zip(true, pred)]
     per_class, per_class50, n_true, n_pred = {}, {}, {}, {}
     for c, name in enumerate(classes, start=1):
-        images = []
-        for t, p in as_np:
-            tm, pm = t["labels"].reshape(-1) == c, p["labels"].reshape(-1) == c
-            images.append((t["boxes"].reshape(-1, 4)[tm], p["boxes"].reshape(-1, 4)[pm],
-                           p["scores"].reshape(-1)[pm].astype(float)))
-        n_true[name] = int(sum(len(i[0]) for i in images))
-        n_pred[name] = int(sum(len(i[1]) for i in images))
-        ap = _class_ap(images, max_dets)
+        of_class = [(true_items[true_labels == c], pred_items[pred_labels == c], scores[pred_labels == c])
+                    for true_labels, true_items, pred_labels, pred_items, scores in images]
+        n_true[name] = int(sum(len(i[0]) for i in of_class))
+        n_pred[name] = int(sum(len(i[1]) for i in of_class))
+        ap = _class_ap(of_class, max_dets, iou_of)
         if ap is not None:
             per_class[name], per_class50[name] = float(ap.mean()), float(ap[0])
     return BoxAP(_mean(per_class50), _mean(per_class), per_class, per_class50, n_true, n_pred, len(true))

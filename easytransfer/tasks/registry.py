@@ -170,7 +170,7 @@ def available_heads(task: str | None = None) -> list[HeadSupport]:
     >>> sorted({h.task for h in available_heads()})
     ['classification', 'detection', 'segmentation']
     >>> [h.head for h in available_heads("detection")]
-    ['fasterrcnn', 'retinanet', 'fcos']
+    ['fasterrcnn', 'retinanet', 'fcos', 'maskrcnn']
     """
     if task is not None and task not in _TASKS:
         raise ValueError(f"task must be one of {tuple(_TASKS)} or None, got {task!r}")

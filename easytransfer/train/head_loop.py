@@ -67,14 +67,15 @@ class InnerHead(nn.Module):
 
     fastai calls ``model.reset()`` before every fit when the model has one (meant for RNN state); timm's
     ``ClassifierHead.reset(num_classes)`` means "replace the classifier", so the head is not handed over bare.
+    It passes on every input of a batch (a segmentation decoder takes one feature map per scale).
     """
 
     def __init__(self, head: nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, x):
-        return self.head(x)
+    def forward(self, *xs):
+        return self.head(*xs)
 
 
 class InnerLearner(Learner):

@@ -33,20 +33,23 @@ from .lr_finder import LRFinderResult, find_lr
 from .rates import (
     DEFAULT_DECAY,
     DEFAULT_HEAD_LR,
+    DEFAULT_LR_MAX,
     DEFAULT_TUNE_EPOCHS,
     FROZEN_LR_FIND_IT,
     UNFROZEN_LR_FIND_IT,
     check_lr,
     discriminative_lrs,
 )
+from .recipe_defaults import RecipeDefaults
 
-__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT",
+__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_LR_MAX", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT",
+           "UNFROZEN_LR_FIND_IT",
            "TransferLearner"]
 
 logger = get_logger(__name__)
 
 
-class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
+class TransferLearner(RecipeDefaults, LayerGroupLearner, metaclass=ABCMeta):
     """A fastai `Learner` for transfer learning: frozen-body training, unfreezing, discriminative rates.
 
     The base of every task's learner (`ClassifierLearner` from `transfer_learner`, `SegmentationLearner`,
@@ -85,13 +88,6 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
     @abstractmethod
     def task_config(self):
         """The task's typed config a bundle records as ``task_config`` (``to_dict`` / ``from_dict``)."""
-
-    def default_decay(self) -> float:
-        """The ratio between neighbouring layer groups' rates when a fit is not given one: `DEFAULT_DECAY`."""
-        return DEFAULT_DECAY
-
-    def default_epochs(self) -> int:  # the epochs `fit_discriminative` runs when not given a number
-        return DEFAULT_TUNE_EPOCHS
 
     def describe_head(self) -> str:
         """The model's head in words, for the report's model table (a classifier: the module the head is at)."""
@@ -157,7 +153,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
     # ------------------------------------------------------------------------------------ the recipe
 
     def fit_frozen(self, epochs: int = 3, lr: float | str | None = None, *, warmup_pct: float = 0.1,
-                   monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True,
+                   monitor: str | None = None, patience: int | None = 5, restore_best: bool = True,
                    cache: bool = True, cache_views: int = DEFAULT_CACHE_VIEWS, cbs=None, resume: bool = False):
         """Train only the head (everything above the body) with the body frozen, by gradient descent.
 
@@ -169,8 +165,10 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
 
         Args:
             epochs: number of epochs (fewer when early stopping ends the fit).
-            lr: the head's peak learning rate; default `DEFAULT_HEAD_LR` (3e-3); ``"find"`` runs `lr_find` first.
-            monitor: ``"valid_loss"`` (default), ``"train_loss"`` or a metric's name.
+            lr: the head's peak learning rate; default `default_head_lr` (3e-3, a detector's its own); ``"find"``
+                runs `lr_find` first.
+            monitor: ``"valid_loss"``, ``"train_loss"`` or a metric's name; default `default_monitor`
+                (``"valid_loss"``; a detector's ``"map50"``).
             patience: stop after this many epochs without improvement of `monitor`; ``None``: never.
             restore_best: at the end, load the weights of the epoch with the best `monitor`.
             cache: train the head on cached features when the learner can.
@@ -187,13 +185,14 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         if cache_views < 1:
             raise ValueError(f"cache_views must be at least 1, got {cache_views}")
         features = self._feature_cache_or_none(cache_views) if cache else None
-        lr = float(self._resolve_lr(lr, DEFAULT_HEAD_LR))
+        lr = float(self._resolve_lr(lr, self.default_head_lr()))
         return self._fit_scheduled(epochs, np.full(self.n_groups, lr), warmup_pct=warmup_pct,
-                                   phase=Phase(PhaseKind.FROZEN), monitor=monitor, patience=patience,
-                                   restore_best=restore_best, cbs=cbs, resume=resume, features=features)
+                                   phase=Phase(PhaseKind.FROZEN), monitor=monitor or self.default_monitor(),
+                                   patience=patience, restore_best=restore_best, cbs=cbs, resume=resume,
+                                   features=features)
 
-    def fit_discriminative(self, epochs: int | None = None, lr_max=1e-3, *, decay: float | None = None,
-                           layer_decay: float | None = None, warmup_pct: float = 0.1, monitor: str = "valid_loss",
+    def fit_discriminative(self, epochs: int | None = None, lr_max=None, *, decay: float | None = None,
+                           layer_decay: float | None = None, warmup_pct: float = 0.1, monitor: str | None = None,
                            patience: int | None = 5, restore_best: bool = True, cbs=None,
                            phase: str | Phase = "discriminative", resume: bool = False):
         """Train the unfrozen groups, each with its own learning rate decaying from head to stem.
@@ -216,7 +215,8 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
 
         Args:
             epochs: number of epochs; default `default_epochs` (5; a classifier's choice may say 10).
-            lr_max: the head's peak rate, a list, a slice or ``"find"``.
+            lr_max: the head's peak rate, a list, a slice or ``"find"``; default `default_lr_max` (1e-3; a
+                detector's its own).
             decay, layer_decay: the ratio between neighbouring groups' (or blocks') rates; default decay:
                 `default_decay` (0.1, or what the frozen stage chose for its input size).
             warmup_pct, monitor, patience, restore_best, cbs, resume: as in `fit_frozen`.
@@ -229,12 +229,12 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         >>> learn.fit_discriminative(5, lr_max=1e-4, layer_decay=0.75)  # a ViT, per block  # doctest: +SKIP
         """
         epochs = self.default_epochs() if epochs is None else epochs
-        common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best,
-                      cbs=cbs, resume=resume)
+        common = dict(warmup_pct=warmup_pct, monitor=monitor or self.default_monitor(), patience=patience,
+                      restore_best=restore_best, cbs=cbs, resume=resume)
         if layer_decay is not None:
             return self._fit_layer_decay(epochs, lr_max, layer_decay, phase=_discriminative_phase(phase), **common)
         decay = self.default_decay() if decay is None else decay
-        lr_max = self._resolve_lr(lr_max, 1e-3, decay=decay)
+        lr_max = self._resolve_lr(lr_max, self.default_lr_max(), decay=decay)
         lrs = discriminative_lrs(lr_max, self.n_groups, decay)
         return self._fit_scheduled(epochs, lrs, phase=_discriminative_phase(phase), **common)
 
@@ -249,12 +249,12 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         blocks = block_layer_groups(self.model, head=self.spec.classifier)
         phase = replace(phase, layer_decay=layer_decay)
         with optimizer_over(self, blocks):
-            lr_max = self._resolve_lr(lr_max, 1e-3, decay=layer_decay)
+            lr_max = self._resolve_lr(lr_max, self.default_lr_max(), decay=layer_decay)
             lrs = discriminative_lrs(float(lr_max), len(blocks), layer_decay)
             return self._fit_scheduled(epochs, lrs, phase=phase, **kwargs)
 
-    def fine_tune(self, epochs: int, frozen_epochs: int = 3, *, lr: float | str | None = None, lr_max=1e-3,
-                  decay: float | None = None, monitor: str = "valid_loss", patience: int | None = 5,
+    def fine_tune(self, epochs: int, frozen_epochs: int = 3, *, lr: float | str | None = None, lr_max=None,
+                  decay: float | None = None, monitor: str | None = None, patience: int | None = 5,
                   warmup_pct: float = 0.1, restore_best: bool = True, cache: bool = True,
                   cache_views: int = DEFAULT_CACHE_VIEWS, cbs=None) -> TransferLearner:
         """The recipe in one call: train the head, unfreeze, fine-tune, and keep the stage that validates better.
@@ -273,7 +273,8 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
             frozen_epochs: epochs of the frozen stage; ``0`` skips it (then there is nothing to choose from).
             lr: the head's rate in the frozen stage (as in `fit_frozen`; ``"find"`` runs `lr_find`).
             lr_max, decay: the discriminative rates of the fine-tuning stage (as in `fit_discriminative`).
-            monitor: ``"valid_loss"`` or a metric's name; early stopping, best weights and the choice use it.
+            monitor: ``"valid_loss"`` or a metric's name (default `default_monitor`); early stopping, best weights
+                and the choice use it.
             patience, warmup_pct, restore_best, cbs: as in `fit_frozen` and `fit_discriminative`, for both stages.
             cache, cache_views: as in `fit_frozen`, for the frozen stage.
 
@@ -291,6 +292,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         if epochs < 0 or frozen_epochs < 0 or epochs + frozen_epochs == 0:
             raise ValueError(f"fine_tune needs epochs >= 0 and frozen_epochs >= 0, not both 0; got epochs={epochs}, "
                              f"frozen_epochs={frozen_epochs}")
+        monitor = monitor or self.default_monitor()
         valid_names = self._monitor_names()[1:]
         if monitor not in valid_names:
             raise ValueError(f"fine_tune chooses by a validation figure; monitor={monitor!r} is not one of "
@@ -321,9 +323,9 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         logger.info(str(self.fine_tune_choice))
         return self
 
-    def fit_gradual(self, epochs_per_stage: int = 5, lr_max: float = 1e-3, *, head_lr: float | None = None,
+    def fit_gradual(self, epochs_per_stage: int = 5, lr_max: float | None = None, *, head_lr: float | None = None,
                     decay: float | None = None, warmup_pct: float = 0.1, max_unfrozen: int | None = None,
-                    monitor: str = "valid_loss", patience: int | None = 5, restore_best: bool = True, cbs=None):
+                    monitor: str | None = None, patience: int | None = 5, restore_best: bool = True, cbs=None):
         """Gradual unfreezing (ULMFiT): train the head, then open one more body group from the top per stage.
 
         Stage 0 trains the head alone (as `fit_frozen`, with `head_lr`); stage k has the last k body groups
@@ -333,7 +335,7 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
         Args:
             epochs_per_stage: epochs in each stage.
             lr_max, decay: the discriminative rates of stages 1 and up.
-            head_lr: the head's rate in stage 0 (default `DEFAULT_HEAD_LR`).
+            head_lr: the head's rate in stage 0 (default `default_head_lr`).
             max_unfrozen: open at most this many body groups (default: all of them).
             warmup_pct, monitor, patience, restore_best, cbs: as in `fit_discriminative`, for every stage.
 
@@ -348,9 +350,10 @@ class TransferLearner(LayerGroupLearner, metaclass=ABCMeta):
             raise ValueError(f"max_unfrozen must be between 0 and {n_body} (the body groups), got {max_unfrozen}")
         check_lr(head_lr, "head_lr")
         check_lr(lr_max, "lr_max")
-        common = dict(warmup_pct=warmup_pct, monitor=monitor, patience=patience, restore_best=restore_best, cbs=cbs)
+        common = dict(warmup_pct=warmup_pct, monitor=monitor or self.default_monitor(), patience=patience,
+                      restore_best=restore_best, cbs=cbs)
         self.freeze()
-        head = float(self._resolve_lr(head_lr, DEFAULT_HEAD_LR))
+        head = float(self._resolve_lr(head_lr, self.default_head_lr()))
         self._fit_scheduled(epochs_per_stage, np.full(self.n_groups, head), phase=Phase(PhaseKind.GRADUAL, 0),
                             features=self._feature_cache_or_none(DEFAULT_CACHE_VIEWS), **common)
         for k in range(1, last + 1):

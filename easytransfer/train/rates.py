@@ -7,10 +7,12 @@ from numbers import Real
 
 import numpy as np
 
-__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT", "UNFROZEN_LR_FIND_IT",
+__all__ = ["DEFAULT_DECAY", "DEFAULT_HEAD_LR", "DEFAULT_LR_MAX", "DEFAULT_TUNE_EPOCHS", "FROZEN_LR_FIND_IT",
+           "UNFROZEN_LR_FIND_IT",
            "check_lr", "discriminative_lrs"]
 
 DEFAULT_HEAD_LR = 3e-3
+DEFAULT_LR_MAX = 1e-3  # fit_discriminative's head rate when not given (fastai's slice(1e-5, 1e-3) with decay 0.1)
 DEFAULT_TUNE_EPOCHS = 5  # fit_discriminative's epochs when not given (a classifier's choice may say more)
 DEFAULT_DECAY = 0.1  # measured: 0.3 (3e-4 for the top body group) wrecked EfficientNet-Lite0 on textiles
 FROZEN_LR_FIND_IT = 100  # fastai's default; on cached features it takes seconds

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ...choices import ANNOTATION_FORMATS, DEFAULT_DETECTION_SIZE, DETECTION_HEADS
+from ...choices import ANNOTATION_FORMATS, DEFAULT_DETECTION_SIZE, DETECTION_HEADS, INSTANCE_HEADS
 from ...errors import EasyTransferError
 from ..command_line import FlagGroup, image_folder, name_list, print_scores, require_predictions, write_scores
 
@@ -20,7 +20,7 @@ __all__ = ["CSV_COLUMNS", "DISTRIBUTED", "HEADS", "MODEL_FLAGS", "TRAIN_FLAGS", 
 HEADS = DETECTION_HEADS  # for --head's help
 DISTRIBUTED = False  # ``train --nproc``: not tested data-parallel yet
 TRAIN_FLAGS = ("annotations", "format", "names")  # flags only detection's training takes
-MODEL_FLAGS = ("annotations", "format", "names")  # and its evaluate
+MODEL_FLAGS = ("annotations", "format", "names", "tta")  # and its evaluate / predict
 CSV_COLUMNS = ["path", "label", "score", "x1", "y1", "x2", "y2"]  # ``predict --csv``: one row per box
 
 
@@ -42,13 +42,26 @@ def add_train_arguments(group: FlagGroup, command: str) -> None:
     _annotation_arguments(group, "class names in id order (needed for YOLO; VOC / COCO: the classes kept)")
 
 
+def _tta_argument(group: FlagGroup) -> None:
+    group.add_argument("--tta", action="store_const", const=True, default=None,
+                       help="also detect on each image's horizontal flip and merge the boxes (twice the time)")
+
+
 def add_evaluate_arguments(group: FlagGroup) -> None:
-    """Add ``--annotations``, ``--format`` and ``--names`` (YOLO ids) to ``evaluate``'s `group`."""
+    """Add ``--annotations``, ``--format``, ``--names`` (YOLO ids) and ``--tta`` to ``evaluate``'s `group`."""
     _annotation_arguments(group, "YOLO: class names in id order (default the model's classes)")
+    _tta_argument(group)
 
 
 def add_predict_arguments(group: FlagGroup) -> None:
-    """Detection's ``predict`` takes the shared ``--csv``, ``--out`` (drawn boxes) and ``--threshold``."""
+    """Detection's ``predict`` takes the shared ``--csv``, ``--out`` (drawn boxes) and ``--threshold``, and ``--tta``
+    (the horizontal flip's boxes merged in: `flip_tta`).
+
+    >>> parser = argparse.ArgumentParser(); add_predict_arguments(parser)
+    >>> parser.parse_args(["--tta"]).tta, parser.parse_args([]).tta
+    (True, None)
+    """
+    _tta_argument(group)
 
 
 def check_train_args(args: argparse.Namespace) -> None:
@@ -60,14 +73,15 @@ def check_train_args(args: argparse.Namespace) -> None:
 
 
 def build_learner(args: argparse.Namespace, *, common: dict, pretrained: dict, head: str):
-    """`DetectionData.from_annotations` of the images and boxes (default size `DEFAULT_DETECTION_SIZE`), and its
-    `detection_learner`."""
+    """`DetectionData.from_annotations` of the images and boxes (default size `DEFAULT_DETECTION_SIZE`; with their
+    instance masks for ``--head maskrcnn``), and its `detection_learner`."""
     from .data import DetectionData
     from .learner import detection_learner
 
     common = {**common, "size": common.get("size") or DEFAULT_DETECTION_SIZE}
     dls = DetectionData.from_annotations(image_folder(args, "--annotations DIR|FILE"), args.annotations,
-                                         format=args.format, names=args.names, **common)
+                                         format=args.format, names=args.names, masks=head in INSTANCE_HEADS,
+                                         **common)
     return detection_learner(dls, args.arch, head, **pretrained)
 
 
@@ -86,7 +100,8 @@ def evaluate(predictor, args: argparse.Namespace) -> None:
     if args.annotations is None:
         raise EasyTransferError(f"{args.model!r} is a detection model: add --annotations DIR|FILE (VOC .xml "
                                 "folder, COCO .json file or YOLO .txt folder).")
-    scores = predictor.evaluate(args.data, args.annotations, format=args.format, names=args.names)
+    scores = predictor.evaluate(args.data, args.annotations, format=args.format, names=args.names,
+                                tta=bool(args.tta))
     print_scores(scores)
     write_scores(scores, args.json)
 
@@ -96,7 +111,7 @@ def predict(predictor, args: argparse.Namespace) -> None:
     image with its boxes drawn)."""
     import pandas as pd
 
-    tables = [predictor.predict_folder(raw, out=args.out) for raw in args.paths]
+    tables = [predictor.predict_folder(raw, out=args.out, tta=bool(args.tta)) for raw in args.paths]
     table = pd.concat(tables, ignore_index=True)
     for row in table[table["error"].notna()].itertuples():
         print(f"{row.path}\tERROR\t{row.error}")

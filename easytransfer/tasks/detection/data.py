@@ -6,6 +6,11 @@ backbone's mean and std) and a `DetectionTargets` (one dict per image with ``box
 y2`` pixels of the resized image, and ``labels``, 1-based: 0 is the background). Every geometric transform of
 an image (the resize to ``size x size``, the horizontal flip) is applied to its boxes. Every file is checked
 once, as for `ImageData`: what cannot be used is excluded and listed in ``dls.report``.
+
+Instance masks (for ``head="maskrcnn"``): ``from_coco(..., masks=True)`` reads each annotation's
+``segmentation`` (polygons or RLE) and ``from_yolo(..., masks=True)`` YOLO-seg polygons; each target then also
+has ``masks``, a ``(n, size, size)`` uint8 tensor (one mask per box, resized and flipped with the image; see
+`masks`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ...data.images import open_rgb, resample_filter
 from ...data.report import DataReport, warn_data
 from ...data.sources import candidate_files
 from ...errors import DataError
+from .masks import boolean_masks, mask_overlay, resized_masks, segmentation_rle, yolo_polygon_rle
 
 __all__ = ["ANNOTATION_FORMATS", "DETECTION_AUG_PRESETS", "DetectionData", "DetectionDataset", "DetectionRecipe",
            "DetectionTargets", "annotation_format", "draw_boxes", "resize_boxes", "hflip_boxes"]
@@ -47,7 +53,8 @@ class DetectionRecipe:
 
     Attributes:
         items: one row per image: ``path`` (absolute), ``boxes`` (an ``(n, 4)`` float array of ``x1, y1, x2, y2``
-            pixels of the original image), ``labels`` (a tuple of `n` class names), ``is_valid`` (bool).
+            pixels of the original image), ``labels`` (a tuple of `n` class names), ``is_valid`` (bool), and with
+            `masks` ``masks`` (a tuple of `n` pycocotools RLEs at the original image's size).
         classes: class names; class ``i`` of `classes` is label ``i + 1`` in the targets (0 is the background).
         size: images (and their boxes) are resized to ``size x size``.
         bs: batch size.
@@ -56,6 +63,7 @@ class DetectionRecipe:
         num_workers: DataLoader worker processes.
         test_items: held-out test images (same columns, without ``is_valid``), when given.
         report: what the file check found (``dls.report``).
+        masks: the items have instance masks: targets carry ``masks`` (``head="maskrcnn"`` needs them).
     """
 
     items: pd.DataFrame
@@ -67,10 +75,12 @@ class DetectionRecipe:
     num_workers: int = 0
     test_items: pd.DataFrame | None = None
     report: DataReport | None = field(default=None, compare=False)
+    masks: bool = False
 
 
 class DetectionTargets:
-    """The targets of a batch: one dict per image (``boxes``, ``labels``), as torchvision's detectors take them.
+    """The targets of a batch: one dict per image (``boxes``, ``labels``; ``masks`` for data with instance masks), as
+    torchvision's detectors take them.
 
     It is not a list on purpose: fastai reads the batch size as ``len(yb[0])``, which for a plain list of dicts
     would be the number of boxes of the first image.
@@ -119,15 +129,16 @@ def hflip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
 class DetectionDataset(torch.utils.data.Dataset):
     """Images and their boxes, resized to ``size x size`` (boxes scaled with them), flipped when training.
 
-    Item ``i`` is ``(image, target)``: a float ``(3, size, size)`` tensor in [0, 1] and ``{"boxes", "labels"}``.
-    Boxes are clipped to the image; boxes left without a positive width or height are dropped.
+    Item ``i`` is ``(image, target)``: a float ``(3, size, size)`` tensor in [0, 1] and ``{"boxes", "labels"}``
+    (with `masks`, also ``"masks"``: ``(n, size, size)`` uint8, resized and flipped with the image).
+    Boxes are clipped to the image; boxes left without a positive width or height are dropped (with their masks).
     """
 
     def __init__(self, items: pd.DataFrame, classes: Sequence[str], size: int, *, train: bool = False,
-                 aug: str = "none", interpolation: str = "bilinear", seed: int | None = None):
+                 aug: str = "none", interpolation: str = "bilinear", seed: int | None = None, masks: bool = False):
         self.items = items.reset_index(drop=True)
         self.class_index = {c: i + 1 for i, c in enumerate(classes)}
-        self.size, self.train, self.aug = size, train, aug
+        self.size, self.train, self.aug, self.masks = size, train, aug, masks
         self.resample = resample_filter(interpolation)
         # seed None: draw from torch's global generator, which fastai's set_seed seeds (runs repeat exactly)
         self.rng = None if seed is None else np.random.default_rng(seed)
@@ -154,9 +165,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         boxes = resize_boxes(boxes, img.size, (self.size, self.size))
         img = img.resize((self.size, self.size), self.resample)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+        masks = resized_masks(self.items.iloc[i]["masks"], self.size) if self.masks else None
         if self.train and self.aug in ("flips", "light") and self._uniform(0, 1)[0] < 0.5:
             x = x.flip(-1)
             boxes = hflip_boxes(boxes, self.size)
+            masks = masks.flip(-1) if masks is not None else None
         if self.train and self.aug == "light":
             brightness, contrast = self._uniform(0.8, 1.2, 2)
             x = ((x - x.mean()) * contrast + x.mean() * brightness).clamp_(0, 1)
@@ -165,6 +178,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             "boxes": torch.from_numpy(boxes[keep]).float().reshape(-1, 4),
             "labels": torch.tensor([self.class_index[lab] for lab, k in zip(labels, keep) if k], dtype=torch.int64),
         }
+        if masks is not None:
+            target["masks"] = masks[torch.from_numpy(keep)]
         return x, target
 
 
@@ -197,7 +212,7 @@ class DetectionData(DataLoaders):
     def from_recipe(cls, recipe: DetectionRecipe, *, device=None) -> DetectionData:
         """Build the DataLoaders a `DetectionRecipe` describes (its items are trusted: no file check)."""
         items = recipe.items.reset_index(drop=True)
-        common = dict(size=recipe.size, interpolation=recipe.interpolation)
+        common = dict(size=recipe.size, interpolation=recipe.interpolation, masks=recipe.masks)
         train_ds = DetectionDataset(items[~items["is_valid"]], recipe.classes, train=True, aug=recipe.aug, **common)
         valid_ds = DetectionDataset(items[items["is_valid"]], recipe.classes, **common)
         train = DetectionDL(train_ds, bs=recipe.bs, shuffle=True, drop_last=len(train_ds) > recipe.bs,
@@ -229,11 +244,17 @@ class DetectionData(DataLoaders):
             items = self.recipe.test_items
             if items is None:
                 return self.valid
-        ds = DetectionDataset(items, self.recipe.classes, self.recipe.size, interpolation=self.recipe.interpolation)
+        ds = DetectionDataset(items, self.recipe.classes, self.recipe.size, interpolation=self.recipe.interpolation,
+                              masks=self.recipe.masks)
         return DetectionDL(ds, bs=bs or self.recipe.bs, shuffle=False, device=self.device)
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether the targets carry instance masks (``masks=True`` when loading; ``head="maskrcnn"`` needs them)."""
+        return self.recipe.masks
+
     def show_batch(self, max_n: int = 6, ncols: int = 3, train: bool = True) -> Figure:
-        """Images of a training (or validation) batch with their boxes and class names; returns the Figure."""
+        """Images of a training (or validation) batch with their boxes, class names and masks; returns the Figure."""
         images, targets = self.one_batch() if train else next(iter(self.valid))
         n = min(max_n, len(images))
         nrows = (n + ncols - 1) // ncols
@@ -270,33 +291,40 @@ class DetectionData(DataLoaders):
         return cls.build(found, valid_pct=valid_pct, seed=seed, test=test_found, **kwargs)
 
     @classmethod
-    def from_coco(cls, images: str | os.PathLike, json_path: str | os.PathLike, *, valid_pct: float = 0.2,
-                  seed: int = 42, test: tuple | None = None, **kwargs) -> DetectionData:
+    def from_coco(cls, images: str | os.PathLike, json_path: str | os.PathLike, *, masks: bool = False,
+                  valid_pct: float = 0.2, seed: int = 42, test: tuple | None = None, **kwargs) -> DetectionData:
         """DataLoaders from a folder of images and a COCO ``instances`` JSON file (``bbox`` is ``x, y, w, h``).
 
         Crowd annotations (``iscrowd=1``) are left out; images without annotations are kept (background only).
-        Arguments as in `from_voc`; ``test=(images, json_path)``.
+        With ``masks=True`` each annotation's ``segmentation`` (polygons, or RLE as pycocotools reads it) is its
+        instance mask (for ``head="maskrcnn"``); an annotation without one is left out with a message. Other
+        arguments as in `from_voc`; ``test=(images, json_path)``.
 
         >>> dls = DetectionData.from_coco("images/", "instances.json")  # doctest: +SKIP
+        >>> dls = DetectionData.from_coco("images/", "instances.json", masks=True)  # doctest: +SKIP
         """
-        found, classes = coco_items(images, json_path)
-        test_found = coco_items(*test)[0] if test is not None else None
+        found, classes = coco_items(images, json_path, masks=masks)
+        test_found = coco_items(*test, masks=masks)[0] if test is not None else None
         kwargs.setdefault("classes", classes)
         return cls.build(found, valid_pct=valid_pct, seed=seed, test=test_found, **kwargs)
 
     @classmethod
-    def from_yolo(cls, images: str | os.PathLike, labels: str | os.PathLike, names, *, valid_pct: float = 0.2,
-                  seed: int = 42, test: tuple | None = None, **kwargs) -> DetectionData:
+    def from_yolo(cls, images: str | os.PathLike, labels: str | os.PathLike, names, *, masks: bool = False,
+                  valid_pct: float = 0.2, seed: int = 42, test: tuple | None = None, **kwargs) -> DetectionData:
         """DataLoaders from a folder of images and a folder of YOLO text files (``class cx cy w h``, normalised).
 
         An image without a label file has no boxes (background). `names` are the class names in class-id order
-        (a list, or a dict id -> name). Arguments as in `from_voc`; ``test=(images, labels)``.
+        (a list, or a dict id -> name). YOLO-seg lines (``class x1 y1 x2 y2 ...``, a normalised polygon) give the
+        polygon's extent as the box, and with ``masks=True`` the polygon as the instance mask (for
+        ``head="maskrcnn"``; a plain box line is then left out with a message). Other arguments as in `from_voc`;
+        ``test=(images, labels)``.
 
         >>> dls = DetectionData.from_yolo("images/", "labels/", ["cat", "dog"])  # doctest: +SKIP
+        >>> dls = DetectionData.from_yolo("images/", "labels-seg/", ["cat", "dog"], masks=True)  # doctest: +SKIP
         """
         names = _yolo_names(names)
-        found = yolo_items(images, labels, names)
-        test_found = yolo_items(*test, names) if test is not None else None
+        found = yolo_items(images, labels, names, masks=masks)
+        test_found = yolo_items(*test, names, masks=masks) if test is not None else None
         kwargs.setdefault("classes", [names[k] for k in sorted(names)])
         return cls.build(found, valid_pct=valid_pct, seed=seed, test=test_found, **kwargs)
 
@@ -311,11 +339,14 @@ class DetectionData(DataLoaders):
             annotations: a folder of VOC ``.xml`` files, a COCO ``.json`` file, or a folder of YOLO ``.txt`` files.
             format: ``"voc"``, ``"coco"`` or ``"yolo"``; default: what `annotations` holds.
             names: class names in class-id order (YOLO: required); VOC / COCO: the classes and their order.
-            valid_pct, seed, kwargs: as for `from_voc`.
+            valid_pct, seed, kwargs: as for `from_voc`; ``masks=True`` (COCO and YOLO) reads instance masks.
 
         >>> dls = DetectionData.from_annotations("images/", "labels/", names=["cat", "dog"])  # doctest: +SKIP
         """
         format = format or annotation_format(annotations)
+        if format == "voc" and kwargs.pop("masks", False):
+            raise DataError("Pascal VOC XML holds boxes only; instance masks come from a COCO .json file (polygons or "
+                            "RLE) or YOLO-seg .txt labels (polygons).")
         if format == "yolo":
             if not names:
                 raise DataError("YOLO labels hold class ids, not names: give the class names in id order "
@@ -337,7 +368,8 @@ class DetectionData(DataLoaders):
         """Check the files, split, report and build, from a table of ``path``, ``boxes``, ``labels``.
 
         Args:
-            found: one row per image (what `voc_items`, `coco_items`, `yolo_items` return).
+            found: one row per image (what `voc_items`, `coco_items`, `yolo_items` return); a ``masks`` column
+                (RLEs, one per box) gives the targets instance masks.
             valid_pct, seed: the random validation split.
             test: the same table for a held-out test set.
             bs: batch size.
@@ -384,7 +416,8 @@ class DetectionData(DataLoaders):
         if len(report.excluded) or report.messages:
             warn_data(f"{report.summary()} See dls.report for every file and reason.")
         recipe = DetectionRecipe(items=kept, classes=tuple(str(c) for c in classes), size=size, bs=bs, aug=aug,
-                                 num_workers=num_workers, test_items=test_kept, report=report)
+                                 num_workers=num_workers, test_items=test_kept, report=report,
+                                 masks="masks" in found.columns)
         return cls.from_recipe(recipe, device=device)
 
 
@@ -412,7 +445,8 @@ def _checked(found: pd.DataFrame, check: bool, max_pixels: int, split: str) -> t
         excluded = excluded.assign(reason=pd.Series(dtype=str))
     report = DataReport(excluded=excluded[["path", "label", "split", "reason"]].reset_index(drop=True),
                         converted=converted, messages=messages, n_files=len(found))
-    return kept[["path", "boxes", "labels"]].reset_index(drop=True), report
+    columns = ["path", "boxes", "labels"] + (["masks"] if "masks" in found.columns else [])
+    return kept[columns].reset_index(drop=True), report
 
 
 # ------------------------------------------------------------------------------------------------ parsers
@@ -424,19 +458,26 @@ def _image_files(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in candidate_files(folder)}
 
 
-def _table(rows: list[dict], messages: list[str]) -> pd.DataFrame:
-    table = pd.DataFrame(rows, columns=["path", "boxes", "labels", "annotation"])
+def _table(rows: list[dict], messages: list[str], masks: bool = False) -> pd.DataFrame:
+    columns = ["path", "boxes", "labels", "annotation"] + (["masks"] if masks else [])
+    table = pd.DataFrame(rows, columns=columns)
     table.attrs["messages"] = messages
     return table
 
 
-def _valid_boxes(boxes: list, labels: list, where: str, messages: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Boxes with a positive width and height; the others are left out with a message."""
+def _row(path: Path | None, boxes: list, labels: list, annotation: str, where: str, messages: list[str],
+         masks: list[dict] | None = None) -> dict:
+    """One image's row: its boxes with a positive width and height (the others are left out with a message), their
+    labels and, when the data has them, their masks (RLEs)."""
     arr = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     ok = (arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])
     if not ok.all():
         messages.append(f"{where}: left out {int((~ok).sum())} box(es) without a positive width and height")
-    return arr[ok], tuple(lab for lab, k in zip(labels, ok) if k)
+    row = {"path": str(path.resolve()) if path else None, "boxes": arr[ok],
+           "labels": tuple(lab for lab, k in zip(labels, ok) if k), "annotation": annotation}
+    if masks is not None:
+        row["masks"] = tuple(m for m, k in zip(masks, ok) if k)
+    return row
 
 
 def voc_items(images: str | os.PathLike, annotations: str | os.PathLike) -> pd.DataFrame:
@@ -465,14 +506,16 @@ def voc_items(images: str | os.PathLike, annotations: str | os.PathLike) -> pd.D
                 continue
             boxes.append([float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
             labels.append(obj.findtext("name").strip())
-        arr, labs = _valid_boxes(boxes, labels, str(xml), messages)
-        rows.append({"path": str(path.resolve()) if path else None, "boxes": arr, "labels": labs,
-                     "annotation": str(xml)})
+        rows.append(_row(path, boxes, labels, str(xml), str(xml), messages))
     return _table(rows, messages)
 
 
-def coco_items(images: str | os.PathLike, json_path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
-    """One row per image of a COCO JSON file, and the category names in category-id order."""
+def coco_items(images: str | os.PathLike, json_path: str | os.PathLike, *, masks: bool = False
+               ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per image of a COCO JSON file, and the category names in category-id order.
+
+    With `masks`, each annotation's ``segmentation`` (polygons or RLE) as a compressed RLE (column ``masks``).
+    """
     images, json_path = Path(images).expanduser(), Path(json_path).expanduser()
     try:
         data = json.loads(json_path.read_text())
@@ -482,20 +525,41 @@ def coco_items(images: str | os.PathLike, json_path: str | os.PathLike) -> tuple
         raise DataError(f"{str(json_path)!r} is not valid JSON: {e}") from None
     files = _image_files(images)
     categories = {c["id"]: c["name"] for c in data.get("categories", [])}
-    per_image: dict = {img["id"]: ([], []) for img in data.get("images", [])}
+    image_records = {img["id"]: img for img in data.get("images", [])}
+    per_image: dict = {img_id: ([], [], []) for img_id in image_records}
+    messages = []
     for ann in data.get("annotations", []):
         if ann.get("iscrowd", 0) or ann["image_id"] not in per_image:
             continue
+        boxes, labels, rles = per_image[ann["image_id"]]
+        if masks:
+            img = image_records[ann["image_id"]]
+            try:
+                rles.append(segmentation_rle(ann.get("segmentation"), *_image_size(img, files)))
+            except ValueError as e:
+                messages.append(f"{json_path} annotation {ann.get('id')}: no usable segmentation ({e}); left out")
+                continue
         x, y, w, h = ann["bbox"]
-        per_image[ann["image_id"]][0].append([x, y, x + w, y + h])
-        per_image[ann["image_id"]][1].append(categories[ann["category_id"]])
-    rows, messages = [], []
+        boxes.append([x, y, x + w, y + h])
+        labels.append(categories[ann["category_id"]])
+    rows = []
     for img in data.get("images", []):
-        path = files.get(Path(img["file_name"]).name)
-        arr, labs = _valid_boxes(*per_image[img["id"]], f"{json_path} image {img['id']}", messages)
-        rows.append({"path": str(path.resolve()) if path else None, "boxes": arr, "labels": labs,
-                     "annotation": f"{json_path} image {img['file_name']}"})
-    return _table(rows, messages), [categories[k] for k in sorted(categories)]
+        boxes, labels, rles = per_image[img["id"]]
+        rows.append(_row(files.get(Path(img["file_name"]).name), boxes, labels,
+                         f"{json_path} image {img['file_name']}", f"{json_path} image {img['id']}", messages,
+                         rles if masks else None))
+    return _table(rows, messages, masks), [categories[k] for k in sorted(categories)]
+
+
+def _image_size(record: dict, files: dict[str, Path]) -> tuple[int, int]:
+    """``(height, width)`` of a COCO image record (from the image file when the record lacks them)."""
+    if record.get("height") and record.get("width"):
+        return int(record["height"]), int(record["width"])
+    path = files.get(Path(record["file_name"]).name)
+    if path is None:
+        raise ValueError(f"the image {record['file_name']!r} is missing and its record has no height and width")
+    with Image.open(path) as img:
+        return img.height, img.width
 
 
 def annotation_format(annotations: str | os.PathLike) -> str:
@@ -527,15 +591,19 @@ def _yolo_names(names) -> dict[int, str]:
     return {i: str(n) for i, n in enumerate(names)}
 
 
-def yolo_items(images: str | os.PathLike, labels: str | os.PathLike, names: Mapping[int, str]) -> pd.DataFrame:
-    """One row per image: boxes from ``labels/<image stem>.txt`` in pixels (none without a label file)."""
+def yolo_items(images: str | os.PathLike, labels: str | os.PathLike, names: Mapping[int, str], *,
+               masks: bool = False) -> pd.DataFrame:
+    """One row per image: boxes from ``labels/<image stem>.txt`` in pixels (none without a label file).
+
+    With `masks`, each YOLO-seg polygon rasterised at the image's size as a compressed RLE (column ``masks``).
+    """
     images, labels = Path(images).expanduser(), Path(labels).expanduser()
     if not labels.is_dir():
         raise DataError(f"Label folder {str(labels)!r} does not exist or is not a folder.")
     rows, messages = [], []
     for name, path in sorted(_image_files(images).items()):
         txt = labels / (Path(name).stem + ".txt")
-        boxes, labs = [], []
+        boxes, labs, rles = [], [], []
         if txt.is_file():
             try:
                 with Image.open(path) as img:
@@ -556,13 +624,18 @@ def yolo_items(images: str | os.PathLike, labels: str | os.PathLike, names: Mapp
                 else:  # a YOLO-seg polygon: the box is its extent
                     xs, ys = values[0::2], values[1::2]
                     box = [min(xs), min(ys), max(xs), max(ys)]
+                if masks:
+                    try:
+                        rles.append(yolo_polygon_rle(values, width, height))
+                    except ValueError as e:
+                        messages.append(f"{txt}: a line without an instance mask ({e}); left out")
+                        continue
                 boxes.append([box[0] * width, box[1] * height, box[2] * width, box[3] * height])
                 labs.append(names[cls_id])
-        arr, labs = _valid_boxes(boxes, labs, str(txt), messages)
-        rows.append({"path": str(path.resolve()), "boxes": arr, "labels": labs, "annotation": str(txt)})
+        rows.append(_row(path, boxes, labs, str(txt), str(txt), messages, rles if masks else None))
     if not rows:
         raise DataError(f"No images found in {str(images)!r}.")
-    return _table(rows, messages)
+    return _table(rows, messages, masks)
 
 
 # ------------------------------------------------------------------------------------------------ drawing
@@ -570,7 +643,8 @@ def yolo_items(images: str | os.PathLike, labels: str | os.PathLike, names: Mapp
 
 def draw_boxes(ax, image: torch.Tensor, *, true: dict | None = None, pred: dict | None = None,
                classes: Sequence[str] = (), score_threshold: float = 0.5, title: str | None = None):
-    """Draw a ``(3, H, W)`` [0, 1] image on `ax` with true boxes (green) and predicted ones (red, with scores)."""
+    """Draw a ``(3, H, W)`` [0, 1] image on `ax` with true boxes (green) and predicted ones (red, with scores), and
+    their instance masks (semi-transparent, same colours) when the dicts have ``masks``."""
     from matplotlib.patches import Rectangle
 
     ax.imshow(image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
@@ -587,6 +661,8 @@ def draw_boxes(ax, image: torch.Tensor, *, true: dict | None = None, pred: dict 
     for target, colour, scores in layers:
         if target is None:
             continue
+        if "masks" in target:
+            ax.imshow(mask_overlay(boolean_masks(target["masks"]), colour))
         for j, (box, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist())):
             x1, y1, x2, y2 = box
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5))

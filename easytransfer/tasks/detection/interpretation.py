@@ -4,6 +4,9 @@ torchvision's detectors return detections in eval mode and losses only in train 
 images (the validation loss, the per-image losses of `DetectionInterpretation`) is computed in `loss_mode`:
 train mode under ``no_grad`` with every BatchNorm and Dropout layer in eval mode, so nothing about the model
 changes and the same pre-trained statistics normalise as in inference.
+
+A Mask R-CNN's interpretation also keeps each image's masks, run-length encoded (`EncodedMasks`: predicted
+probabilities above 0.5), and adds COCO's mask AP (``mask_map50``, ``mask_map``) to the box AP.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ...evaluate.box_metrics import BoxAP, average_precision
+from ...evaluate.instance_masks import EncodedMasks
 from ...evaluate.interpretation import ReportSection
 from .data import draw_boxes
+from .tta import flip_tta
 
 __all__ = ["DetectionInterpretation", "detect", "image_losses", "loss_mode", "set_loss_mode"]
 
@@ -47,11 +52,17 @@ def loss_mode(model: nn.Module):
 
 
 def _cpu(d: dict) -> dict:
-    return {k: v.detach().cpu() for k, v in d.items()}
+    """A detection or target dict on the CPU, its masks (if any) run-length encoded (`EncodedMasks`)."""
+    out = {k: v.detach().cpu() for k, v in d.items() if k != "masks"}
+    if "masks" in d:
+        masks = d["masks"]
+        out["masks"] = EncodedMasks.encode(masks[:, 0] if masks.ndim == 4 else masks)  # (n, 1, H, W) predictions
+    return out
 
 
-def detect(model: nn.Module, dl, device=None) -> tuple[list[dict], list[dict]]:
-    """Detections (eval mode) and targets of every batch of `dl`, on the CPU; the model's mode is restored."""
+def detect(model: nn.Module, dl, device=None, *, tta: bool = False) -> tuple[list[dict], list[dict]]:
+    """Detections (eval mode) and targets of every batch of `dl`, on the CPU (masks as `EncodedMasks`); the model's
+    mode is restored. ``tta=True``: each image's and its horizontal flip's detections merged (`flip_tta`)."""
     was_training = model.training
     model.eval()
     preds, targets = [], []
@@ -60,7 +71,7 @@ def detect(model: nn.Module, dl, device=None) -> tuple[list[dict], list[dict]]:
             for images, batch_targets in dl:
                 if device is not None:
                     images = images.to(device)
-                preds += [_cpu(p) for p in model(images)]
+                preds += [_cpu(p) for p in (flip_tta(model, images) if tta else model(images))]
                 targets += [_cpu(t) for t in batch_targets]
     finally:
         model.train(was_training)
@@ -83,9 +94,10 @@ class DetectionInterpretation:
     """A detector's predictions on a set of images, computed once; tables and plots read them.
 
     Attributes:
-        preds, targets: one dict per image (boxes in the pixels of the resized image the model saw).
+        preds, targets: one dict per image (boxes in the pixels of the resized image the model saw; a Mask R-CNN's
+            ``masks`` as `EncodedMasks`).
         losses: the summed detection loss of each image (``None`` when not computed).
-        ap: the `BoxAP` of the predictions.
+        ap: the `BoxAP` of the predictions; mask_ap: their mask AP (``None`` without masks).
 
     >>> interp = learn.interpret(); interp.per_class(); interp.plot_top_losses(4)  # doctest: +SKIP
     """
@@ -96,31 +108,43 @@ class DetectionInterpretation:
         self.classes = list(classes)
         self.losses = losses
         self.ap: BoxAP = average_precision(targets, preds, self.classes)
+        masks = bool(preds) and all("masks" in p for p in preds) and all("masks" in t for t in targets)
+        self.mask_ap: BoxAP | None = average_precision(targets, preds, self.classes, iou_type="segm") if masks \
+            else None
 
     @classmethod
-    def from_model(cls, model: nn.Module, dl, classes: Sequence[str], *, device=None,
-                   losses: bool = True) -> DetectionInterpretation:
-        """Run `model` on `dl` once (detections, and per-image losses unless ``losses=False``)."""
-        preds, targets = detect(model, dl, device)
+    def from_model(cls, model: nn.Module, dl, classes: Sequence[str], *, device=None, losses: bool = True,
+                   tta: bool = False) -> DetectionInterpretation:
+        """Run `model` on `dl` once (detections, with `flip_tta` when `tta`; per-image losses unless
+        ``losses=False``)."""
+        preds, targets = detect(model, dl, device, tta=tta)
         return cls(dl.dataset, preds, targets, classes, image_losses(model, dl, device) if losses else None)
 
     def scores(self) -> dict:
-        """``n_images``, ``map50``, ``map`` (COCO 0.50:0.95), ``per_class_ap`` and ``per_class_ap50``."""
-        return self.ap.scores()
+        """``n_images``, ``map50``, ``map`` (COCO 0.50:0.95), ``per_class_ap`` and ``per_class_ap50``; with masks
+        also ``mask_map50``, ``mask_map``, ``per_class_mask_ap`` and ``per_class_mask_ap50`` (COCO's segm AP)."""
+        if self.mask_ap is None:
+            return self.ap.scores()
+        return {**self.ap.scores(), **self.mask_ap.scores(prefix="mask_")}
 
     def per_class(self, score_threshold: float = 0.5) -> pd.DataFrame:
-        """One row per class: true boxes, predictions scoring at least `score_threshold`, AP50 and AP."""
+        """One row per class: true boxes, predictions scoring at least `score_threshold`, AP50 and AP (and mask AP50
+        and AP with masks)."""
         shown = {c: 0 for c in self.classes}
         for p in self.preds:
             for label in p["labels"][p["scores"] >= score_threshold].tolist():
                 if 1 <= label <= len(self.classes):
                     shown[self.classes[label - 1]] += 1
-        return pd.DataFrame({
+        columns = {
             "true_boxes": [self.ap.n_true[c] for c in self.classes],
             f"predicted (score >= {score_threshold})": [shown[c] for c in self.classes],
             "ap50": [self.ap.per_class50.get(c, np.nan) for c in self.classes],
             "ap": [self.ap.per_class.get(c, np.nan) for c in self.classes],
-        }, index=pd.Index(self.classes, name="class"))
+        }
+        if self.mask_ap is not None:
+            columns["mask_ap50"] = [self.mask_ap.per_class50.get(c, np.nan) for c in self.classes]
+            columns["mask_ap"] = [self.mask_ap.per_class.get(c, np.nan) for c in self.classes]
+        return pd.DataFrame(columns, index=pd.Index(self.classes, name="class"))
 
     def top_losses(self, k: int | None = None) -> pd.DataFrame:
         """Images by decreasing loss: ``index`` (in the dataset), ``loss``, ``path``."""
@@ -131,7 +155,8 @@ class DetectionInterpretation:
         return pd.DataFrame({"index": order, "loss": self.losses[order], "path": [paths[i] for i in order]})
 
     def plot_top_losses(self, k: int = 9, ncols: int = 3, score_threshold: float = 0.5) -> Figure:
-        """The `k` images with the highest loss: true boxes (green), predictions scoring >= threshold (red)."""
+        """The `k` images with the highest loss: true boxes (green), predictions scoring >= threshold (red), each with
+        its mask (semi-transparent) for a Mask R-CNN."""
         table = self.top_losses(k)
         nrows = max(1, (len(table) + ncols - 1) // ncols)
         fig = Figure(figsize=(3.2 * ncols, 3.2 * nrows))

@@ -1,4 +1,5 @@
-"""Object detectors: torchvision's Faster R-CNN, RetinaNet and FCOS over any backbone's body with a feature pyramid.
+"""Object detectors: torchvision's Faster R-CNN, RetinaNet, FCOS and Mask R-CNN over any backbone's body with a
+feature pyramid.
 
 The backbone is its backend's multi-scale body (`create_features`: timm's ``features_only`` model, or a
 torchvision CNN cut at each stride), of which the maps at strides 8, 16 and 32 feed torchvision's
@@ -7,6 +8,10 @@ weights are the full classifier's (the packaged offline ones for ``efficientnet_
 ``tv:mobilenet_v2``), loaded into the body strictly by the backend: every body tensor must come from them. The
 detector normalises images itself with the backbone's pre-training mean and std (``image_mean`` / ``image_std``
 of torchvision's transform), so the data stays in [0, 1].
+
+Mask R-CNN (``head="maskrcnn"``, instance segmentation) is the Faster R-CNN above (same backbone, anchors,
+proposals and box RoIAlign) with torchvision's mask branch: a 14 x 14 RoIAlign over the same pyramid levels and
+four 3 x 3 convolutions of ``fpn_channels`` (torchvision's 256 at the default) predicting a 28 x 28 mask per class.
 
 Layer groups: the body's natural stages (its backend's group matcher) bucketed into `n_stages` as for
 classification; the feature pyramid and the detection heads form the last ("head") group.
@@ -19,12 +24,15 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 from torch import nn
-from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from ...choices import DETECTION_HEADS as DETECTION_HEADS
+from ...choices import INSTANCE_HEADS
 from ...models.backends import backend_for
 from ...models.factory import get_model_spec
 from ...models.feature_body import FeatureBody, as_nchw
@@ -39,6 +47,11 @@ FEATURE_STRIDES = (8, 16, 32)  # C3-C5, as torchvision's RetinaNet and FCOS; Fas
 # torchvision's 1000 (2000 in training) are for 800-1333 px COCO images; measured at 128 px on 2 CPU cores the box
 # head over 1000 proposals takes ~4 s per batch of 2, and a 320 px image rarely has more than a few objects.
 DEFAULT_PROPOSALS = 300
+BOX_REPRESENTATION = 1024  # FasterRCNN's box head width (its TwoMLPHead), which Mask R-CNN's box predictor reads
+# Region proposals sampled per image to train the box head (a quarter of them positive). torchvision's 512 (for COCO's
+# crowded 800 px images) makes the box head's two 1024-wide layers ~2/3 of a training step at 320 px on a CPU; Fast
+# R-CNN itself sampled 64 per image. 128 halves the step and leaves room for the few objects of a small set.
+TRAINING_ROIS_PER_IMAGE = 128
 TESTED_BACKBONES = ("efficientnet_lite0", "mobilenetv2_100", "resnet18", "resnet50", "convnext_atto", "tv:resnet18")
 
 
@@ -46,6 +59,8 @@ _HEAD_DESCRIPTIONS = {
     "fasterrcnn": "torchvision FasterRCNN: two-stage (RPN + RoI heads), 4 pyramid levels (P3-P5 + max-pooled P6)",
     "retinanet": "torchvision RetinaNet: one-stage, focal loss, 5 pyramid levels (P3-P7)",
     "fcos": "torchvision FCOS: one-stage, anchor-free, 5 pyramid levels (P3-P7)",
+    "maskrcnn": "torchvision MaskRCNN: Faster R-CNN plus a mask per object (instance segmentation); needs data with "
+                "masks (from_coco / from_yolo with masks=True)",
 }
 
 
@@ -53,7 +68,7 @@ def detection_heads() -> list[HeadSupport]:
     """The detection heads `detection_learner` builds and the backbones each works with.
 
     >>> [h.head for h in detection_heads()]
-    ['fasterrcnn', 'retinanet', 'fcos']
+    ['fasterrcnn', 'retinanet', 'fcos', 'maskrcnn']
     """
     return [HeadSupport("detection", head, "CNNs with feature maps at strides 8, 16 and 32, from any source: timm "
                         "(EfficientNet, MobileNet, ResNet, ConvNeXt, RegNet ...) and torchvision ('tv:resnet18', "
@@ -89,6 +104,11 @@ class DetectionConfig:
     score_thresh: float = 0.05
     detections_per_img: int = 100
     proposals: int = DEFAULT_PROPOSALS
+
+    @property
+    def instance_masks(self) -> bool:
+        """Whether the detector predicts a mask per object (``head="maskrcnn"``)."""
+        return self.head in INSTANCE_HEADS
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -143,13 +163,13 @@ def build_detector(arch: str, num_classes: int, *, head: str = "fasterrcnn", pre
         arch: a CNN of any backend (``"efficientnet_lite0"``, ``"mobilenetv2_100"``, ``"convnext_atto"``,
             ``"resnet50"``, ``"tv:resnet18"`` ...).
         num_classes: object classes (the background is added).
-        head: ``"fasterrcnn"``, ``"retinanet"`` or ``"fcos"``.
+        head: ``"fasterrcnn"``, ``"retinanet"``, ``"fcos"`` or ``"maskrcnn"`` (boxes and instance masks).
         pretrained: load the backbone's pre-trained weights (offline for the packaged ones).
         weights: a local weights file of the full classifier `arch` (loaded even when `pretrained` is False).
         size: the side of the (square) images it will see; its transform does not resize them again.
         fpn_channels: channels of the feature pyramid (torchvision: 256).
         score_thresh, detections_per_img: how detections are filtered at inference.
-        proposals: Faster R-CNN only: region proposals per image at inference (twice as many in training).
+        proposals: Faster / Mask R-CNN only: region proposals per image at inference (twice as many in training).
         config: rebuild from a recorded `DetectionConfig` instead (the other arguments but `pretrained` and
             `weights` are then not used).
 
@@ -182,15 +202,22 @@ def _detector(body: FeatureBody, config: DetectionConfig) -> nn.Module:
     common = dict(min_size=config.size, max_size=config.size, image_mean=list(config.mean),
                   image_std=list(config.std), detections_per_img=config.detections_per_img)
     n = config.num_classes + 1  # label 0 is the background
-    if config.head == "fasterrcnn":
+    if config.head in ("fasterrcnn", "maskrcnn"):
         backbone = FPNBackbone(body, config.fpn_channels, LastLevelMaxPool(), config.out_indices)
         anchors = AnchorGenerator(((32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 4)
         roi_pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
-        return FasterRCNN(backbone, num_classes=n, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
-                          box_score_thresh=config.score_thresh, rpn_pre_nms_top_n_train=2 * config.proposals,
-                          rpn_post_nms_top_n_train=2 * config.proposals, rpn_pre_nms_top_n_test=config.proposals,
-                          rpn_post_nms_top_n_test=config.proposals,
-                          box_batch_size_per_image=min(512, 2 * config.proposals), **common)
+        two_stage = dict(rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_score_thresh=config.score_thresh,
+                         rpn_pre_nms_top_n_train=2 * config.proposals, rpn_post_nms_top_n_train=2 * config.proposals,
+                         rpn_pre_nms_top_n_test=config.proposals, rpn_post_nms_top_n_test=config.proposals,
+                         box_batch_size_per_image=TRAINING_ROIS_PER_IMAGE, **common)
+        if config.head == "fasterrcnn":
+            return FasterRCNN(backbone, num_classes=n, **two_stage)
+        channels = config.fpn_channels  # torchvision: 256 for its 256-channel pyramid
+        # given its own mask head, MaskRCNN takes no num_classes: the box predictor is FasterRCNN's default one
+        return MaskRCNN(backbone, box_predictor=FastRCNNPredictor(BOX_REPRESENTATION, n),
+                        mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2"], output_size=14, sampling_ratio=2),
+                        mask_head=MaskRCNNHeads(channels, (channels,) * 4, 1),
+                        mask_predictor=MaskRCNNPredictor(channels, channels, n), **two_stage)
     backbone = FPNBackbone(body, config.fpn_channels, LastLevelP6P7(config.fpn_channels, config.fpn_channels),
                            config.out_indices)
     if config.head == "retinanet":

@@ -27,7 +27,10 @@ def detection_sections(interp: TaskInterpretation, top_k: int) -> list[ReportSec
 
 
 def _sections(interp: TaskInterpretation, top_k: int) -> dict[str, str]:
-    scores = scores_table(interp.scores(), {"n_images": "images", "map50": "mAP@0.5", "map": "mAP@0.5:0.95 (COCO)"})
+    shown = {"n_images": "images", "map50": "mAP@0.5", "map": "mAP@0.5:0.95 (COCO)",
+             "mask_map50": "mask mAP@0.5", "mask_map": "mask mAP@0.5:0.95 (COCO segm)"}
+    values = interp.scores()
+    scores = scores_table(values, {key: name for key, name in shown.items() if key in values})
     if interp.losses is None:
         top_losses = '<p class="muted">Computed without losses (learn.interpret(losses=False)).</p>'
     else:

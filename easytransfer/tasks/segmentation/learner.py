@@ -2,8 +2,9 @@
 
 It is a `TransferLearner` whose layer groups are the encoder's stages plus one decoder-and-head group, so
 `fit_frozen`, `unfreeze`, `fit_discriminative`, `fit_gradual`, `lr_find`, early stopping, checkpoints, history,
-plots, `export` and `diagnose` are the recipe's. There is no feature cache (a decoder reads the encoder's feature
-maps at every scale, not one pooled vector), so frozen fits run on the images.
+plots, `export` and `diagnose` are the recipe's. With the encoder frozen, the decoder and head train on the
+encoder's feature maps at every scale, computed once (`FeatureMapCache`, in a `HeadLoop`); ``cache=False`` trains
+on the images.
 """
 
 from __future__ import annotations
@@ -18,15 +19,22 @@ from torch import nn
 
 from ...deploy.bundle import SQUISH_RULE, Preprocessing
 from ...evaluate.metrics import segmentation_scores
+from ...log import get_logger
 from ...models.heads import HeadConfig
 from ...train.callbacks import FrozenBatchNormCallback
 from ...train.distributed import unwrap_model
+from ...train.features import DEFAULT_CACHE_VIEWS
+from ...train.head_loop import HeadLoop
 from ...train.learner import TransferLearner
+from ...train.precision import autocast_dtype
 from .data import SegmentationData
+from .feature_maps import FeatureMapCache, MapCacheTooLarge, compute_map_cache, map_cache_key
 from .interpretation import SegmentationInterpretation, flip_averaged_logits
-from .model import SegmentationConfig, build_segmentation_model, encoder_layer_groups
+from .model import DecoderHead, SegmentationConfig, build_segmentation_model, encoder_layer_groups
 
 __all__ = ["LOSSES", "CrossEntropyDiceLoss", "MeanIoU", "SegmentationLearner", "segmentation_learner"]
+
+logger = get_logger(__name__)
 
 LOSSES = ("ce", "ce+dice")
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # timm's BatchNormAct2d included
@@ -101,10 +109,14 @@ class EncoderBatchNormCallback(FrozenBatchNormCallback):
 class SegmentationLearner(TransferLearner):
     """A `TransferLearner` for semantic segmentation; build one with `segmentation_learner`.
 
-    Its other attributes are those of `TransferLearner`.
+    With the encoder frozen (`fit_frozen`, `lr_find`, `fit_gradual`'s stage 0) the decoder and head train on the
+    encoder's feature maps, computed once (`FeatureMapCache`); an inner fastai Learner runs that loop (`HeadLoop`),
+    and every callback of the fit sees this learner. Its other attributes are those of `TransferLearner`.
 
     Attributes:
         segmentation: the `SegmentationConfig` (decoder, ignore_index) the bundle records.
+        feature_cache: the `FeatureMapCache` of the frozen encoder while the encoder stays frozen (dropped when it
+            is unfrozen); recomputed when its weights, the data or the views change.
     """
 
     task = "segmentation"
@@ -114,6 +126,7 @@ class SegmentationLearner(TransferLearner):
 
     def __init__(self, dls: SegmentationData, model: nn.Module, *, spec, layer_groups,
                  segmentation: SegmentationConfig, train_bn: bool = False, freeze_bn_stats: bool = True, **kwargs):
+        self.feature_cache: FeatureMapCache | None = None  # before the parent's __init__, which freezes
         # the parent's rule puts BN layers whose parameters are all frozen in inference mode; the encoder's are
         # then kept so after unfreezing too (freeze_bn_stats), the decoder's never (they start with no statistics)
         super().__init__(dls, model, spec=spec, layer_groups=layer_groups, head_config=HeadConfig(),
@@ -140,6 +153,93 @@ class SegmentationLearner(TransferLearner):
     def describe_head(self) -> str:
         """The head in words for the report: the decoder (``"unet decoder"``)."""
         return f"{self.segmentation.head} decoder"
+
+    def fit_frozen(self, epochs: int = 3, lr: float | str | None = None, *, cache: bool = True,
+                   cache_views: int = DEFAULT_CACHE_VIEWS, **kwargs) -> SegmentationLearner:
+        """Train the decoder and segmentation head with the encoder frozen (`TransferLearner.fit_frozen`).
+
+        With ``cache=True`` (default) the frozen encoder's feature maps at every scale are computed once
+        (`cache_views` views per training image: the plain image, plus views drawn with the training augmentations,
+        each with its mask, when more than 1; and the validation images), and the decoder and head train on them:
+        the same loss, metrics, warm-up + cosine schedule, history, early stopping and best weights, without the
+        encoder's pass and the image reading of every epoch. The maps are kept as float16 in memory up to
+        `MAP_CACHE_MEMORY_LIMIT` (2 GiB), memory-mapped from a file in `feature_cache_dir()` beyond it; when that
+        disk has no room, or with ``train_bn=True`` (the encoder's BatchNorm layers train), one logged line says
+        why and the fit runs on the images, as with ``cache=False``. The maps are reused by the next frozen fit and
+        `lr_find` while the encoder's weights, the data and the views stay the same. The history marks the epochs
+        ``on_features``.
+
+        Args:
+            epochs, lr, cache, cache_views: as in `TransferLearner.fit_frozen`.
+            **kwargs: `TransferLearner.fit_frozen`'s others (warmup_pct, monitor, patience, restore_best, cbs, resume).
+
+        Returns:
+            The learner.
+
+        >>> learn.fit_frozen(3)  # doctest: +SKIP
+        >>> learn.fit_frozen(3, cache=False)  # every epoch a pass through the encoder  # doctest: +SKIP
+        """
+        return super().fit_frozen(epochs, lr, cache=cache, cache_views=cache_views, **kwargs)
+
+    def freeze_to(self, n: int) -> None:
+        """fastai's ``freeze_to``; once an encoder group trains, the cached maps are dropped (they would go stale and
+        only hold memory)."""
+        super().freeze_to(n)
+        if not self._body_is_frozen():
+            self.feature_cache = None
+
+    # ------------------------------------------------------------------------------------ cached feature maps
+
+    def _cache_obstacle(self) -> str | None:
+        """Why the frozen encoder's maps cannot be cached for this learner (``None`` when they can)."""
+        if self.train_bn:
+            return "the encoder's BatchNorm layers train (train_bn=True)"
+        if self.world is not None:
+            return "this is a distributed run"
+        if not isinstance(self.dls, SegmentationData):
+            return "the data is not a SegmentationData"
+        model = self.model
+        if not all(hasattr(model, name) for name in ("encoder", "decoder", "segmentation_head")) or getattr(
+                model, "classification_head", None) is not None:
+            return "the model is not an smp encoder, decoder and segmentation head"
+        head = {id(p) for p in (*model.decoder.parameters(), *model.segmentation_head.parameters())}
+        if head != {id(p) for p in self.layer_groups.params(model)[-1]}:
+            return "the last layer group is not the decoder and segmentation head"
+        return None
+
+    def _feature_cache_or_none(self, cache_views: int, caller: str = "fit_frozen") -> FeatureMapCache | None:
+        """The cached maps for the current encoder weights, data and views (computed when needed), or ``None``.
+
+        Says in one line when the cheap path is lost (and why), and when `lr_find` does the one-time pass.
+        """
+        obstacle = self._cache_obstacle()
+        if obstacle is not None:
+            logger.info(f"{caller}: the decoder trains on the images, not on cached feature maps, because {obstacle}: "
+                        "every frozen epoch is a full pass through the encoder.")
+            return None
+        key = map_cache_key(self.model.encoder, self.dls.recipe, cache_views)
+        if self.feature_cache is None or self.feature_cache.key != key:
+            if caller == "lr_find":
+                logger.info(f"lr_find: computing the frozen encoder's feature maps of the {len(self.dls.train_ds)} "
+                            f"training and {len(self.dls.valid_ds)} validation images once (one pass); the sweep and "
+                            "later frozen fits reuse them.")
+            self.feature_cache = None  # free the old one first
+            try:
+                self.feature_cache = compute_map_cache(self.model.encoder, self.dls, cache_views, key, self.device,
+                                                       autocast_dtype=autocast_dtype(self.cbs, self.device))
+            except MapCacheTooLarge as e:
+                logger.info(f"{caller}: the decoder trains on the images, not on cached feature maps: {e}.")
+                return None
+        return self.feature_cache
+
+    def _training_loop(self, features: FeatureMapCache | None):
+        """This learner, or the `HeadLoop` that trains the decoder and head on cached `features` with its optimizer
+        and callbacks."""
+        if features is None:
+            return self
+        return HeadLoop(self, features.dataloaders(self.dls, self.device), DecoderHead(self.model, features.layout))
+
+    # ------------------------------------------------------------------------------------ predictions
 
     def interpret(self, dl=None, tta: bool = False) -> SegmentationInterpretation:
         """Predictions on `dl` (default the validation set; a DataLoader, or a table with ``path`` and ``mask``),

@@ -36,8 +36,8 @@ from ...models.layer_groups import LayerGroups, feature_layer_groups
 from ...models.spec import ModelSpec
 from ..registry import HeadSupport
 
-__all__ = ["SEGMENTATION_HEADS", "FeatureEncoder", "FeatureSegmentationModel", "SegmentationConfig",
-           "build_segmentation_model", "encoder_layer_groups", "segmentation_heads"]
+__all__ = ["SEGMENTATION_HEADS", "DecoderHead", "EncoderLayout", "FeatureEncoder", "FeatureSegmentationModel",
+           "SegmentationConfig", "build_segmentation_model", "encoder_layer_groups", "segmentation_heads"]
 
 # where the feature body sits: where smp's ``tu-`` encoders keep timm's body too, so that bundles written when the
 # encoder was smp's own load unchanged
@@ -230,6 +230,65 @@ def build_segmentation_model(arch: str, n_classes: int, *, head: str = "unet", p
     if initialise:
         model.initialize()
     return model, replace(spec, weights=body.weights, classifier=DECODER_PATHS)
+
+
+@dataclass(frozen=True)
+class EncoderLayout:
+    """The shape (channels, height, width) of each of an smp encoder's outputs at one input size, and which of them
+    carry features (`kept`): what a cache of the encoder's maps stores.
+
+    smp's encoders give the input image first (the decoders read only its size) and, for bodies whose maps start at
+    stride 4, an empty stride-2 map; neither is kept: `restore` gives them back as empty tensors of their size.
+
+    >>> model, _ = build_segmentation_model("test_efficientnet", 2, pretrained=False)
+    >>> layout = EncoderLayout.of(model.encoder(torch.zeros(1, 3, 64, 64)))
+    >>> layout.kept, layout.shapes[1]
+    ((1, 2, 3, 4, 5), (16, 32, 32))
+    """
+
+    shapes: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def of(cls, features: list[torch.Tensor]) -> EncoderLayout:
+        """The layout of one batch of encoder outputs."""
+        return cls(tuple((int(f.shape[1]), int(f.shape[2]), int(f.shape[3])) for f in features))
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        """The positions of the outputs with features (not the input image, not an empty placeholder)."""
+        return tuple(i for i, (channels, _, _) in enumerate(self.shapes) if i > 0 and channels > 0)
+
+    def keep(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The outputs at `kept` of one batch of encoder outputs."""
+        return [features[i] for i in self.kept]
+
+    def restore(self, maps) -> list[torch.Tensor]:
+        """The encoder's outputs again from the `kept` `maps`: the others as empty (0-channel) tensors of their size."""
+        by_position, n = dict(zip(self.kept, maps)), maps[0].shape[0]
+        return [by_position[i] if i in by_position else maps[0].new_empty((n, 0, h, w))
+                for i, (_, h, w) in enumerate(self.shapes)]
+
+
+class DecoderHead(nn.Module):
+    """An smp model's decoder and segmentation head as one module over the encoder's feature maps: what the frozen
+    stage trains on cached maps. The modules are the model's own (not copies): training this trains the model.
+
+    ``forward(*maps)`` takes the encoder's `EncoderLayout.kept` outputs in order and gives the model's logits.
+
+    >>> model, _ = build_segmentation_model("test_efficientnet", 2, pretrained=False)
+    >>> x = torch.randn(2, 3, 64, 64); _ = model.eval()
+    >>> maps = model.encoder(x); layout = EncoderLayout.of(maps)
+    >>> torch.allclose(DecoderHead(model, layout)(*layout.keep(maps)), model(x), atol=1e-5)
+    True
+    """
+
+    def __init__(self, model: nn.Module, layout: EncoderLayout):
+        super().__init__()
+        self.decoder, self.segmentation_head = model.decoder, model.segmentation_head
+        self.layout = layout
+
+    def forward(self, *maps: torch.Tensor) -> torch.Tensor:
+        return self.segmentation_head(self.decoder(self.layout.restore(maps)))
 
 
 def encoder_layer_groups(model: nn.Module, n_stages: int | None = None) -> LayerGroups:
