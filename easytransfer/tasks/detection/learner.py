@@ -12,8 +12,8 @@ default (`default_monitor`), since the region proposal network samples its ancho
 the loss says little about the boxes.
 ``learn.evaluate()`` gives mAP on the test images.
 
-The feature cache of classification does not apply (the heads read feature maps at several scales, and the
-boxes move with augmentation): `fit_frozen` trains on the images, with the body frozen.
+No feature cache: the frozen body's forward pass is ~14% of a frozen training step (measured at 320 px; the
+pyramid, the proposal network and the box head run on every batch), so `fit_frozen` trains on the images.
 """
 
 from __future__ import annotations
