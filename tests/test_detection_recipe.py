@@ -7,20 +7,12 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 from fastai.optimizer import SGD
-from test_detection import TINY, make_voc, quiet
+from test_detection import TINY, make_voc, one_thread, quiet  # noqa: F401 (one_thread: autouse)
 
 from easytransfer import DetectionData, detection_learner
 from easytransfer.evaluate.box_metrics import average_precision
 from easytransfer.tasks.detection.interpretation import detect
 from easytransfer.tasks.detection.recipe import DETECTION_DECAY, MeanAveragePrecision, detection_lr
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
