@@ -7,6 +7,7 @@ import gc
 import logging
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from easytransfer.tasks.segmentation.feature_maps import (
     compute_map_cache,
     map_cache_key,
 )
-from easytransfer.tasks.segmentation.model import DecoderHead
+from easytransfer.tasks.segmentation.model import DecoderHead, EncoderLayout
 from easytransfer.train.history import PhaseKind
 
 SIZE = 32
@@ -145,6 +146,66 @@ def test_augmented_views_keep_their_own_masks(shapes):
                                                                                      minlength=3))
     key = map_cache_key(learn.model.encoder, learn.dls.recipe, 3)
     assert key != map_cache_key(learn.model.encoder, learn.dls.recipe, 1)
+
+
+def _cell_ids(side: int, cells: int) -> np.ndarray:
+    """(side, side) ids of the coarsest grid's cells: row * cells + column."""
+    rows = np.arange(side) * cells // side
+    return rows[:, None] * cells + rows[None, :]
+
+
+def test_training_windows_cut_every_map_and_the_mask_at_one_place():
+    size, cells = 128, 4  # maps at strides 2 ... 32; the coarsest is 4 x 4 cells
+    strides = (2, 4, 8, 16, 32)
+    layout = EncoderLayout(((3, size, size), *((1, size // s, size // s) for s in strides)))
+    maps = tuple(np.broadcast_to(_cell_ids(size // s, cells), (1, 6, 1, size // s, size // s)).astype(np.float16)
+                 for s in strides)
+    masks = np.broadcast_to(_cell_ids(size, cells), (1, 6, size, size)).astype(np.uint8)
+    cache = FeatureMapCache("key", layout, maps, masks, maps, masks)
+    like = SimpleNamespace(train=SimpleNamespace(bs=2, shuffle=True, drop_last=False), valid=SimpleNamespace(bs=2))
+    dls = cache.dataloaders(like, torch.device("cpu"), window=0.5)
+    places = set()
+    for _ in range(10):
+        *xb, yb = dls.train.one_batch()
+        assert yb.shape == (2, 64, 64) and [m.shape[-1] for m in xb] == [32, 16, 8, 4, 2]
+        for i in range(2):
+            ids = yb[i].unique()
+            assert len(ids) == 4 and int(ids[-1] - ids[0]) == cells + 1  # a 2 x 2 block of cells, whole
+            assert all(torch.equal(m[i, 0].unique().long(), ids) for m in xb)  # the same place in every map
+            places.add(int(ids[0]))
+    assert len(places) > 2  # drawn anew
+    *xb, yb = dls.valid.one_batch()
+    assert yb.shape == (2, size, size)  # validation reads whole maps
+    assert feature_maps.window_cells((4, 4), 1.0) is None and feature_maps.window_cells((9, 9), 0.5) == (4, 4)
+    with pytest.raises(ValueError, match="fraction"):
+        feature_maps.window_cells((4, 4), 0)
+
+
+class DecoderInputSides:
+    """The sides of the maps the decoder reads, in training and in evaluation mode."""
+
+    def __init__(self, learn):
+        self.train, self.eval = set(), set()
+        learn.model.decoder.register_forward_hook(self)
+
+    def __call__(self, module, args, output):
+        (self.train if module.training else self.eval).add(int(output.shape[-1]))
+
+
+def test_the_frozen_stage_trains_on_windows_and_validates_on_whole_images(tmp_path):
+    images, masks = write_shapes(tmp_path, n=8, size=128)
+    dls = SegmentationData.from_folders(images, masks, codes=CODES, size=128, bs=4, seed=0, valid_pct=0.25)
+    set_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learn = segmentation_learner(dls, "test_efficientnet", "unet", pretrained=False)
+    sides = DecoderInputSides(learn)
+    learn.fit_frozen(1, lr=1e-2)
+    assert learn.fit_history.records[-1].on_features
+    assert sides.train == {64} and sides.eval == {128}  # half the side in training, whole images in validation
+    sides.train.clear()
+    learn.fit_frozen(1, lr=1e-2, cache_window=None)
+    assert sides.train == {128}
 
 
 def test_beyond_the_memory_limit_the_maps_are_memory_mapped(shapes, tmp_path):

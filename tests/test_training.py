@@ -1,16 +1,19 @@
 """Training: fit_gradual, early stopping, best-weight restore, NaN stop, lr_find, history plot, diagnosis, options."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.mixup import MixUp
 from fastai.losses import LabelSmoothingCrossEntropyFlat
 from fastai.metrics import Metric
 from matplotlib.figure import Figure
 
 from easytransfer import ImageData, transfer_learner
+from easytransfer.train.callbacks import BestWeightsCallback, TieAwareEarlyStopping
 from easytransfer.train.diagnosis import diagnose
 from easytransfer.train.rates import DEFAULT_HEAD_LR
 
@@ -131,6 +134,38 @@ def test_early_stopping_ends_the_fit_after_patience_epochs(dls):
     learn = transfer_learner(dls, "test_efficientnet", pretrained=False, metrics=[EpochScore([0.9] + [0.5] * 9)])
     learn.fit_frozen(10, monitor="score", patience=2)
     assert len(learn.history) == 3  # the best epoch and two without improvement
+
+
+def _tracked(cb, rows):
+    """Runs `cb` over epochs of (valid_loss, score) rows on a stand-in recorder; the epochs it took as new best."""
+    recorder = SimpleNamespace(metric_names=["epoch", "train_loss", "valid_loss", "score", "time"], values=[])
+    cb.learn = SimpleNamespace(recorder=recorder, epoch=0, model=torch.nn.Linear(1, 1))
+    cb.before_fit()
+    best = []
+    for epoch, (loss, score) in enumerate(rows):
+        cb.learn.epoch = epoch
+        recorder.values.append([1.0, loss, score])
+        cb.after_epoch()
+        best += [epoch] if cb.new_best else []
+    return best
+
+
+def test_a_tie_on_the_metric_goes_to_the_lower_validation_loss():
+    rows = [(2.0, 0.0), (1.5, 0.0), (1.8, 0.0), (1.2, 0.0), (1.3, 0.4), (1.0, 0.4)]  # map50 stuck at 0, then a tie
+    assert _tracked(BestWeightsCallback(monitor="score", verbose=False), rows) == [0, 1, 3, 4, 5]
+    assert _tracked(TieAwareEarlyStopping(monitor="score", patience=2), rows) == [0, 1, 3, 4, 5]  # never stops
+    with pytest.raises(CancelFitException):  # equal scores and no lower loss: no progress
+        _tracked(TieAwareEarlyStopping(monitor="score", patience=2), [(1.0, 0.0), (1.1, 0.0), (1.2, 0.0)])
+    assert _tracked(BestWeightsCallback(monitor="valid_loss", verbose=False), [(1.0, 0), (1.0, 0)]) == [0]
+
+
+def test_a_fit_on_a_flat_metric_keeps_the_lowest_validation_loss(dls):
+    learn = transfer_learner(dls, "test_efficientnet", pretrained=False, metrics=[EpochScore([0.0] * 4)])
+    recorder = RecordWeights()
+    learn.fit_frozen(4, lr=5e-2, monitor="score", patience=None, cbs=[recorder], cache=False)
+    best = int(learn.history["valid_loss"].to_numpy().argmin())
+    assert learn.best_epoch == best
+    assert _same_state(learn.model.state_dict(), recorder.states[best])
 
 
 def test_unknown_monitor_is_a_clear_error(learn):

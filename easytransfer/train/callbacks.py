@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import SchedCos, SchedLin, combine_scheds
-from fastai.callback.tracker import TrackerCallback
+from fastai.callback.tracker import EarlyStoppingCallback, TrackerCallback
 from torch import nn
 
 from ..log import get_logger
 from .distributed import any_rank
 from .history import EpochRecord, History, Phase
 
-__all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "PhaseLogCallback", "StopOnNaNCallback", "better",
-           "warmup_cosine"]
+__all__ = ["BestWeightsCallback", "FrozenBatchNormCallback", "LossTieBreak", "PhaseLogCallback", "StartCandidate",
+           "StopOnNaNCallback", "TieAwareEarlyStopping", "better", "warmup_cosine"]
 
 logger = get_logger(__name__)
 
@@ -159,15 +160,60 @@ def _load_changeable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> 
             tensors[name].copy_(value)
 
 
-class BestWeightsCallback(TrackerCallback):
+class StartCandidate(NamedTuple):
+    """The weights a fit starts from, as a candidate it must beat: their `monitor` value, history row and validation
+    loss (the tie-break)."""
+
+    value: float
+    row: int
+    loss: float = math.inf
+
+
+class LossTieBreak(TrackerCallback):
+    """fastai's `TrackerCallback` where an epoch that ties the best value of a metric monitor exactly and has a lower
+    validation loss counts as better (``new_best``).
+
+    A metric can sit on one value for several epochs: mAP@0.5 at 0 while a detector still learns to find anything,
+    accuracy at 1.0 on a small validation set. Without the tie-break the first of those epochs would be kept and
+    early stopping would count the others as no progress, although the loss says the model is getting better.
+    A loss monitor has no ties to break.
+
+    >>> learn.fit(10, cbs=TieAwareEarlyStopping(monitor="map50", patience=3))  # doctest: +SKIP
+    """
+
+    def before_fit(self):
+        super().before_fit()
+        self.best_loss = math.inf
+
+    def after_epoch(self):
+        super().after_epoch()
+        values = dict(zip(self.recorder.metric_names[1:], self.recorder.values[-1]))
+        loss = float(values.get("valid_loss", math.inf))
+        if (not self.new_best and "loss" not in self.monitor and values[self.monitor] == self.best
+                and loss < self.best_loss):
+            self.new_best = True
+        if self.new_best:
+            self.best_loss = loss
+
+
+class TieAwareEarlyStopping(EarlyStoppingCallback, LossTieBreak):
+    """fastai's `EarlyStoppingCallback` with `LossTieBreak`: an epoch that ties the best metric with a lower
+    validation loss resets the patience.
+
+    >>> learn.fit(10, cbs=TieAwareEarlyStopping(monitor="map50", patience=5))  # doctest: +SKIP
+    """
+
+
+class BestWeightsCallback(LossTieBreak):
     """Keep the weights of the best epoch by `monitor` in memory and load them when the fit ends.
 
     Built on fastai's `TrackerCallback` (the same `monitor`, `comp` and `min_delta` as `SaveModelCallback`),
     but nothing is written to disk. The copy includes buffers such as BatchNorm statistics. When the best
-    epoch is not the last one, one line says which epoch's weights were restored. With `start` set to
-    ``(value, row)``, the weights the model has when the fit begins count as a candidate with that `monitor`
+    epoch is not the last one, one line says which epoch's weights were restored. With `start` set to a
+    `StartCandidate`, the weights the model has when the fit begins count as a candidate with that `monitor`
     value (`row`: their epoch in the history): an epoch must beat them to be kept, so a fit never ends with
-    weights worse on validation than the ones it started from (``kept_start`` says when it kept them).
+    weights worse on validation than the ones it started from (``kept_start`` says when it kept them). A tie on a
+    metric goes to the lower validation loss (`LossTieBreak`).
 
     >>> learn.fit(10, cbs=BestWeightsCallback(monitor="accuracy"))  # doctest: +SKIP
     """
@@ -178,7 +224,7 @@ class BestWeightsCallback(TrackerCallback):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=True)
         self.verbose = verbose
         self.initial = None  # (best value, state, history row) carried over from a resumed fit
-        self.start = None  # (value, history row) of the weights the fit starts from, to be beaten
+        self.start: StartCandidate | None = None  # the weights the fit starts from, to be beaten
         self.kept_start = False
 
     def before_fit(self):
@@ -187,8 +233,8 @@ class BestWeightsCallback(TrackerCallback):
         if self.initial is not None:
             self.best, self.best_state, self.best_row = self.initial
         elif self.start is not None:
-            value, row = self.start
-            self.best, self.best_state, self.best_row = value, _changeable_state(self.learn.model), row
+            self.best, self.best_row, self.best_loss = self.start
+            self.best_state = _changeable_state(self.learn.model)
 
     def after_epoch(self):
         super().after_epoch()
@@ -203,7 +249,7 @@ class BestWeightsCallback(TrackerCallback):
     def after_fit(self):
         if self.run and self.best_state is not None and self.best_row != self.last_row:
             _load_changeable_state(self.learn.model, self.best_state)
-            self.kept_start = self.start is not None and self.initial is None and self.best_row == self.start[1]
+            self.kept_start = self.start is not None and self.initial is None and self.best_row == self.start.row
             if self.verbose and self.kept_start:
                 logger.info(f"No epoch of this fit beat the weights it started from ({self.monitor} "
                             f"{self.best:.4f}); kept those.")

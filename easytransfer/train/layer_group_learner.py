@@ -21,7 +21,6 @@ import torch
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.schedule import LRFinder, ParamScheduler
-from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastcore.foundation import L
@@ -34,7 +33,15 @@ from ..models.factory import ModelSpec
 from ..models.heads import HeadConfig
 from ..models.layer_groups import LayerGroups
 from ..models.weights import load_state_dict_strict
-from .callbacks import BestWeightsCallback, FrozenBatchNormCallback, PhaseLogCallback, StopOnNaNCallback, warmup_cosine
+from .callbacks import (
+    BestWeightsCallback,
+    FrozenBatchNormCallback,
+    PhaseLogCallback,
+    StartCandidate,
+    StopOnNaNCallback,
+    TieAwareEarlyStopping,
+    warmup_cosine,
+)
 from .checkpoint import (
     BEST_NAME,
     LAST_NAME,
@@ -98,7 +105,7 @@ class LayerGroupLearner(Learner):
         self.lr_find_result = None
         self.stop_reason = None
         self.best_epoch = None
-        self.fit_start: tuple[float, int] | None = None  # (monitor value, history row) the last fit had to beat
+        self.fit_start: StartCandidate | None = None  # the weights the last fit had to beat
         self.fine_tune_choice = None
         self.last_interpretation = None  # the last interpret / evaluate a subclass kept: what save_report shows
         self.world = None  # the `World` of a distributed run while `distributed()` is active
@@ -336,7 +343,7 @@ class LayerGroupLearner(Learner):
         if restore_best:
             cbs.append(BestWeightsCallback(monitor=monitor))
         if patience is not None:
-            cbs.append(EarlyStoppingCallback(monitor=monitor, patience=patience))
+            cbs.append(TieAwareEarlyStopping(monitor=monitor, patience=patience))
         return cbs
 
     def _fit_scheduled(self, epochs: int, lrs: np.ndarray, *, warmup_pct: float, phase: Phase, monitor: str,
@@ -391,8 +398,8 @@ class LayerGroupLearner(Learner):
             raise DataError("The validation set is empty, so no epoch can be scored; add images or give a "
                             "validation split.")
 
-    def _start_candidate(self, monitor: str, features) -> tuple[float, int] | None:
-        """``(monitor value, history row)`` of the weights a fit starts from, when they were trained here.
+    def _start_candidate(self, monitor: str, features) -> StartCandidate | None:
+        """The weights a fit starts from (`monitor` value, history row, validation loss), when they were trained here.
 
         A fit keeps them unless one of its epochs beats them on validation, so no fit makes a trained model
         worse (one validation pass; nothing for a first fit or a training-loss monitor).
@@ -400,13 +407,18 @@ class LayerGroupLearner(Learner):
         if not len(self.fit_history) or monitor == "train_loss":
             return None
         row = self.best_epoch if self.best_epoch is not None else len(self.fit_history) - 1
-        return self._validation_value(monitor, features), row
+        values = self._validation_values(features)
+        return StartCandidate(values[monitor], row, values["valid_loss"])
 
     def _validation_value(self, monitor: str, features=None) -> float:
         """`monitor` of the current weights on the validation set: one pass over its images, or over their
         cached `features` (the body does not run again) when given."""
+        return self._validation_values(features)[monitor]
+
+    def _validation_values(self, features=None) -> dict[str, float]:
+        """The validation loss and metrics of the current weights, by name (`_validation_value`'s pass)."""
         values = self._training_loop(features).validate()
-        return float(dict(zip(self._monitor_names()[1:], values))[monitor])
+        return {name: float(v) for name, v in zip(self._monitor_names()[1:], values)}
 
     def _resume(self, state: FitState):
         """Load the last checkpoint of an interrupted fit: weights, optimizer, history; (epochs done, best)."""

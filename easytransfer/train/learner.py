@@ -313,7 +313,7 @@ class TransferLearner(RecipeDefaults, LayerGroupLearner, metaclass=ABCMeta):
         if not frozen_epochs:
             return self
         if frozen_value is None:  # measured by the fit, which kept those weights unless an epoch beat them
-            frozen_value = self.fit_start[0]
+            frozen_value = self.fit_start.value
         tuned_value = self._validation_value(monitor)
         kept = "frozen" if better(monitor, frozen_value, tuned_value) else "fine-tuned"
         if kept == "frozen":

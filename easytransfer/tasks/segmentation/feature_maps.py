@@ -7,6 +7,13 @@ augmentations, each with its own mask (flips and crops move the mask with the im
 once. Each epoch draws one view per image. The learner trains the decoder and segmentation head (`DecoderHead`, the
 model's own modules) on the maps in a `HeadLoop`, with its loss, metrics, optimizer, schedule and callbacks.
 
+Each training item is a window of its view's maps (`FROZEN_WINDOW` of the side, at a random place on the grid of the
+coarsest map, the same place at every scale and in the mask), drawn anew every epoch; validation reads whole maps.
+The decoder then learns at the images' own scale (what `predict` sees) from a random crop, as segmentation models are
+usually trained, and a step costs about a quarter of a whole-image step: the decoder, not the encoder, is most of a
+segmentation model's work (U-Net on EfficientNet-Lite0 at 256 px: 2.51 of 2.99 GMACs per image), so caching the
+encoder alone saves little. The encoder saw the whole image, so the window's maps hold the context around it.
+
 The maps are kept as float16 (float32 when a map does not fit float16's range), in CPU memory up to
 `MAP_CACHE_MEMORY_LIMIT` (2 GiB); a larger cache is a memory-mapped file in `feature_cache_dir()` (deleted with the
 cache), and when that disk has no room for it `MapCacheTooLarge` says so (the learner then trains on the images). The
@@ -43,8 +50,8 @@ from ...train.features import feature_cache_dir, random_state_kept
 from .data import SegmentationData, SegmentationRecipe
 from .model import EncoderLayout
 
-__all__ = ["MAP_CACHE_MEMORY_LIMIT", "MAP_DTYPE", "FeatureMapCache", "MapCacheTooLarge", "compute_map_cache",
-           "map_cache_key"]
+__all__ = ["FROZEN_WINDOW", "MAP_CACHE_MEMORY_LIMIT", "MAP_DTYPE", "FeatureMapCache", "MapCacheTooLarge",
+           "compute_map_cache", "map_cache_key", "window_cells"]
 
 MAP_CACHE_MEMORY_LIMIT = 2 << 30  # bytes in CPU memory; a larger cache is memory-mapped from a file
 # half the bytes of float32; measured on CrackForest at 256 px (EfficientNet-Lite0 U-Net): the logits differ by
@@ -53,6 +60,11 @@ MAP_DTYPE = np.float16
 DISK_MARGIN = 1 << 30  # bytes a memory-mapped cache leaves free on its disk
 PASS_THREADS = min(8, os.cpu_count() or 1)  # image reading and resizing release the GIL: one thread per core
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+# side of a training window on the cached maps, a fraction of the image's side: a quarter of the decoder's work.
+# Measured on CrackForest and a 12-class street set (docs/segmentation.md): the recipe's scores hold, the frozen
+# stage is several times faster
+FROZEN_WINDOW = 0.5
+MIN_WINDOW_CELLS = 2  # a window is at least 2 cells of the coarsest map wide; smaller maps are read whole
 
 
 class MapCacheTooLarge(EasyTransferError):
@@ -94,35 +106,72 @@ class FeatureMapCache:
         arrays = (*self.train_maps, self.train_masks, *self.valid_maps, self.valid_masks)
         return sum(int(a.nbytes) for a in arrays)
 
-    def dataloaders(self, like: DataLoaders, device: torch.device) -> DataLoaders:
+    def dataloaders(self, like: DataLoaders, device: torch.device, window: float | None = None) -> DataLoaders:
         """DataLoaders of ``(*maps, mask)`` with the batch size, shuffling and drop_last of `like`, on `device`;
         the maps come as float32, the masks as int64 (what the model's batches hold).
 
+        Args:
+            like: the learner's DataLoaders.
+            device: where the batches go.
+            window: each training item is a random window of this fraction of the side (`window_cells`), the same
+                place at every scale and in the mask; ``None`` reads whole maps. Validation reads whole maps.
+
         >>> cache.dataloaders(learn.dls, learn.device).one_batch()[-1].shape  # doctest: +SKIP
         torch.Size([8, 224, 224])
+        >>> cache.dataloaders(learn.dls, learn.device, window=0.5).one_batch()[-1].shape  # doctest: +SKIP
+        torch.Size([8, 96, 96])
         """
-        train = DataLoader(_MapDataset(self.train_maps, self.train_masks), bs=like.train.bs,
+        cells = self.train_maps[-1].shape[-2:]  # the coarsest map's grid
+        train_window = window_cells(cells, window) if window is not None else None
+        train = DataLoader(_MapDataset(self.train_maps, self.train_masks, train_window), bs=like.train.bs,
                            shuffle=like.train.shuffle, drop_last=like.train.drop_last, after_batch=_training_dtype)
         valid = DataLoader(_MapDataset(self.valid_maps, self.valid_masks), bs=like.valid.bs, shuffle=False,
                            drop_last=False, after_batch=_training_dtype)
         return DataLoaders(train, valid, device=device)
 
 
-class _MapDataset:
-    """Items ``(*maps, mask)`` from cached views; each access draws one view at random."""
+def window_cells(cells: tuple[int, int], fraction: float) -> tuple[int, int] | None:
+    """The (height, width) in cells of the coarsest map of a training window `fraction` of the side, rounded down,
+    at least `MIN_WINDOW_CELLS`; ``None`` (whole maps) where that is not smaller than the grid.
 
-    def __init__(self, maps: tuple[np.ndarray, ...], masks: np.ndarray):
-        self.maps, self.masks = maps, masks
+    >>> window_cells((7, 7), 0.5), window_cells((10, 8), 0.5), window_cells((3, 3), 0.5)
+    ((3, 3), (5, 4), None)
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the window must be a fraction of the side in (0, 1], got {fraction!r}")
+    window = tuple(max(MIN_WINDOW_CELLS, int(n * fraction)) for n in cells)
+    return window if any(w < n for w, n in zip(window, cells)) else None
+
+
+class _MapDataset:
+    """Items ``(*maps, mask)`` from cached views; each access draws one view at random and, with `window` (cells of
+    the coarsest map), a window at a random place on that map's grid, cut at the same place from every map and the
+    mask."""
+
+    def __init__(self, maps: tuple[np.ndarray, ...], masks: np.ndarray, window: tuple[int, int] | None = None):
+        self.maps, self.masks, self.window = maps, masks, window
         self.views = masks.shape[0]
         self.n_inp = len(maps)  # fastai's Learner splits a batch into inputs (the maps) and the target
+        self.cells = maps[-1].shape[-2:]
 
     def __len__(self) -> int:
         return self.masks.shape[1]
 
     def __getitem__(self, i):
         v = int(np.random.randint(self.views)) if self.views > 1 else 0
-        return (*(torch.from_numpy(np.ascontiguousarray(m[v, i])) for m in self.maps),
-                torch.from_numpy(np.ascontiguousarray(self.masks[v, i])))
+        arrays = (*(m[v, i] for m in self.maps), self.masks[v, i])
+        if self.window is not None:
+            top, left = (int(np.random.randint(n - w + 1)) for n, w in zip(self.cells, self.window))
+            arrays = tuple(_cut(a, (top, left), self.window, self.cells) for a in arrays)
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+
+def _cut(array: np.ndarray, start: tuple[int, int], window: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
+    """The window at `start` (cells of the coarsest grid) of a map (..., H, W) whose sides are whole multiples of the
+    grid's."""
+    (h, w), (top, left), (wh, ww) = array.shape[-2:], start, window
+    fh, fw = h // cells[0], w // cells[1]
+    return array[..., top * fh:(top + wh) * fh, left * fw:(left + ww) * fw]
 
 
 def _training_dtype(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -28,7 +28,7 @@ from ...train.head_loop import HeadLoop
 from ...train.learner import TransferLearner
 from ...train.precision import autocast_dtype
 from .data import SegmentationData
-from .feature_maps import FeatureMapCache, MapCacheTooLarge, compute_map_cache, map_cache_key
+from .feature_maps import FROZEN_WINDOW, FeatureMapCache, MapCacheTooLarge, compute_map_cache, map_cache_key
 from .interpretation import SegmentationInterpretation, flip_averaged_logits
 from .model import DecoderHead, SegmentationConfig, build_segmentation_model, encoder_layer_groups
 
@@ -117,6 +117,8 @@ class SegmentationLearner(TransferLearner):
         segmentation: the `SegmentationConfig` (decoder, ignore_index) the bundle records.
         feature_cache: the `FeatureMapCache` of the frozen encoder while the encoder stays frozen (dropped when it
             is unfrozen); recomputed when its weights, the data or the views change.
+        cache_window: the side of the window of the cached maps a frozen training step reads, a fraction of the
+            image's side (`FROZEN_WINDOW`; ``None``: whole maps); `fit_frozen`'s ``cache_window`` sets it.
     """
 
     task = "segmentation"
@@ -127,6 +129,7 @@ class SegmentationLearner(TransferLearner):
     def __init__(self, dls: SegmentationData, model: nn.Module, *, spec, layer_groups,
                  segmentation: SegmentationConfig, train_bn: bool = False, freeze_bn_stats: bool = True, **kwargs):
         self.feature_cache: FeatureMapCache | None = None  # before the parent's __init__, which freezes
+        self.cache_window: float | None = FROZEN_WINDOW
         # the parent's rule puts BN layers whose parameters are all frozen in inference mode; the encoder's are
         # then kept so after unfreezing too (freeze_bn_stats), the decoder's never (they start with no statistics)
         super().__init__(dls, model, spec=spec, layer_groups=layer_groups, head_config=HeadConfig(),
@@ -155,7 +158,8 @@ class SegmentationLearner(TransferLearner):
         return f"{self.segmentation.head} decoder"
 
     def fit_frozen(self, epochs: int = 3, lr: float | str | None = None, *, cache: bool = True,
-                   cache_views: int = DEFAULT_CACHE_VIEWS, **kwargs) -> SegmentationLearner:
+                   cache_views: int = DEFAULT_CACHE_VIEWS, cache_window: float | None = FROZEN_WINDOW,
+                   **kwargs) -> SegmentationLearner:
         """Train the decoder and segmentation head with the encoder frozen (`TransferLearner.fit_frozen`).
 
         With ``cache=True`` (default) the frozen encoder's feature maps at every scale are computed once
@@ -169,8 +173,14 @@ class SegmentationLearner(TransferLearner):
         `lr_find` while the encoder's weights, the data and the views stay the same. The history marks the epochs
         ``on_features``.
 
+        Each training step on the maps reads a window of them (`cache_window` of the side, half by default, at a
+        random place drawn every epoch, the same at every scale and in the mask; validation reads whole maps): the
+        decoder learns at the images' own scale from random crops, and a step costs about a quarter of a whole
+        image's, the decoder being most of a segmentation model's work (measured in docs/segmentation.md).
+
         Args:
             epochs, lr, cache, cache_views: as in `TransferLearner.fit_frozen`.
+            cache_window: the window's side, a fraction of the image's side; ``None`` trains on whole maps.
             **kwargs: `TransferLearner.fit_frozen`'s others (warmup_pct, monitor, patience, restore_best, cbs, resume).
 
         Returns:
@@ -178,7 +188,9 @@ class SegmentationLearner(TransferLearner):
 
         >>> learn.fit_frozen(3)  # doctest: +SKIP
         >>> learn.fit_frozen(3, cache=False)  # every epoch a pass through the encoder  # doctest: +SKIP
+        >>> learn.fit_frozen(3, cache_window=None)  # whole maps in every step  # doctest: +SKIP
         """
+        self.cache_window = cache_window
         return super().fit_frozen(epochs, lr, cache=cache, cache_views=cache_views, **kwargs)
 
     def freeze_to(self, n: int) -> None:
@@ -237,7 +249,8 @@ class SegmentationLearner(TransferLearner):
         and callbacks."""
         if features is None:
             return self
-        return HeadLoop(self, features.dataloaders(self.dls, self.device), DecoderHead(self.model, features.layout))
+        dls = features.dataloaders(self.dls, self.device, window=self.cache_window)
+        return HeadLoop(self, dls, DecoderHead(self.model, features.layout))
 
     # ------------------------------------------------------------------------------------ predictions
 

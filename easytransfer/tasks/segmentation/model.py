@@ -263,9 +263,11 @@ class EncoderLayout:
         return [features[i] for i in self.kept]
 
     def restore(self, maps) -> list[torch.Tensor]:
-        """The encoder's outputs again from the `kept` `maps`: the others as empty (0-channel) tensors of their size."""
-        by_position, n = dict(zip(self.kept, maps)), maps[0].shape[0]
-        return [by_position[i] if i in by_position else maps[0].new_empty((n, 0, h, w))
+        """The encoder's outputs again from the `kept` `maps`: the others as empty (0-channel) tensors of their size,
+        scaled as the maps are to the layout's (a window of the maps restores a window of the image)."""
+        by_position, first = dict(zip(self.kept, maps)), maps[0]
+        (_, kh, kw), (mh, mw) = self.shapes[self.kept[0]], first.shape[-2:]
+        return [by_position[i] if i in by_position else first.new_empty((first.shape[0], 0, h * mh // kh, w * mw // kw))
                 for i, (_, h, w) in enumerate(self.shapes)]
 
 
