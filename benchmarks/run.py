@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # recipe_vs_fastai.py runs on its own too; the suite includes its comparison
 BENCHMARKS = ["suite", "few_shot", "zero_shot", "offline_weights", "conformal", "plain_process", "recipe_choice",
-              "choosing_recipe"]
+              "choosing_recipe", "segmentation", "segmentation_frozen", "detection", "instance"]
 
 
 def main(argv: list[str]) -> None:
