@@ -64,7 +64,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Measured on CrackForest and a 12-class street set (docs/segmentation.md): the recipe's scores hold, the frozen
 # stage is several times faster
 FROZEN_WINDOW = 0.5
-MIN_WINDOW_CELLS = 2  # a window is at least 2 cells of the coarsest map wide; smaller maps are read whole
+MIN_WINDOW_CELLS = 2  # a window is at least 2 cells of the coarsest map wide; a grid of 2 cells is read whole
 
 
 class MapCacheTooLarge(EasyTransferError):
@@ -134,8 +134,8 @@ def window_cells(cells: tuple[int, int], fraction: float) -> tuple[int, int] | N
     """The (height, width) in cells of the coarsest map of a training window `fraction` of the side, rounded down,
     at least `MIN_WINDOW_CELLS`; ``None`` (whole maps) where that is not smaller than the grid.
 
-    >>> window_cells((7, 7), 0.5), window_cells((10, 8), 0.5), window_cells((3, 3), 0.5)
-    ((3, 3), (5, 4), None)
+    >>> window_cells((7, 7), 0.5), window_cells((10, 8), 0.5), window_cells((3, 3), 0.5), window_cells((2, 2), 0.5)
+    ((3, 3), (5, 4), (2, 2), None)
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"the window must be a fraction of the side in (0, 1], got {fraction!r}")
