@@ -10,9 +10,11 @@ Sets (``--sets``):
 
 Each run: ``learn = segmentation_learner(dls)``, ``learn.fit_frozen(3, ...)``, ``learn.unfreeze()``,
 ``learn.fit_discriminative(6)``, every other option the library's default. Prints the frozen stage's wall and CPU
-seconds and its ratio to ``cache=False``'s, the validation mIoU after the frozen stage and after the whole recipe.
+seconds and its ratio to ``cache=False``'s, the validation mIoU after the frozen stage and after the whole recipe
+(``--frozen-only``: the frozen stage alone, a quick timing).
 
     python benchmarks/segmentation_frozen.py --sets coco-semantic,cracks --seeds 0 --out runs/frozen.jsonl
+    python benchmarks/segmentation_frozen.py --frozen-only --methods windows,images
 """
 
 from __future__ import annotations
@@ -87,13 +89,16 @@ def dataset(name: str, seed: int) -> SegmentationData:
                                          mask_fn=lambda p: crack_mask(ROOT / "image" / Path(p).name))
 
 
-def run(dls: SegmentationData, seed: int, options: dict) -> dict:
+def run(dls: SegmentationData, seed: int, options: dict, frozen_only: bool = False) -> dict:
     set_seed(seed)  # the same decoder initialisation whichever path the frozen stage takes
     learn = segmentation_learner(dls)
     wall, cpu = time.perf_counter(), time.process_time()
     learn.fit_frozen(3, **options)
     frozen, frozen_cpu = time.perf_counter() - wall, time.process_time() - cpu
     frozen_miou = learn.evaluate()["miou"]
+    if frozen_only:
+        return {"frozen_s": frozen, "frozen_cpu_s": frozen_cpu, "frozen_miou": frozen_miou, "miou": float("nan"),
+                "seconds": time.perf_counter() - wall, "size": learn.dls.recipe.size}
     learn.unfreeze()
     learn.fit_discriminative(6)
     return {"frozen_s": frozen, "frozen_cpu_s": frozen_cpu, "frozen_miou": frozen_miou,
@@ -105,6 +110,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sets", default="coco-semantic,cracks")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"of {list(METHODS)}; 'images' is the baseline")
+    parser.add_argument("--frozen-only", action="store_true", help="the frozen stage alone (no fine-tuning)")
     parser.add_argument("--out", type=Path, help="append every run to this JSON-lines file")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
@@ -113,8 +119,8 @@ def main(argv=None) -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             dls = dataset(name, seed)
             base = None
-            for method in methods:
-                row = {"set": name, "seed": seed, "method": method, **run(dls, seed, METHODS[method])}
+            for method in sorted(methods, key=lambda m: m != "images"):  # the baseline first: its ratio is printed
+                row = {"set": name, "seed": seed, "method": method, **run(dls, seed, METHODS[method], args.frozen_only)}
                 base = row["frozen_s"] if method == "images" else base
                 ratio = f"{base / row['frozen_s']:.2f}x" if base else "-"
                 print(f"{name:14s} {seed:4d}  {method:16s} {row['frozen_s']:7.1f} ({row['frozen_cpu_s']:7.1f})  "
