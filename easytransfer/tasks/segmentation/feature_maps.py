@@ -61,8 +61,8 @@ DISK_MARGIN = 1 << 30  # bytes a memory-mapped cache leaves free on its disk
 PASS_THREADS = min(8, os.cpu_count() or 1)  # image reading and resizing release the GIL: one thread per core
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # side of a training window on the cached maps, a fraction of the image's side: a quarter of the decoder's work.
-# Measured on CrackForest and a 12-class street set (docs/segmentation.md): the recipe's scores hold, the frozen
-# stage is several times faster
+# Measured on CrackForest and a 12-class scene set from coco128_seg (docs/segmentation.md): the recipe's scores
+# hold, the frozen stage is several times faster
 FROZEN_WINDOW = 0.5
 MIN_WINDOW_CELLS = 2  # a window is at least 2 cells of the coarsest map wide; a grid of 2 cells is read whole
 
